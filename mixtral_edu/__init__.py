@@ -1,0 +1,1 @@
+"""mixtral_edu: Mixtral generation, rebuilt readable."""
