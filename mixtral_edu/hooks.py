@@ -1,0 +1,47 @@
+"""Named hook points: identity functions placed at every interesting tensor.
+
+A `HookPoint` returns its input unchanged. With no hook attached that is all
+it does (one attribute check), so the model pays nothing for being observable.
+Hooks are attached through `mixtral_edu.capture` (scoped, always removed); a
+hook may read the tensor or return a replacement for it.
+"""
+from __future__ import annotations
+
+from typing import Callable, List, Optional
+
+import torch
+from torch import nn
+
+HookFn = Callable[[torch.Tensor, "HookPoint"], Optional[torch.Tensor]]
+
+
+class HookPoint(nn.Module):
+    """An identity with a name. `fns` run in order; one returning a tensor replaces x."""
+
+    def __init__(self, doc: str = "") -> None:
+        super().__init__()
+        self.doc = doc          # the documented shape, e.g. "(B, T, C) residual stream"
+        self.name = ""          # filled in by the model after construction
+        self.fns: List[HookFn] = []
+
+    def __call__(self, x):  # bypass nn.Module.__call__: this is the hot path when nothing is attached
+        if not self.fns:
+            return x
+        for fn in list(self.fns):
+            out = fn(x, self)
+            if out is not None:
+                x = out
+        return x
+
+    def forward(self, x):
+        return self(x)
+
+    def extra_repr(self) -> str:
+        return self.doc
+
+
+def name_hook_points(model: nn.Module) -> None:
+    """Give every HookPoint its dotted module path as its name."""
+    for name, module in model.named_modules():
+        if isinstance(module, HookPoint):
+            module.name = name

@@ -1,0 +1,61 @@
+"""Rotary position embedding (RoPE): position enters attention by rotating q and k.
+
+Each pair of dims (d, d + D/2) of a query or key is turned by the angle
+position * theta^(-2d/D). The dot product of a rotated query and key then
+depends only on how far apart they are. Keys go into the cache already rotated.
+"""
+from __future__ import annotations
+
+from typing import Tuple
+
+import torch
+from torch import nn
+
+
+class MixtralRotaryEmbedding(nn.Module):
+    """cos/sin tables for positions 0 .. seq_len-1, each (seq_len, D).
+
+    The table grows on demand (transformers builds it for max_position_embeddings
+    up front: 131072 rows for Mixtral, which a laptop need not hold).
+    """
+
+    def __init__(self, dim: int, max_position_embeddings: int = 2048, base: float = 10000.0, device=None):
+        super().__init__()
+        self.dim = dim
+        self.max_position_embeddings = max_position_embeddings
+        self.base = base
+        # (D/2,) one frequency per pair of dims, computed in fp32 as transformers does
+        inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.int64).float().to(device) / dim))
+        self.register_buffer("inv_freq", inv_freq, persistent=False)
+        self._cos = self._sin = None
+
+    def _build(self, seq_len: int) -> None:
+        t = torch.arange(seq_len, device=self.inv_freq.device, dtype=torch.int64).type_as(self.inv_freq)
+        freqs = torch.outer(t, self.inv_freq)           # (seq_len, D/2)
+        emb = torch.cat((freqs, freqs), dim=-1)         # (seq_len, D): halves layout, not interleaved
+        self._cos, self._sin = emb.cos(), emb.sin()
+
+    def forward(self, x: torch.Tensor, seq_len: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """x only supplies dtype/device. Returns cos, sin of shape (seq_len, D) in x's dtype."""
+        if self._cos is None or seq_len > self._cos.shape[0] or self._cos.device != x.device:
+            self._build(max(seq_len, 2 * (0 if self._cos is None else self._cos.shape[0])))
+        return self._cos[:seq_len].to(x.dtype), self._sin[:seq_len].to(x.dtype)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """(..., D) -> (..., D): [x1, x2] becomes [-x2, x1], a 90-degree turn of each (d, d + D/2) pair."""
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def apply_rotary_pos_emb(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                         position_ids: torch.Tensor, unsqueeze_dim: int = 1) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Rotate q (B, H, T, D) and k (B, Hkv, T, D) by the angles of their positions (B, T)."""
+    if position_ids.device.type != "meta" and position_ids.numel() and int(position_ids.max()) >= cos.shape[0]:
+        raise ValueError(
+            f"position id {int(position_ids.max())} is beyond the {cos.shape[0]} positions covered by the "
+            "keys (cache + new tokens). Position ids count from 0 at the first non-pad token."
+        )
+    cos = cos[position_ids].unsqueeze(unsqueeze_dim)  # (B, 1, T, D): broadcast over heads
+    sin = sin[position_ids].unsqueeze(unsqueeze_dim)
+    return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
