@@ -33,10 +33,13 @@ class MixtralForCausalLM(MixtralPreTrainedModel):
         self.num_experts = config.num_local_experts
         self.num_experts_per_tok = config.num_experts_per_tok
         self.hook_logits = HookPoint("(B, T, V) logits, fp32")
+        # fired by generate() once per step: lets a trace or a hook see (or force) the chosen ids
+        self.hook_next_tokens = HookPoint("(B,) ids appended this generation step (pad for finished rows)")
         self.post_init()
 
     def post_init(self) -> None:
-        self.lm_head.weight.data.normal_(mean=0.0, std=self.config.initializer_range)
+        if not self.lm_head.weight.is_meta:
+            self.lm_head.weight.data.normal_(mean=0.0, std=self.config.initializer_range)
         self.tie_weights()
         name_hook_points(self)
 

@@ -40,6 +40,8 @@ class MixtralPreTrainedModel(nn.Module):
 
     def _init_weights(self, module: nn.Module) -> None:
         std = self.config.initializer_range
+        if getattr(module, "weight", None) is not None and module.weight.is_meta:
+            return  # a meta-device model has shapes only: nothing to fill
         if isinstance(module, nn.Linear):
             module.weight.data.normal_(mean=0.0, std=std)
         elif isinstance(module, nn.Embedding):

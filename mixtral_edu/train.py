@@ -1,0 +1,192 @@
+"""Train the tiny Mixtral on the synthetic corpus, with the real loss.
+
+    python -m mixtral_edu.train --out runs/tiny            # the shipped recipe
+    python -m mixtral_edu.train --out /tmp/t --steps 20    # a quick look
+
+Loss = cross-entropy + router_aux_loss_coef * load-balancing loss, exactly as
+`MixtralForCausalLM.forward` computes it when given labels and asked for router
+logits. Samples are wrapped as <s> text </s> and packed into fixed windows.
+Deterministic for a seed (on the same machine and thread count).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass
+from typing import List, Optional
+
+import torch
+
+from .causal_lm import MixtralForCausalLM
+from .config import MixtralConfig
+from . import corpus as corpus_mod
+from .tokenizer import save_tokenizer, train_tokenizer
+
+
+@dataclass
+class Recipe:
+    """Everything that decides the shipped weights."""
+
+    seed: int = 0
+    steps: int = 1500
+    batch_size: int = 32
+    seq_len: int = 64
+    lr: float = 3e-3
+    min_lr: float = 3e-4
+    warmup: int = 100
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    n_samples: int = 60000
+    vocab_size: int = 512
+    hidden_size: int = 128
+    intermediate_size: int = 128
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    num_local_experts: int = 8
+    num_experts_per_tok: int = 2
+    sliding_window: int = 32
+    router_aux_loss_coef: float = 0.02
+    threads: int = 2
+
+
+def tiny_config(r: Recipe, tokenizer) -> MixtralConfig:
+    """The model the recipe trains: every Mixtral feature live (MoE top-2, GQA, sliding window < context)."""
+    return MixtralConfig(
+        vocab_size=tokenizer.get_vocab_size(), hidden_size=r.hidden_size, intermediate_size=r.intermediate_size,
+        num_hidden_layers=r.num_hidden_layers, num_attention_heads=r.num_attention_heads,
+        num_key_value_heads=r.num_key_value_heads, num_local_experts=r.num_local_experts,
+        num_experts_per_tok=r.num_experts_per_tok, sliding_window=r.sliding_window,
+        max_position_embeddings=4 * r.seq_len, rope_theta=10000.0, router_aux_loss_coef=r.router_aux_loss_coef,
+        bos_token_id=tokenizer.token_to_id("<s>"), eos_token_id=tokenizer.token_to_id("</s>"),
+        pad_token_id=tokenizer.token_to_id("<pad>"), attn_implementation="sdpa",
+    )
+
+
+def pack(samples: List[str], tokenizer, bos: int, eos: int) -> torch.Tensor:
+    """One long (n_tokens,) stream: <s> sample </s> <s> sample </s> ..."""
+    stream: List[int] = []
+    for enc in tokenizer.encode_batch(samples, add_special_tokens=False):
+        stream += [bos] + enc.ids + [eos]
+    return torch.tensor(stream, dtype=torch.long)
+
+
+def lr_at(step: int, r: Recipe) -> float:
+    """Linear warm-up, then cosine decay to min_lr."""
+    if step < r.warmup:
+        return r.lr * (step + 1) / r.warmup
+    progress = (step - r.warmup) / max(1, r.steps - r.warmup)
+    return r.min_lr + 0.5 * (r.lr - r.min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def train(r: Recipe, out: str, log_every: int = 10, progress: bool = True) -> dict:
+    """Train from scratch and save a Hugging Face model directory to `out`. Returns the curves."""
+    torch.manual_seed(r.seed)
+    random.seed(r.seed)
+    torch.set_num_threads(r.threads)
+    texts = [t for _, t in corpus_mod.make_corpus(r.n_samples, seed=r.seed)]
+    tokenizer = train_tokenizer(texts, vocab_size=r.vocab_size)
+    config = tiny_config(r, tokenizer)
+    model = MixtralForCausalLM(config)
+    model.train()
+    data = pack(texts, tokenizer, config.bos_token_id, config.eos_token_id)
+
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": r.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=r.lr, betas=(0.9, 0.95))
+    gen = torch.Generator().manual_seed(r.seed)
+    curves = {"step": [], "loss": [], "ce_loss": [], "aux_loss": [], "lr": [], "tokens_per_s": [],
+              "expert_share": []}
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=r.steps, desc="train", unit="step")
+    t0 = time.perf_counter()
+    for step in range(r.steps):
+        starts = torch.randint(0, data.numel() - r.seq_len - 1, (r.batch_size,), generator=gen)
+        batch = torch.stack([data[s:s + r.seq_len] for s in starts.tolist()])   # (B, T)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, r)
+        out_ = model(batch, labels=batch, output_router_logits=True, use_cache=False)
+        opt.zero_grad(set_to_none=True)
+        out_.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), r.grad_clip)
+        opt.step()
+        if step % log_every == 0 or step == r.steps - 1:
+            elapsed = time.perf_counter() - t0
+            aux = float(out_.aux_loss.detach())
+            ce = float(out_.loss.detach()) - r.router_aux_loss_coef * aux
+            with torch.no_grad():  # share of routing slots per (layer, expert) in this batch
+                share = [torch.bincount(torch.topk(lg, config.num_experts_per_tok, -1).indices.flatten(),
+                                        minlength=config.num_local_experts).float().div(
+                    lg.shape[0] * config.num_experts_per_tok).tolist() for lg in out_.router_logits]
+            tps = (step + 1) * r.batch_size * r.seq_len / elapsed
+            for k, v in zip(curves, (step, float(out_.loss.detach()), ce, aux, lr_at(step, r), tps, share)):
+                curves[k].append(v)
+            if bar is not None:
+                bar.set_postfix(loss=f"{float(out_.loss.detach()):.3f}", aux=f"{aux:.3f}", tok_s=f"{tps:,.0f}")
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    curves["seconds"] = time.perf_counter() - t0
+    model.eval()
+    save_model_dir(model, tokenizer, out, r, curves)
+    return curves
+
+
+def save_model_dir(model, tokenizer, out: str, r: Recipe, curves: dict) -> None:
+    """config + safetensors + tokenizer files + generation config + recipe + curves (json and png)."""
+    os.makedirs(out, exist_ok=True)
+    model.save_pretrained(out)
+    save_tokenizer(tokenizer, out)
+    cfg = model.config
+    with open(os.path.join(out, "generation_config.json"), "w") as f:
+        json.dump({"bos_token_id": cfg.bos_token_id, "eos_token_id": cfg.eos_token_id,
+                   "pad_token_id": cfg.pad_token_id, "do_sample": False, "max_new_tokens": 32}, f, indent=2)
+    with open(os.path.join(out, "training.json"), "w") as f:
+        json.dump({"recipe": asdict(r), "torch": torch.__version__, "curves": curves}, f)
+    plot_curves(curves, os.path.join(out, "training_curves.png"))
+
+
+def plot_curves(curves: dict, path: str) -> None:
+    """Loss and aux-loss curves, side by side."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    a.plot(curves["step"], curves["ce_loss"], color="#0072B2", label="cross-entropy")
+    a.set(xlabel="step", ylabel="loss (nats/token)", title="Language-model loss", yscale="log")
+    a.legend()
+    b.plot(curves["step"], curves["aux_loss"], color="#D55E00", label="load-balancing loss")
+    b.axhline(2.0, color="gray", ls="--", label="perfect balance (= top-k = 2)")
+    b.set(xlabel="step", ylabel="aux loss", title="Router load-balancing loss")
+    b.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, help="directory to write the model to")
+    for field, default in asdict(Recipe()).items():
+        p.add_argument(f"--{field.replace('_', '-')}", type=type(default), default=default)
+    p.add_argument("--no-progress", action="store_true")
+    args = vars(p.parse_args(argv))
+    out, quiet = args.pop("out"), args.pop("no_progress")
+    r = Recipe(**args)
+    if r.steps <= 0 or r.batch_size <= 0 or r.seq_len < 8:
+        p.error("--steps and --batch-size must be positive and --seq-len at least 8")
+    curves = train(r, out, progress=not quiet)
+    print(f"trained {r.steps} steps in {curves['seconds']:.0f} s; final loss {curves['loss'][-1]:.3f}; "
+          f"saved to {out}")
+
+
+if __name__ == "__main__":
+    main()
