@@ -10,9 +10,13 @@ from .config import MixtralConfig
 from .generation import generate
 from .model import MixtralModel, MixtralPreTrainedModel
 from .outputs import MoeCausalLMOutputWithPast, MoeModelOutputWithPast
+from . import hooks  # callable: `with mixtral_edu.hooks(model, {name: fn}):` (see capture.hooks)
+from .capture import ActivationCache, disable_expert, run_with_cache
+from .trace import Trace, trace  # `mixtral_edu.trace` is the function; the module: `from mixtral_edu.trace import ...`
 
 __all__ = [
     "Cache", "DynamicCache", "MixtralConfig", "MixtralForCausalLM", "MixtralModel", "MixtralPreTrainedModel",
     "MoeCausalLMOutputWithPast", "MoeModelOutputWithPast", "generate",
+    "ActivationCache", "Trace", "disable_expert", "hooks", "run_with_cache", "trace",
 ]
 __version__ = "0.1.0"

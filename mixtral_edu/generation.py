@@ -199,6 +199,7 @@ def generate(
         if eos_ids:
             # rows that already finished keep receiving pad
             next_tokens = next_tokens * unfinished + pad_id * (1 - unfinished)
+        next_tokens = model.hook_next_tokens(next_tokens)                     # (B,) identity unless hooked
 
         input_ids = torch.cat([input_ids, next_tokens[:, None]], dim=-1)
         model_kwargs["past_key_values"] = outputs.past_key_values if use_cache else None

@@ -7,6 +7,8 @@ hook may read the tensor or return a replacement for it.
 """
 from __future__ import annotations
 
+import sys
+import types
 from typing import Callable, List, Optional
 
 import torch
@@ -45,3 +47,15 @@ def name_hook_points(model: nn.Module) -> None:
     for name, module in model.named_modules():
         if isinstance(module, HookPoint):
             module.name = name
+
+
+class _CallableModule(types.ModuleType):
+    """Makes `mixtral_edu.hooks(model, {name: fn})` scope hooks (see `capture.hooks`) while
+    `mixtral_edu.hooks.HookPoint` keeps working: the module itself is what gets called."""
+
+    def __call__(self, model, *specs, **kwargs):
+        from .capture import hooks
+        return hooks(model, *specs, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -1,0 +1,938 @@
+"""See inside a call: a tree of what `generate` (or one forward pass) did, with live numbers.
+
+    with mixtral_edu.trace(model) as tr:
+        out = model.generate(input_ids, attention_mask=mask, max_new_tokens=4)
+    print(tr)        # text tree, in call order
+    tr               # in Jupyter: a collapsible HTML tree
+    tr.to_dict()     # the same tree as plain data (tr.to_json(): as a JSON string)
+    tr.steps         # one StepRecord per generation step: the tensors, for plots
+
+The tree follows the real call chain (shape legend: mixtral_edu.config):
+
+    generate
+      step i: prefill | decode                   one turn of the generation loop
+        prepare_inputs_for_generation            branch taken, ids sliced, position_ids built
+        MixtralForCausalLM.forward
+          model: MixtralModel.forward            cache conversion, past length P
+            position_ids, embed_tokens, 4D mask  (B, T); (B, T) -> (B, T, C); (B, 1, T, S)
+            layers.i: MixtralDecoderLayer.forward
+              input_layernorm, self_attn         q/k/v shapes, cache length before -> after
+              post_attention_layernorm, block_sparse_moe -> experts.e   top-k per token
+            norm
+          lm_head                                logits (B, T, V), top 3 at the last position
+        next token                               the id appended to each row
+
+How it watches: torch forward (pre-)hooks on the modules, functions on the model's
+HookPoints, and instance-level wrappers of `generate` / `prepare_inputs_for_generation`.
+All are observers (they never return a value) and all are removed on exit, even after
+an exception, so outputs are bit-for-bit those of an untraced call.
+"""
+from __future__ import annotations
+
+import html
+import inspect
+import json
+import math
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional
+
+import torch
+from torch import nn
+
+from .cache import Cache
+from .capture import _remove_fn
+from .hooks import HookPoint
+from .outputs import ModelOutput
+
+HF = "transformers.models.mixtral.modeling_mixtral."
+GEN = "transformers.generation.utils.GenerationMixin."
+MASKS = "transformers.modeling_attn_mask_utils."
+MAX_VALUES = 64       # an integer tensor with at most this many elements shows its values in the tree
+MAX_FLOAT_VALUES = 16  # the same for float tensors (their few values rarely teach much)
+MAX_KEPT = 1 << 20    # step records keep tensors up to this many elements (mask, weights, probs, logits)
+TEXT_TOKENS = 12      # router lines per MoE node in the text view (the data has them all)
+
+
+# -- plain-data summaries ---------------------------------------------------------------
+
+def _is_meta(t: torch.Tensor) -> bool:
+    return t.device.type == "meta"
+
+
+def _clean(v: Any) -> Any:
+    """JSON-safe numbers: inf and nan become strings (JSON has no literal for them)."""
+    if isinstance(v, list):
+        return [_clean(x) for x in v]
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    return v
+
+
+def _values(t: torch.Tensor) -> Optional[list]:
+    """Nested lists of the values, or None: too big, or on meta (no data there to read)."""
+    limit = MAX_FLOAT_VALUES if t.is_floating_point() else MAX_VALUES
+    if _is_meta(t) or t.numel() > limit:
+        return None
+    t = t.detach().cpu()
+    return _clean(t.float().round(decimals=4).tolist()) if t.is_floating_point() else t.tolist()
+
+
+def _keep(t: Any, limit: int = MAX_KEPT) -> Optional[torch.Tensor]:
+    """A detached copy for a record, so later in-place ops cannot change it (None if too big)."""
+    if not isinstance(t, torch.Tensor) or t.numel() > limit:
+        return None
+    return t.detach().clone()
+
+
+def _is_legacy_cache(x: Any) -> bool:
+    return (isinstance(x, tuple) and len(x) > 0 and isinstance(x[0], tuple) and len(x[0]) == 2
+            and isinstance(x[0][0], torch.Tensor))
+
+
+def summarize(x: Any) -> Any:
+    """JSON-able description: tensors by shape/dtype (+ values when small), caches by length."""
+    if isinstance(x, torch.Tensor):
+        s = {"shape": list(x.shape), "dtype": str(x.dtype).replace("torch.", ""), "device": x.device.type}
+        vals = _values(x)
+        if vals is not None:
+            s["values"] = vals
+        return s
+    if isinstance(x, Cache):  # layers fill one by one during a forward: show each one's length
+        return {"cache": type(x).__name__, "tokens_per_layer": [x.get_seq_length(i) for i in range(len(x))]}
+    if _is_legacy_cache(x):
+        return {"cache": "legacy tuple", "tokens_per_layer": [k.shape[2] for k, _ in x]}
+    if isinstance(x, ModelOutput):
+        return {k: summarize(getattr(x, k)) for k in x.keys()}
+    if isinstance(x, dict):
+        return {str(k): summarize(v) for k, v in x.items()}
+    if isinstance(x, (tuple, list)):
+        return [summarize(v) for v in x]
+    if x is None or isinstance(x, (bool, int, float, str)):
+        return _clean(x)
+    return type(x).__name__
+
+
+def _fmt(s: Any) -> str:
+    """One line for a summary: '(2, 5) int64 = [[...]]' (values of integer tensors only)."""
+    if isinstance(s, dict) and "shape" in s:
+        text = f"({', '.join(map(str, s['shape']))}) {s['dtype']}"
+        if "values" in s and not s["dtype"].startswith(("float", "bfloat")):
+            text += f" = {s['values']}"
+        return text
+    if isinstance(s, dict) and "cache" in s:
+        return f"{s['cache']}(tokens per layer {s['tokens_per_layer']})"
+    if isinstance(s, dict):
+        return ", ".join(f"{k} {_fmt(v)}" for k, v in s.items())
+    if isinstance(s, list):
+        return "(" + ", ".join(_fmt(v) for v in s) + ")"
+    return repr(s)
+
+
+# -- the records ----------------------------------------------------------------------------
+
+@dataclass
+class Node:
+    """One call in the tree.
+
+    name: our function ("MixtralSparseMoeBlock.forward"); mirrors: the transformers 4.41.2
+    function it re-implements (full dotted path); path: the module's name in the model
+    ("model.layers.0.block_sparse_moe"; "" when not a module); label: short text for the
+    tree; args / result: summaries (see `summarize`); info: facts worth reading (JSON-able);
+    time_ms: wall time, children and tracing included (None for nodes that only report
+    what a call prepared); error: the exception's repr if the call raised.
+    """
+
+    name: str
+    mirrors: str
+    path: str = ""
+    label: str = ""
+    args: Dict[str, Any] = field(default_factory=dict)
+    result: Any = None
+    info: Dict[str, Any] = field(default_factory=dict)
+    children: List["Node"] = field(default_factory=list)
+    time_ms: Optional[float] = None
+    error: Optional[str] = None
+    depth: int = 0
+    _t0: float = field(default=0.0, repr=False)
+
+    def walk(self) -> Iterator["Node"]:
+        yield self
+        for c in self.children:
+            yield from c.walk()
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "label": self.label, "mirrors": self.mirrors, "path": self.path,
+                "args": self.args, "result": self.result, "info": self.info, "time_ms": self.time_ms,
+                "error": self.error, "children": [c.to_dict() for c in self.children]}
+
+
+@dataclass
+class LayerRecord:
+    """What one decoder layer did in one step (tensors are detached copies; None = not seen).
+
+    cache_before / cache_after: keys this layer's cache held before / after the call;
+    q_shape (B, H, T, D), k_shape / v_shape (B, Hkv, T, D): after rotary, before the cache;
+    weights_shape and attn_weights (B, H, T, S): only when eager attention formed them;
+    router_logits (N, E) model dtype, router_probs (N, E) fp32, topk_indices (N, K),
+    topk_weights (N, K): the router's choice per token n = b * T + t.
+    """
+
+    layer: int
+    cache_before: Optional[int] = None
+    cache_after: Optional[int] = None
+    q_shape: Optional[tuple] = None
+    k_shape: Optional[tuple] = None
+    v_shape: Optional[tuple] = None
+    weights_shape: Optional[tuple] = None
+    attn_weights: Optional[torch.Tensor] = None
+    router_logits: Optional[torch.Tensor] = None
+    router_probs: Optional[torch.Tensor] = None
+    topk_indices: Optional[torch.Tensor] = None
+    topk_weights: Optional[torch.Tensor] = None
+
+    def tokens_per_expert(self) -> Dict[int, List[int]]:
+        """{expert: the flattened tokens n that chose it}; empty on meta (no data)."""
+        if self.topk_indices is None or _is_meta(self.topk_indices):
+            return {}
+        out: Dict[int, List[int]] = {}
+        for n, row in enumerate(self.topk_indices.tolist()):
+            for e in row:
+                out.setdefault(e, []).append(n)
+        return dict(sorted(out.items()))
+
+    def to_dict(self) -> dict:
+        d = {k: (summarize(v) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
+        d["tokens_per_expert"] = {str(k): v for k, v in self.tokens_per_expert().items()}
+        return d
+
+
+@dataclass
+class StepRecord:
+    """One generation step (or one direct forward call) as data, for plots and checks.
+
+    index: step number (0 = prefill); kind: "prefill", "decode", "no cache" (generate with
+    use_cache=False) or "forward" (a direct model call); node: its subtree (None if trimmed).
+    prepare: what prepare_inputs_for_generation did, or None: {"branch": text,
+    "input_ids_before" / "input_ids_after": shapes, "cache_length", "past_length",
+    "max_cache_length" (absent without a cache), "position_ids": the (B, T) it built or None}; input_ids (B, T) fed to the model (None for inputs_embeds);
+    attention_mask (B, S): the 2D mask as fed; position_ids (B, T) or (1, T) as the layers
+    used them; past_length: usable past length P; legacy_cache_converted: a tuple or None
+    cache was turned into a DynamicCache; mask_4d (B, 1, T, S) additive, or None;
+    layers: {layer index: LayerRecord} for the traced layers; logits_last (B, V): fp32
+    logits at the last position; next_tokens (B,): ids appended (None outside generate).
+    """
+
+    index: int
+    kind: str
+    node: Optional[Node] = None
+    prepare: Optional[dict] = None
+    input_ids: Optional[torch.Tensor] = None
+    attention_mask: Optional[torch.Tensor] = None
+    position_ids: Optional[torch.Tensor] = None
+    past_length: Optional[int] = None
+    legacy_cache_converted: Optional[bool] = None
+    mask_4d: Optional[torch.Tensor] = None
+    layers: Dict[int, LayerRecord] = field(default_factory=dict)
+    logits_last: Optional[torch.Tensor] = None
+    next_tokens: Optional[torch.Tensor] = None
+    time_ms: Optional[float] = None
+
+    def layer(self, i: int) -> LayerRecord:
+        return self.layers.setdefault(i, LayerRecord(i))
+
+    def to_dict(self) -> dict:
+        out = {k: summarize(v) for k, v in self.__dict__.items() if k not in ("node", "layers")}
+        out["layers"] = {str(i): r.to_dict() for i, r in self.layers.items()}
+        return out
+
+
+# -- the tracer ------------------------------------------------------------------------------
+
+class Trace:
+    """Context manager that records a tree of calls (see the module docstring).
+
+    depth: keep tree nodes at most this deep (0: only the top call; None: all).
+    layers: decoder layers to trace, e.g. [0] or range(2); others get no nodes and no records.
+    steps: generation steps (or direct forward calls) to trace, counted from 0; others leave a stub.
+    `depth` trims only the tree; `layers` and `steps` trim the records too.
+    Reading: `roots` (top nodes), `steps` (StepRecords), `find(text)`, `nodes()`.
+    """
+
+    def __init__(self, model: nn.Module, depth: Optional[int] = None,
+                 layers: Optional[Iterable[int]] = None, steps: Optional[Iterable[int]] = None):
+        from .causal_lm import MixtralForCausalLM
+        from .model import MixtralModel
+        if not isinstance(model, (MixtralForCausalLM, MixtralModel)):
+            raise TypeError(f"trace() needs a mixtral_edu MixtralForCausalLM or MixtralModel, "
+                            f"got {type(model).__name__}.")
+        self.model = model
+        self.lm = model if isinstance(model, MixtralForCausalLM) else None
+        self.backbone = model.model if self.lm is not None else model
+        self.depth = depth
+        self.layers = None if layers is None else {int(i) for i in layers}
+        self.step_filter = None if steps is None else {int(i) for i in steps}
+        self.meta = any(_is_meta(p) for p in model.parameters())
+        self.roots: List[Node] = []
+        self.steps: List[StepRecord] = []
+        self.time_ms: Optional[float] = None
+        self._removers: List[Callable[[], None]] = []
+        self._reset()
+
+    def _reset(self) -> None:
+        self._frames: List[list] = []          # [module, node or None, muted] per open module call
+        self._gen_node: Optional[Node] = None  # the open generate() call
+        self._gen_kwargs: dict = {}
+        self._n_steps = 0                       # steps begun, traced or not
+        self._step: Optional[StepRecord] = None  # the open step's record (None when untraced)
+        self._step_node: Optional[Node] = None  # its "step i" node (generate only; None if trimmed)
+        self._step_open = self._step_skipped = self._step_forwarded = self._in_generate = False
+        self._step_t0 = 0.0
+        self._model_call: dict = {}             # facts of the open MixtralModel.forward call
+
+    # -- reading -------------------------------------------------------------------------------
+    def nodes(self) -> Iterator[Node]:
+        """Every node, depth first, in call order."""
+        for r in self.roots:
+            yield from r.walk()
+
+    def find(self, text: str) -> List[Node]:
+        """Nodes whose name, path or mirrors contains `text`, in call order.
+
+        e.g. find("block_sparse_moe"), find("layers.0."), find("prepare_inputs_for_generation").
+        """
+        return [n for n in self.nodes() if text in n.name or text in n.path or text in n.mirrors]
+
+    # -- attach / detach -------------------------------------------------------------------------
+    def __enter__(self) -> "Trace":
+        self.roots, self.steps, self.time_ms = [], [], None
+        self._reset()
+        self._t0 = time.perf_counter()
+        try:
+            self._attach()
+        except BaseException:
+            self._detach()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        self._detach()
+        self.time_ms = round((time.perf_counter() - self._t0) * 1e3, 3)
+        return False  # never swallow the exception
+
+    def _attach(self) -> None:
+        if self.meta:
+            # Which tokens chose an expert is data, and meta tensors hold none: the MoE loop's
+            # torch.where cannot size its output. This torch flag lets it assume every slot is
+            # chosen: expert row counts become placeholders, every other shape stays right.
+            import torch.fx.experimental._config as fx_config
+            patch = fx_config.patch(meta_nonzero_assume_all_nonzero=True)
+            patch.__enter__()
+            self._removers.append(lambda: patch.__exit__(None, None, None))
+        paths = {m: n for n, m in self.model.named_modules()}
+        self._layer_of: Dict[nn.Module, int] = {}
+        roles = [] if self.lm is None else [(self.lm, "causal_lm")]
+        roles += [(self.backbone, "model"), (self.backbone.embed_tokens, "embed")]
+        for layer in self.backbone.layers:
+            moe, i = layer.block_sparse_moe, layer.layer_idx
+            roles += [(layer, "layer"), (layer.input_layernorm, "norm"), (layer.self_attn, "attn"),
+                      (layer.post_attention_layernorm, "norm"), (moe, "moe")]
+            roles += [(e, "expert") for e in moe.experts]
+            self._layer_of.update({moe: i, **{e: i for e in moe.experts}})
+            for kind in ("q", "k", "v", "pattern"):
+                self._add_point_fn(getattr(layer.self_attn, "hook_" + kind), self._observer(kind, i))
+            for kind in ("router_logits", "router_probs", "topk_indices", "topk_weights"):
+                self._add_point_fn(getattr(moe, "hook_" + kind), self._observer(kind, i))
+        roles.append((self.backbone.norm, "norm"))
+        if self.lm is not None:
+            roles.append((self.lm.lm_head, "lm_head"))
+            self._add_point_fn(self.lm.hook_logits, self._observer("logits", None))
+            self._add_point_fn(self.lm.hook_next_tokens, self._on_next_tokens)
+            self._wrap("prepare_inputs_for_generation", self._wrapped_prepare)
+            self._wrap("generate", self._wrapped_generate)
+        for module, role in roles:
+            self._hook_module(module, role, paths[module])
+
+    def _detach(self) -> None:
+        self._end_step()
+        if self._gen_node is not None:
+            self._finish(self._gen_node, error=self._gen_node.error)
+        for remove in reversed(self._removers):
+            remove()
+        self._removers.clear()
+        self._reset()
+
+    def _hook_module(self, module: nn.Module, role: str, path: str) -> None:
+        def pre(mod, args, kwargs):
+            self._pre(mod, role, path, args, kwargs)
+
+        def post(mod, args, kwargs, result):
+            err = sys.exc_info()[1]  # always_call: this also runs while an exception unwinds
+            self._post(mod, role, result, repr(err) if result is None and err is not None else None)
+
+        h1 = module.register_forward_pre_hook(pre, with_kwargs=True)
+        h2 = module.register_forward_hook(post, with_kwargs=True, always_call=True)
+        self._removers += [h1.remove, h2.remove]
+
+    def _add_point_fn(self, point: HookPoint, fn: Callable) -> None:
+        point.fns.append(fn)
+        self._removers.append(lambda: _remove_fn(point, fn))
+
+    def _wrap(self, attr: str, make: Callable) -> None:
+        """Shadow a method on this instance only; put back exactly what was there on exit."""
+        missing = object()
+        saved = self.model.__dict__.get(attr, missing)
+        wrapper = make(getattr(self.model, attr))
+        self.model.__dict__[attr] = wrapper
+
+        def restore():
+            if self.model.__dict__.get(attr) is wrapper:
+                if saved is missing:
+                    del self.model.__dict__[attr]
+                else:
+                    self.model.__dict__[attr] = saved
+        self._removers.append(restore)
+
+    # -- nodes and steps ---------------------------------------------------------------------------
+    def _muted(self) -> bool:
+        return self._step_skipped or any(f[2] for f in self._frames)
+
+    def _parent(self) -> Optional[Node]:
+        for _, node, _ in reversed(self._frames):
+            if node is not None:
+                return node
+        return self._step_node or self._gen_node
+
+    def _new_node(self, name: str, mirrors: str, label: str, path: str = "",
+                  parent: Optional[Node] = None, index: Optional[int] = None) -> Optional[Node]:
+        """A node under `parent` (default: the innermost open one), or None when too deep."""
+        parent = self._parent() if parent is None else parent
+        depth = 0 if parent is None else parent.depth + 1
+        if self.depth is not None and depth > self.depth:
+            return None
+        node = Node(name, mirrors, path, label, depth=depth, _t0=time.perf_counter())
+        siblings = self.roots if parent is None else parent.children
+        siblings.insert(len(siblings) if index is None else index, node)
+        return node
+
+    @staticmethod
+    def _finish(node: Optional[Node], result: Any = None, error: Optional[str] = None) -> None:
+        if node is None:
+            return
+        node.time_ms = round((time.perf_counter() - node._t0) * 1e3, 3)
+        if result is not None:
+            node.result = summarize(result)
+        node.error = error
+
+    def _begin_step(self, kind: str, in_generate: bool) -> None:
+        self._end_step()
+        index, self._n_steps = self._n_steps, self._n_steps + 1
+        self._step_open, self._step_forwarded, self._in_generate = True, False, in_generate
+        self._step_skipped = self.step_filter is not None and index not in self.step_filter
+        self._step_t0 = time.perf_counter()
+        self._step_node = None
+        if in_generate:
+            self._step_node = self._new_node(f"step {index} ({kind})", GEN + "_sample",
+                                             f"step {index}: {kind}", parent=self._gen_node)
+        if self._step_node is not None:
+            self._step_node.info["loop"] = (
+                f"not traced (steps={sorted(self.step_filter)})" if self._step_skipped else
+                "one turn of the while loop in _sample: prepare inputs -> forward -> next token -> "
+                "append it, grow the mask by a column of ones")
+        self._step = None if self._step_skipped else StepRecord(index, kind, node=self._step_node)
+        if self._step is not None:
+            self.steps.append(self._step)
+
+    def _end_step(self) -> None:
+        if not self._step_open:
+            return
+        elapsed = round((time.perf_counter() - self._step_t0) * 1e3, 3)
+        if self._step is not None:
+            self._step.time_ms = elapsed
+        if self._step_node is not None:
+            self._step_node.time_ms = elapsed
+        self._step, self._step_node = None, None
+        self._step_open = self._step_skipped = self._in_generate = False
+
+    # -- module hooks --------------------------------------------------------------------------------
+    def _pre(self, module: nn.Module, role: str, path: str, args: tuple, kwargs: dict) -> None:
+        top = module is self.model
+        if top and (not self._step_open or self._step_forwarded):
+            self._begin_step("forward", in_generate=False)  # a direct model(...) call is a step of its own
+        if top:
+            self._step_forwarded = True
+        bound = _bind(module, args, kwargs)
+        muted = self._muted()
+        if role == "model":
+            x = bound.get("input_ids")
+            self._model_call = {"first_layer": True,
+                                "T": (x if x is not None else bound["inputs_embeds"]).shape[1]}
+        if role == "layer":
+            if self._model_call.get("first_layer"):
+                self._model_call["first_layer"] = False
+                if not muted:
+                    self._on_first_layer(bound)
+            muted = muted or (self.layers is not None and module.layer_idx not in self.layers)
+        stub = top and self._step_skipped and not self._in_generate  # an untraced direct call: one line
+        node = None
+        if not muted or stub:
+            label = f"{type(module).__name__}.forward" if top else f"{_short(path)}: {_our_name(module)}"
+            node = self._new_node(_our_name(module), _mirror(module, role), label, path)
+        if node is not None and stub:
+            node.info["not traced"] = f"steps={sorted(self.step_filter)}"
+        elif node is not None:
+            node.args = {k: summarize(v) for k, v in bound.items()}
+            if top and self._step is not None and self._step.node is None:
+                self._step.node = node
+        self._frames.append([module, node, muted or stub])
+        if not (muted or stub) and hasattr(self, "_pre_" + role):
+            getattr(self, "_pre_" + role)(module, node, bound)
+
+    def _post(self, module: nn.Module, role: str, result: Any, error: Optional[str]) -> None:
+        frame = None
+        while self._frames:  # pop to this module's frame; an exception may have skipped inner ones
+            frame = self._frames.pop()
+            if frame[0] is module:
+                break
+        if frame is None or frame[0] is not module:
+            return
+        _, node, muted = frame
+        if not muted and error is None and hasattr(self, "_post_" + role):
+            getattr(self, "_post_" + role)(module, node, result)
+        self._finish(node, None if muted else result, error)
+        if module is self.model and not self._in_generate:
+            self._end_step()  # a direct call ends here; a generate step ends with its token
+
+    def _pre_causal_lm(self, module, node, bound) -> None:
+        if self._step is not None:
+            self._step.input_ids = _keep(bound.get("input_ids"))
+
+    def _pre_model(self, module, node, bound) -> None:
+        use_cache = module.config.use_cache if bound.get("use_cache") is None else bound["use_cache"]
+        pkv, T = bound.get("past_key_values"), self._model_call["T"]
+        if not use_cache:
+            text, past, legacy = "use_cache=False: no cache, every position is computed again", 0, False
+        elif pkv is None:
+            text, past, legacy = ("None -> DynamicCache.from_legacy_cache(None); handed back as a legacy "
+                                  "tuple (to_legacy_cache)"), 0, True
+        elif _is_legacy_cache(pkv):
+            past, legacy = pkv[0][0].shape[2], True
+            text = (f"legacy tuple ({len(pkv)} layers of (key, value), each (B, Hkv, {past}, D)) -> "
+                    "DynamicCache.from_legacy_cache; to_legacy_cache() on return")
+        else:
+            past, legacy = pkv.get_usable_length(T), False
+            text = f"{type(pkv).__name__} given: used as is, grown in place"
+        self._model_call.update(past=past, output_attentions=bound.get("output_attentions"))
+        if node is not None:
+            node.info["past_key_values"] = text
+            node.info["past length P (get_usable_length)"] = past
+            skipped = [i for i in range(len(module.layers)) if self.layers is not None and i not in self.layers]
+            if skipped:
+                node.info["layers not traced"] = f"{skipped} (layers={sorted(self.layers)})"
+        if self._step is not None:
+            self._step.past_length, self._step.legacy_cache_converted = past, legacy
+            self._step.attention_mask = _keep(bound.get("attention_mask"))
+            if self._step.input_ids is None:  # tracing the backbone alone
+                self._step.input_ids = _keep(bound.get("input_ids"))
+
+    def _on_first_layer(self, bound: dict) -> None:
+        """The backbone hands each layer the position_ids and 4D mask it prepared: read them once."""
+        positions, mask4d = bound.get("position_ids"), bound.get("attention_mask")
+        if self._step is not None:
+            self._step.position_ids, self._step.mask_4d = _keep(positions), _keep(mask4d)
+        parent = self._parent()
+        if parent is None or parent.name != "MixtralModel.forward":
+            return
+        past, T = self._model_call.get("past", 0), self._model_call["T"]
+        pos = self._new_node("position_ids", HF + "MixtralModel.forward (the position_ids block)",
+                             "position_ids", index=0)  # computed before the embedding, so listed first
+        if pos is not None:
+            pos.info["source"] = ("given by the caller" if parent.args.get("position_ids") is not None else
+                                  f"not given: arange(P, P + T) = arange({past}, {past + T}), one row for the batch")
+            pos.result = summarize(positions)
+        sdpa = (self.backbone._attn_implementation == "sdpa"
+                and not (self._model_call.get("output_attentions") or self.backbone.config.output_attentions))
+        fn = "_prepare_4d_causal_attention_mask" + ("_for_sdpa" if sdpa else "")
+        mask = self._new_node(fn[1:], MASKS + fn, f"4D mask: {fn[1:]}")
+        if mask is None:
+            return
+        mask.args = {"attention_mask": parent.args.get("attention_mask"), "past_key_values_length": past}
+        mask.result = summarize(mask4d)
+        if mask4d is None:
+            mask.info["4D mask"] = ("None: SDPA's own is_causal (or no mask) gives the same answer" if sdpa
+                                    else "None: nothing to hide (one new token, no padding, no window)")
+        else:
+            mask.info["4D mask"] = (f"{_fmt(summarize(mask4d))} additive: 0 = visible, finfo(dtype).min = "
+                                    "hidden (future, outside the window, or padding)")
+            mask.info.update(_mask_picture(mask4d))
+
+    def _pre_attn(self, module, node, bound) -> None:
+        pkv = bound.get("past_key_value")
+        if self._step is not None and isinstance(pkv, Cache):
+            self._step.layer(module.layer_idx).cache_before = pkv.get_seq_length(module.layer_idx)
+
+    def _post_attn(self, module, node, result) -> None:
+        if self._step is None:
+            return
+        rec = self._step.layer(module.layer_idx)
+        if isinstance(result[2], Cache):
+            rec.cache_after = result[2].get_seq_length(module.layer_idx)
+        if node is None:
+            return
+        node.info["q, k, v after rotary"] = f"q {rec.q_shape}, k {rec.k_shape}, v {rec.v_shape}"
+        if rec.cache_before is not None:
+            node.info["cache: keys this layer holds"] = f"{rec.cache_before} -> {rec.cache_after}"
+        node.info["attention weights"] = (f"{rec.weights_shape}: softmax over S keys, fp32" if rec.weights_shape
+                                          else "not formed (sdpa: one fused kernel)")
+
+    def _post_moe(self, module, node, result) -> None:
+        rec = None if self._step is None else self._step.layers.get(self._layer_of[module])
+        if node is None or rec is None or rec.topk_indices is None:
+            return
+        node.info["router"] = (f"gate: (N, C) -> logits (N={rec.topk_indices.shape[0]}, E={module.num_experts}) "
+                               f"-> softmax (fp32) -> top-{module.top_k} -> renormalise to sum 1")
+        node.info.update(_routing_facts(rec, self._step.input_ids))
+
+    def _pre_expert(self, module, node, bound) -> None:
+        rec = None if self._step is None else self._step.layers.get(self._layer_of[module])
+        if node is None:
+            return
+        if self.meta:
+            node.info["tokens n routed here"] = "unknown on meta (the row count is a placeholder)"
+        elif rec is not None:
+            node.info["tokens n routed here"] = rec.tokens_per_expert().get(int(node.path.rsplit(".", 1)[1]), [])
+
+    def _post_causal_lm(self, module, node, result) -> None:
+        if node is None or self._step is None or self._step.logits_last is None:
+            return
+        node.info["logits"] = "lm_head in the model dtype, then .float(): the last position picks the token"
+        if not self.meta:
+            node.info["last position, top 3 per row (id: logit)"] = _top_lines(self._step.logits_last)
+
+    # -- HookPoint observers and method wrappers ---------------------------------------------------
+    def _observer(self, kind: str, layer_idx: Optional[int]) -> Callable:
+        def observe(x: torch.Tensor, point: HookPoint) -> None:
+            if self._step is None or self._muted():
+                return None
+            if kind == "logits":
+                self._step.logits_last = _keep(x[:, -1])
+                return None
+            rec = self._step.layer(layer_idx)
+            if kind in ("q", "k", "v"):
+                setattr(rec, kind + "_shape", tuple(x.shape))
+            elif kind == "pattern":
+                rec.weights_shape, rec.attn_weights = tuple(x.shape), _keep(x)
+            else:
+                setattr(rec, kind, _keep(x))
+            return None  # an observer never replaces the tensor
+        return observe
+
+    def _on_next_tokens(self, tokens: torch.Tensor, point: HookPoint) -> None:
+        if self._step is not None:
+            self._step.next_tokens = _keep(tokens)
+            node = self._new_node("next token", GEN + "_sample (argmax or multinomial; pad for finished rows)",
+                                  "next token", parent=self._step_node) if self._step_node else None
+            if node is not None:
+                node.result = summarize(tokens)
+                node.info["chosen per row"] = _token_lines(tokens, self._step.logits_last,
+                                                           self._gen_kwargs.get("do_sample"))
+        self._end_step()
+        return None
+
+    def _wrapped_prepare(self, original: Callable) -> Callable:
+        def prepare_inputs_for_generation(input_ids, past_key_values=None, attention_mask=None, **kwargs):
+            kind = ("decode" if past_key_values is not None else
+                    "prefill" if kwargs.get("use_cache") is not False else "no cache")
+            self._begin_step(kind, in_generate=True)
+            if self._step is None:
+                return original(input_ids, past_key_values=past_key_values, attention_mask=attention_mask, **kwargs)
+            node = self._new_node("MixtralForCausalLM.prepare_inputs_for_generation",
+                                  HF + "MixtralForCausalLM.prepare_inputs_for_generation",
+                                  "prepare_inputs_for_generation")
+            facts = _prepare_facts(input_ids, past_key_values, attention_mask)
+            out = original(input_ids, past_key_values=past_key_values, attention_mask=attention_mask, **kwargs)
+            fed = out.get("input_ids")
+            facts["input_ids_after"] = None if fed is None else list(fed.shape)
+            facts["position_ids"] = _keep(out.get("position_ids"))
+            self._step.prepare = facts
+            if node is not None:
+                node.args = summarize({"input_ids": input_ids, "past_key_values": past_key_values,
+                                       "attention_mask": attention_mask})
+                node.info = _prepare_info(facts, out.get("position_ids"), past_key_values)
+                node.result = summarize(out)
+                self._finish(node)
+            return out
+        return prepare_inputs_for_generation
+
+    def _wrapped_generate(self, original: Callable) -> Callable:
+        def generate(input_ids=None, attention_mask=None, **kwargs):
+            self._end_step()
+            self._gen_kwargs = {"do_sample": False, **kwargs}  # generate's default: greedy
+            node = self._gen_node = self._new_node("MixtralForCausalLM.generate", GEN + "generate", "generate")
+            if node is not None:
+                node.args = summarize({"input_ids": input_ids, "attention_mask": attention_mask, **kwargs})
+            try:
+                out = original(input_ids, attention_mask=attention_mask, **kwargs)
+            except BaseException as e:
+                self._finish(node, error=repr(e))
+                raise
+            finally:
+                self._end_step()
+                self._gen_node = None
+            self._finish(node, out)
+            return out
+        return generate
+
+    # -- views -------------------------------------------------------------------------------------
+    def header(self) -> str:
+        c = self.model.config
+        dtype = str(next(self.model.parameters()).dtype).replace("torch.", "")
+        return (f"trace of {type(self.model).__name__} (L={c.num_hidden_layers} C={c.hidden_size} "
+                f"H={c.num_attention_heads} Hkv={c.num_key_value_heads} E={c.num_local_experts} "
+                f"K={c.num_experts_per_tok} V={c.vocab_size}, {self.backbone._attn_implementation}, {dtype}"
+                f"{', meta: shapes only' if self.meta else ''}): {len(self.steps)} step(s) traced"
+                + (f" in {self.time_ms:.1f} ms" if self.time_ms is not None else ""))
+
+    def to_text(self, mirrors: bool = False) -> str:
+        """The tree as text. mirrors=True names every node's transformers counterpart; by
+        default only those not named like ours (Mixtral*.forward mirrors its namesake)."""
+        lines = [self.header(), "(hf: the transformers 4.41.2 function a node mirrors; Mixtral*.forward mirrors "
+                 "transformers.models.mixtral.modeling_mixtral.<same name>)"]
+        for i, root in enumerate(self.roots):
+            _text(root, "", i == len(self.roots) - 1, lines, mirrors)
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.to_text()
+
+    def __repr__(self) -> str:
+        return f"<Trace: {len(self.steps)} step(s), {sum(1 for _ in self.nodes())} nodes; print() it for the tree>"
+
+    def _repr_html_(self) -> str:
+        uid = "mxe-" + uuid.uuid4().hex[:8]
+        body = "".join(_html(r) for r in self.roots)
+        return (f'<div class="mxe-trace" id="{uid}"><style>{_CSS.replace("#ID", "#" + uid)}</style>'
+                f'<div class="hdr">{html.escape(self.header())}</div>{body}</div>')
+
+    def to_dict(self) -> dict:
+        """Everything as JSON-able data: header, options, the tree (roots) and the step records."""
+        c = self.model.config
+        sizes = ("num_hidden_layers", "hidden_size", "num_attention_heads", "num_key_value_heads",
+                 "num_local_experts", "num_experts_per_tok", "vocab_size")
+        return {"header": self.header(), "model": type(self.model).__name__,
+                "config": {k: getattr(c, k) for k in sizes},
+                "attn_implementation": self.backbone._attn_implementation, "meta": self.meta,
+                "options": {"depth": self.depth, "layers": None if self.layers is None else sorted(self.layers),
+                            "steps": None if self.step_filter is None else sorted(self.step_filter)},
+                "time_ms": self.time_ms, "roots": [r.to_dict() for r in self.roots],
+                "steps": [s.to_dict() for s in self.steps]}
+
+    def to_json(self, **json_kwargs: Any) -> str:
+        return json.dumps(self.to_dict(), **json_kwargs)
+
+
+def trace(model: nn.Module, depth: Optional[int] = None, layers: Optional[Iterable[int]] = None,
+          steps: Optional[Iterable[int]] = None) -> Trace:
+    """`with trace(model) as tr: ...` records every call made inside the block; see `Trace`."""
+    return Trace(model, depth=depth, layers=layers, steps=steps)
+
+
+# -- facts, worked out from what the calls received and returned ---------------------------------
+
+def _mirror(module: nn.Module, role: str) -> str:
+    if role == "embed":
+        return "torch.nn.Embedding.forward (MixtralModel.embed_tokens)"
+    if role == "lm_head":
+        return "torch.nn.Linear.forward (MixtralForCausalLM.lm_head)"
+    return HF + type(module).__name__ + ".forward"
+
+
+def _our_name(module: nn.Module) -> str:
+    cls = type(module)
+    return ("nn." if cls.__module__.startswith("torch.") else "") + cls.__name__ + ".forward"
+
+
+def _short(path: str) -> str:
+    """'model.layers.0.self_attn' -> 'self_attn'; 'model.layers.0' -> 'layers.0'."""
+    parts = path.split(".")
+    return ".".join(parts[-2:]) if len(parts) >= 2 and parts[-1].isdigit() else parts[-1]
+
+
+_SIGNATURES: Dict[type, inspect.Signature] = {}
+
+
+def _bind(module: nn.Module, args: tuple, kwargs: dict) -> Dict[str, Any]:
+    """The call's arguments by name, whether they came by position or by keyword."""
+    sig = _SIGNATURES.get(type(module))
+    if sig is None:
+        sig = _SIGNATURES[type(module)] = inspect.signature(module.forward)
+    try:
+        return dict(sig.bind(*args, **kwargs).arguments)
+    except TypeError:
+        return {**{f"arg{i}": a for i, a in enumerate(args)}, **kwargs}
+
+
+def _prepare_facts(input_ids: torch.Tensor, pkv: Any, attention_mask: Optional[torch.Tensor]) -> dict:
+    """Which branch prepare_inputs_for_generation takes, read off its inputs (it only slices)."""
+    n_ids = input_ids.shape[1]
+    facts: Dict[str, Any] = {"input_ids_before": list(input_ids.shape)}
+    if pkv is None:
+        facts["branch"] = "no cache (past_key_values is None): input_ids fed whole"
+        return facts
+    if isinstance(pkv, Cache):
+        cache_length, past_length, max_cache_length = pkv.get_seq_length(), pkv.seen_tokens, pkv.get_max_length()
+    else:  # legacy tuple: layer 0's keys are (B, Hkv, P, D)
+        cache_length = past_length = pkv[0][0].shape[2]
+        max_cache_length = None
+    facts.update(cache_length=cache_length, past_length=past_length, max_cache_length=max_cache_length)
+    if attention_mask is not None and attention_mask.shape[1] > n_ids:
+        facts["branch"] = (f"attention_mask longer than input_ids ({attention_mask.shape[1]} > {n_ids}): keep the "
+                           f"last {attention_mask.shape[1] - past_length} ids")
+    elif past_length < n_ids:
+        facts["branch"] = (f"past_length < len(input_ids) ({past_length} < {n_ids}): drop the {past_length} ids "
+                           "the cache holds, input_ids[:, past_length:]")
+    else:
+        facts["branch"] = f"input_ids already holds only new tokens ({past_length} >= {n_ids}): kept as is"
+    return facts
+
+
+def _prepare_info(facts: dict, position_ids: Optional[torch.Tensor], pkv: Any) -> dict:
+    """The prepare node's facts as readable lines (the record keeps them as fields)."""
+    info = {"branch": facts["branch"]}
+    if "past_length" in facts:
+        info["cache"] = (f"cache_length {facts['cache_length']}, past_length {facts['past_length']}, "
+                         f"max_cache_length {facts['max_cache_length']}")
+    before, after = facts["input_ids_before"], facts["input_ids_after"]
+    info["input_ids sliced"] = f"{tuple(before)} -> {None if after is None else tuple(after)}"
+    info["position_ids"] = _position_text(position_ids, pkv)
+    return info
+
+
+def _position_text(position_ids: Optional[torch.Tensor], pkv: Any) -> str:
+    if position_ids is None:
+        return "None (no attention_mask): the model will use arange(P, P + T)"
+    vals = _values(position_ids)
+    how = "attention_mask.cumsum(-1) - 1, pads set to 1" + (", last T columns" if pkv is not None else "")
+    return f"{how}: {_fmt(summarize(position_ids))}" + ("" if vals is not None or _is_meta(position_ids) else " (big)")
+
+
+def _mask_picture(mask4d: torch.Tensor, max_side: int = 16, max_rows: int = 4) -> dict:
+    """Per batch row: one line per query t, '■' where the key is visible, '·' where hidden."""
+    if _is_meta(mask4d) or mask4d.shape[2] > max_side or mask4d.shape[3] > max_side:
+        return {}
+    visible = (mask4d[:, 0] == 0).tolist()                                      # (B, T, S)
+    return {f"mask[{b}] (query t down, key s across; ■ visible, · hidden)":
+            ["".join("■" if v else "·" for v in row) for row in visible[b]]
+            for b in range(min(len(visible), max_rows))}
+
+
+def _routing_facts(rec: LayerRecord, input_ids: Optional[torch.Tensor]) -> dict:
+    idx, w = rec.topk_indices, rec.topk_weights
+    if _is_meta(idx) or w is None:
+        return {"routing": "unknown on meta (no values)"}
+    T = rec.q_shape[2] if rec.q_shape else idx.shape[0]
+    ids = input_ids.reshape(-1).tolist() if input_ids is not None and input_ids.numel() == idx.shape[0] else None
+    lines = []
+    for n, (es, ws) in enumerate(zip(idx.tolist(), w.float().tolist())):
+        b, t = divmod(n, T)
+        token = f" id {ids[n]}" if ids else ""
+        lines.append(f"n={n} (b{b} t{t}{token}): " + ", ".join(f"e{e} {x:.3f}" for e, x in zip(es, ws)))
+    load = {f"e{e}": len(ns) for e, ns in rec.tokens_per_expert().items()}
+    return {"top-k per token (expert weight)": lines, "expert load (tokens)": load}
+
+
+def _top_lines(logits: torch.Tensor, k: int = 3) -> List[str]:
+    vals, ids = logits.float().topk(min(k, logits.shape[-1]), dim=-1)
+    return [f"row {b}: " + ", ".join(f"{i}: {v:.3f}" for i, v in zip(ids[b].tolist(), vals[b].tolist()))
+            for b in range(logits.shape[0])]
+
+
+def _token_lines(tokens: torch.Tensor, logits: Optional[torch.Tensor], do_sample: Optional[bool]) -> List[str]:
+    if _is_meta(tokens):
+        return ["unknown on meta"]
+    best = None if logits is None else logits.argmax(-1).tolist()
+    lines = []
+    for b, tok in enumerate(tokens.tolist()):
+        if best is None:
+            why = ""
+        elif tok == best[b]:
+            why = " = argmax of the last logits" + (" (sampled)" if do_sample else " (greedy)")
+        elif do_sample:
+            why = f", sampled (argmax was {best[b]})"
+        elif do_sample is None:  # generate was called as a function: its arguments are unknown here
+            why = f", not the argmax {best[b]}: sampled, pad for a finished row, or set by a hook"
+        else:
+            why = f", not the argmax {best[b]}: pad for a finished row, or set by a hook on hook_next_tokens"
+        lines.append(f"row {b}: {tok}{why}")
+    return lines
+
+
+# -- text and HTML -----------------------------------------------------------------------------------
+
+def _short_mirror(m: str) -> str:
+    return m.replace("transformers.models.mixtral.", "").replace("transformers.", "")
+
+
+
+def _obvious_mirror(node: Node) -> bool:
+    """Our Mixtral*.forward mirrors transformers' function of the same name: no need to say it."""
+    return node.mirrors == HF + node.name
+
+
+def _detail_lines(node: Node) -> List[str]:
+    lines = []
+    top = node.name in ("MixtralForCausalLM.generate", "MixtralForCausalLM.forward", "MixtralModel.forward",
+                        "MixtralForCausalLM.prepare_inputs_for_generation")
+    shown = [f"{k} {_fmt(v)}" for k, v in node.args.items()
+             if isinstance(v, dict) or (top and v is not None and v is not False)]
+    ins = "; ".join(shown)
+    outs = "" if node.result is None else _fmt(node.result)
+    if ins and outs and len(ins) + len(outs) < 90:
+        lines.append(f"{ins} -> {outs}")
+    else:
+        lines += ([f"in:  {ins}"] if ins else []) + ([f"out: {outs}"] if outs else [])
+    for k, v in node.info.items():
+        if isinstance(v, list) and v and all(isinstance(x, str) for x in v):
+            lines.append(f"{k}:")
+            lines += [f"  {x}" for x in v[:TEXT_TOKENS]]
+            if len(v) > TEXT_TOKENS:
+                lines.append(f"  ... {len(v) - TEXT_TOKENS} more (all in tr.to_dict())")
+        elif isinstance(v, dict):
+            lines.append(f"{k}: " + ", ".join(f"{a} {b}" for a, b in v.items()))
+        else:
+            lines.append(f"{k}: {v}")
+    if node.error:
+        lines.append(f"raised: {node.error}")
+    return lines
+
+
+def _text(node: Node, prefix: str, last: bool, out: List[str], mirrors: bool) -> None:
+    time_text = "" if node.time_ms is None else f"  [{node.time_ms:.2f} ms]"
+    mirror = "" if not mirrors and _obvious_mirror(node) else f"  (hf: {_short_mirror(node.mirrors)})"
+    out.append(f"{prefix}{'└─ ' if last else '├─ '}{node.label}{time_text}{mirror}")
+    inner = prefix + ("   " if last else "│  ")
+    bar = "│ " if node.children else "  "
+    out += [inner + bar + line for line in _detail_lines(node)]
+    for i, child in enumerate(node.children):
+        _text(child, inner, i == len(node.children) - 1, out, mirrors)
+
+
+_CSS = """#ID{font:12px/1.45 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;color:#222}
+#ID .hdr{font-weight:bold;margin-bottom:4px}
+#ID details{margin-left:14px;border-left:1px solid #ddd;padding-left:6px}
+#ID summary{cursor:pointer;white-space:nowrap}
+#ID .t{color:#888;margin-left:8px}#ID .m{color:#7a5;margin-left:8px}#ID .e{color:#c33}
+#ID .d{white-space:pre-wrap;color:#444;margin:1px 0 3px 12px}"""
+
+
+def _html(node: Node) -> str:
+    time_text = "" if node.time_ms is None else f'<span class="t">{node.time_ms:.2f} ms</span>'
+    err = '<span class="e"> raised</span>' if node.error else ""
+    details = "\n".join(_detail_lines(node))
+    opened = " open" if node.depth < 2 else ""
+    return (f'<details{opened}><summary><b>{html.escape(node.label)}</b>{time_text}{err}'
+            f'<span class="m" title="{html.escape(node.mirrors)}">hf: {html.escape(_short_mirror(node.mirrors))}'
+            f'</span></summary><div class="d">{html.escape(details)}</div>'
+            + "".join(_html(c) for c in node.children) + "</details>")
