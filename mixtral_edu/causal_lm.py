@@ -118,9 +118,15 @@ class MixtralForCausalLM(MixtralPreTrainedModel):
 
         aux_loss = None
         if output_router_logits:
+            aux_mask = attention_mask
+            if aux_mask is not None and aux_mask.dim() == 2 and aux_mask.shape[1] > logits.shape[1]:
+                # With a cache the 2D mask also covers past tokens, but router logits exist only for
+                # this call's T tokens: keep the mask's last T columns. (transformers 4.41.2 crashes
+                # here instead, huggingface/transformers#30731; generate(output_router_logits=True) needs this.)
+                aux_mask = aux_mask[:, -logits.shape[1]:]
             aux_loss = load_balancing_loss_func(
                 outputs.router_logits if return_dict else outputs[-1],
-                self.num_experts, self.num_experts_per_tok, attention_mask)
+                self.num_experts, self.num_experts_per_tok, aux_mask)
             if labels is not None:
                 loss = loss + self.router_aux_loss_coef * aux_loss.to(loss.device)
 

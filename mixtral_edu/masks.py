@@ -48,7 +48,7 @@ def mask_reasons(attention_mask_2d: Optional[torch.Tensor], batch_size: int, q_l
     reason = reason[None, None].expand(batch_size, 1, q_len, s).clone()  # (B, 1, T, S)
     if attention_mask_2d is not None:
         _check_2d(attention_mask_2d, batch_size, s)
-        pad = attention_mask_2d[:, None, None, :].expand(batch_size, 1, q_len, s) == 0
+        pad = attention_mask_2d[:, None, None, :].expand(batch_size, 1, q_len, s) != 1
         reason[pad] = PADDING
     return reason
 
@@ -95,7 +95,8 @@ def prepare_4d_causal_attention_mask(
     visible = visible[None, None].expand(batch_size, 1, q_len, kv_len)                 # (B, 1, T, S)
     if attention_mask is not None:
         _check_2d(attention_mask, batch_size, kv_len)
-        visible = visible & attention_mask[:, None, None, :].to(torch.bool)
+        # like transformers, any value other than 1 hides the key
+        visible = visible & (attention_mask[:, None, None, :] == 1)
     return _additive(visible, dtype)
 
 

@@ -30,8 +30,13 @@ class MixtralRotaryEmbedding(nn.Module):
         self._cos = self._sin = None
 
     def _build(self, seq_len: int) -> None:
-        t = torch.arange(seq_len, device=self.inv_freq.device, dtype=torch.int64).type_as(self.inv_freq)
-        freqs = torch.outer(t, self.inv_freq)           # (seq_len, D/2)
+        # Always in fp32, even after model.to(bfloat16) cast inv_freq: bf16 positions and
+        # frequencies would turn the angles into noise. The tables are cast on use instead.
+        device = self.inv_freq.device
+        inv_freq = 1.0 / (self.base ** (torch.arange(0, self.dim, 2, dtype=torch.int64, device=device).float()
+                                        / self.dim))
+        t = torch.arange(seq_len, device=device, dtype=torch.int64).float()
+        freqs = torch.outer(t, inv_freq)                # (seq_len, D/2)
         emb = torch.cat((freqs, freqs), dim=-1)         # (seq_len, D): halves layout, not interleaved
         self._cos, self._sin = emb.cos(), emb.sin()
 
