@@ -41,6 +41,7 @@ class Recipe:
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     n_samples: int = 60000
+    arith_weight: int = 2  # additions are the hardest domain: give them this many shares to 1 each for lang and kv
     vocab_size: int = 512
     hidden_size: int = 128
     intermediate_size: int = 128
@@ -50,7 +51,7 @@ class Recipe:
     num_local_experts: int = 8
     num_experts_per_tok: int = 2
     sliding_window: int = 32
-    router_aux_loss_coef: float = 0.02
+    router_aux_loss_coef: float = 0.05
     threads: int = 2
 
 
@@ -83,12 +84,13 @@ def lr_at(step: int, r: Recipe) -> float:
     return r.min_lr + 0.5 * (r.lr - r.min_lr) * (1 + math.cos(math.pi * progress))
 
 
-def train(r: Recipe, out: str, log_every: int = 10, progress: bool = True) -> dict:
+def train(r: Recipe, out: str, log_every: int = 10, progress: bool = True, save_every: int = 0) -> dict:
     """Train from scratch and save a Hugging Face model directory to `out`. Returns the curves."""
     torch.manual_seed(r.seed)
     random.seed(r.seed)
     torch.set_num_threads(r.threads)
-    texts = [t for _, t in corpus_mod.make_corpus(r.n_samples, seed=r.seed)]
+    domains = ("arith",) * r.arith_weight + ("lang", "kv")
+    texts = [t for _, t in corpus_mod.make_corpus(r.n_samples, seed=r.seed, domains=domains)]
     tokenizer = train_tokenizer(texts, vocab_size=r.vocab_size)
     config = tiny_config(r, tokenizer)
     model = MixtralForCausalLM(config)
@@ -132,6 +134,10 @@ def train(r: Recipe, out: str, log_every: int = 10, progress: bool = True) -> di
                 bar.set_postfix(loss=f"{float(out_.loss.detach()):.3f}", aux=f"{aux:.3f}", tok_s=f"{tps:,.0f}")
         if bar is not None:
             bar.update(1)
+        if save_every and (step + 1) % save_every == 0 and step + 1 < r.steps:
+            model.eval()
+            save_model_dir(model, tokenizer, os.path.join(out, f"step_{step + 1}"), r, curves)
+            model.train()
     if bar is not None:
         bar.close()
     curves["seconds"] = time.perf_counter() - t0
@@ -178,12 +184,13 @@ def main(argv: Optional[List[str]] = None) -> None:
     for field, default in asdict(Recipe()).items():
         p.add_argument(f"--{field.replace('_', '-')}", type=type(default), default=default)
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--save-every", type=int, default=0, help="also save a snapshot every N steps")
     args = vars(p.parse_args(argv))
-    out, quiet = args.pop("out"), args.pop("no_progress")
+    out, quiet, save_every = args.pop("out"), args.pop("no_progress"), args.pop("save_every")
     r = Recipe(**args)
     if r.steps <= 0 or r.batch_size <= 0 or r.seq_len < 8:
         p.error("--steps and --batch-size must be positive and --seq-len at least 8")
-    curves = train(r, out, progress=not quiet)
+    curves = train(r, out, progress=not quiet, save_every=save_every)
     print(f"trained {r.steps} steps in {curves['seconds']:.0f} s; final loss {curves['loss'][-1]:.3f}; "
           f"saved to {out}")
 
