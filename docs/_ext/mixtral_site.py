@@ -1,0 +1,558 @@
+"""Sphinx extension for the mixtral-edu docs site: chapters, generated pages, offline assets.
+
+What it does, in build order:
+
+* ``config-inited``: links ``docs/notebooks`` to the repository's ``notebooks/``
+  (a symlink, so nothing is copied and a chapter executes in the same folder it
+  runs in under JupyterLab), and writes the generated includes under
+  ``docs/_generated/``: the chapter toctree, the call-chain map, the API module
+  list and the benchmark table. A file is only rewritten when its text changes,
+  so an unchanged rebuild stays incremental.
+* ``builder-inited``: makes sure the JavaScript packages the site serves itself
+  are in the local vendor cache (``docs/_build/.vendor``), fetching a missing
+  one once from the npm registry with ``npm pack`` and checking it against the
+  pinned sha512 integrity.
+* ``html-page-context``: adds plotly.js only to pages that hold a plotly figure,
+  and puts a "run this notebook locally / download" box under each chapter's title.
+* ``build-finished``: copies plotly.js (from the installed ``plotly`` package),
+  the vendored npm files and a license note into ``_static/vendor/``.
+
+Two more things keep the chapters right: when any file of ``mixtral_edu``
+changes, the execution cache is dropped and every notebook runs again (myst-nb
+keys its cache on the cells only, so the site would otherwise show numbers from
+older code); and relative links inside a chapter are resolved without following
+the ``docs/notebooks`` symlink (see :func:`keep_symlinked_paths`).
+
+Nothing on a built page is loaded from any other host.
+"""
+from __future__ import annotations
+
+import base64
+import fnmatch
+import hashlib
+import html
+import importlib.util
+import os
+import pkgutil
+import re
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence
+
+from sphinx.application import Sphinx
+from sphinx.errors import ExtensionError
+from sphinx.util import logging
+
+logger = logging.getLogger(__name__)
+
+DOCS = Path(__file__).resolve().parent.parent
+ROOT = DOCS.parent
+GENERATED = DOCS / "_generated"
+VENDOR_CACHE = DOCS / "_build" / ".vendor"
+
+# Files from npm packages that the site serves from _static/vendor/<slug>-<version>/.
+# Versions are pinned with the registry's sha512 integrity of the tarball.
+NPM_ASSETS: List[Dict[str, Any]] = [
+    {
+        # Renders saved ipywidgets state on a static page. ipywidgets 8.1.9's
+        # front end (jupyterlab_widgets 3.0.17) is built on base 6.0.12 /
+        # controls 5.0.13, which is what html-manager 1.0.15 bundles.
+        # embed.js is the standalone bundle: no require.js, and it never loads
+        # widget code from a CDN (only the AMD bundle does that, for third-party widgets).
+        "name": "@jupyter-widgets/html-manager",
+        "version": "1.0.15",
+        "integrity": "sha512-5thBIV6ymNgmPVOHvzx+gGy8ZSKmSazhtGw4/c4xJDVzRhG9PTeQsRjF3FUTopvFi//SABeNz1yp47bCrJ3CQA==",
+        "license": "BSD-3-Clause (bundled third-party notices: embed.js.LICENSE.txt)",
+        "keep": ["package.json", "dist/embed.js", "dist/embed.js.LICENSE.txt", "dist/*.woff2", "dist/*.woff",
+                 "dist/*.ttf", "dist/*.eot", "dist/*.svg"],
+        "strip": "dist/",
+    },
+    {
+        # Math rendering, only loaded on pages that have math. The whole es5/
+        # tree is served so that any component MathJax loads lazily is local too.
+        "name": "mathjax",
+        "version": "3.2.2",
+        "integrity": "sha512-Bt+SSVU8eBG27zChVewOicYs7Xsdt40qm4+UpHyX7k0/O9NliPc+x77k1/FEsPsjKPZGJvtRZM1vO+geW0OhGw==",
+        "license": "Apache-2.0 (LICENSE)",
+        "keep": ["package.json", "LICENSE", "es5/**"],
+        "strip": "",
+    },
+]
+
+# Diagram boxes on the landing page: key -> (label, what happens there).
+CALL_CHAIN_STEPS: Dict[str, Sequence[str]] = {
+    "generate": ("generate", "the decoding loop: prefill once, then one token per step"),
+    "prepare_inputs_for_generation": ("prepare_inputs_for_generation",
+                                      "keeps only uncached tokens, builds position_ids, picks the cache"),
+    "causal_lm": ("MixtralForCausalLM.forward", "backbone + lm_head (+ loss and aux loss when training)"),
+    "model": ("MixtralModel.forward", "embeddings, position ids, 4D mask, the layer loop"),
+    "decoder_layer": ("MixtralDecoderLayer × L", "two residual sub-blocks per layer"),
+    "self_attn": ("self_attn", "RMSNorm → RoPE → grouped-query attention, reads & extends the KV cache"),
+    "block_sparse_moe": ("block_sparse_moe", "RMSNorm → router → top-k experts, weighted sum"),
+    "norm": ("norm", "final RMSNorm"),
+    "lm_head": ("lm_head", "hidden state → one score per vocabulary token"),
+    "outputs": ("logits, past_key_values", "what forward returns to the loop"),
+    "next_token": ("next token", "greedy or sampled (temperature, top-k, top-p), appended; loop again"),
+}
+
+
+def _slug(name: str) -> str:
+    return name.replace("@", "").replace("/", "-")
+
+
+def _write_if_changed(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists() or path.read_text(encoding="utf-8") != text:
+        path.write_text(text, encoding="utf-8")
+
+
+# ---------------------------------------------------------------- chapters
+
+
+def link_notebooks() -> None:
+    """Make docs/notebooks a symlink to ../notebooks (created once, gitignored)."""
+    link = DOCS / "notebooks"
+    target = Path("..") / "notebooks"
+    if link.is_symlink():
+        if os.readlink(link) == str(target):
+            return
+        link.unlink()
+    elif link.exists():
+        raise ExtensionError(f"{link} exists and is not the symlink to ../notebooks; remove it")
+    (ROOT / "notebooks").mkdir(exist_ok=True)
+    os.symlink(target, link, target_is_directory=True)
+
+
+def chapter_docnames() -> List[str]:
+    """Docnames of the walkthrough chapters (notebooks/NN_topic.ipynb), in name order."""
+    folder = ROOT / "notebooks"
+    return sorted(f"notebooks/{p.stem}" for p in folder.glob("*.ipynb") if not p.name.startswith("."))
+
+
+def chapters_include(chapters: Sequence[str]) -> str:
+    if not chapters:
+        return ("The chapters are being written: each one is a notebook in `notebooks/`, "
+                "and appears here as soon as it exists.\n")
+    lines = ["```{toctree}", ":caption: Walkthrough", ":maxdepth: 1", ""]
+    lines += list(chapters)
+    lines += ["```", ""]
+    return "\n".join(lines)
+
+
+def resolve_call_chain(mapping: Dict[str, Any], chapters: Sequence[str]) -> Dict[str, Optional[str]]:
+    """Step key -> chapter docname or None.
+
+    A mapping value is either a docname ("notebooks/03_causal_lm") or a list of
+    keywords; with keywords the first chapter whose topic (file name after
+    ``NN_``) contains one of them is taken. A docname that does not exist gives None.
+    """
+    out: Dict[str, Optional[str]] = {}
+    for key in CALL_CHAIN_STEPS:
+        value = mapping.get(key)
+        found = None
+        if isinstance(value, str):
+            found = value if value in chapters else None
+        elif value:
+            for chapter in chapters:
+                topic = chapter.split("/", 1)[1].split("_", 1)[-1].lower()
+                if any(word.lower() in topic for word in value):
+                    found = chapter
+                    break
+        out[key] = found
+    return out
+
+
+def call_chain_html(links: Dict[str, Optional[str]]) -> str:
+    """The landing page's box diagram: nested boxes, each naming one step, linked to its chapter."""
+
+    def box(key: str, cls: str = "") -> str:
+        label, what = CALL_CHAIN_STEPS[key]
+        inner = (f'<span class="mxe-box-name"><code>{html.escape(label)}</code></span> '
+                 f'<span class="mxe-box-what">{html.escape(what)}</span> ')
+        target = links.get(key)
+        classes = f"mxe-box {cls}".strip()
+        if target:
+            return f'<a class="{classes} mxe-linked" href="{html.escape(target)}.html">{inner}</a>'
+        return (f'<div class="{classes} mxe-unlinked" title="chapter to come">{inner}'
+                f'<span class="mxe-box-soon">(chapter to come)</span></div>')
+
+    def header(key: str) -> str:
+        label, what = CALL_CHAIN_STEPS[key]
+        text = (f'<code>{html.escape(label)}</code> <span class="mxe-box-what">{html.escape(what)}</span>')
+        target = links.get(key)
+        if target:
+            return f'<a class="mxe-group-title mxe-linked" href="{html.escape(target)}.html">{text}</a>'
+        return f'<div class="mxe-group-title mxe-unlinked" title="chapter to come">{text}</div>'
+
+    arrow = '<div class="mxe-arrow" aria-hidden="true">↓</div>'
+    parts = [
+        '<nav class="mxe-chain" aria-label="Call chain of one generation step">',
+        box("generate", "mxe-loop"),
+        arrow,
+        box("prepare_inputs_for_generation"),
+        arrow,
+        '<div class="mxe-group mxe-group-lm">', header("causal_lm"),
+        '<div class="mxe-group mxe-group-model">', header("model"),
+        '<div class="mxe-group mxe-group-layer">', header("decoder_layer"),
+        '<div class="mxe-row">', box("self_attn"), '<div class="mxe-arrow-right" aria-hidden="true">→</div>',
+        box("block_sparse_moe"), "</div>",
+        "</div>",  # layer
+        arrow,
+        box("norm"),
+        "</div>",  # model
+        arrow,
+        box("lm_head"),
+        "</div>",  # causal lm
+        arrow,
+        box("outputs"),
+        arrow,
+        box("next_token", "mxe-loop"),
+        '<div class="mxe-loop-back">↺ back to <code>generate</code> until EOS or max_new_tokens</div>',
+        "</nav>",
+    ]
+    return "\n".join(parts) + "\n"
+
+
+# ---------------------------------------------------------------- API page
+
+
+def api_modules(preferred: Sequence[str]) -> List[str]:
+    """Modules of mixtral_edu that exist now: the preferred order first, then any others by name.
+
+    A module is listed when its file exists; if it then fails to import, autodoc
+    warns and the -W build fails, which is what a broken module should do.
+    """
+    pkg = importlib.util.find_spec("mixtral_edu")
+    if pkg is None or not pkg.submodule_search_locations:
+        raise ExtensionError("mixtral_edu is not importable: run bash scripts/setup.sh")
+    found: List[str] = []
+    for info in pkgutil.iter_modules(pkg.submodule_search_locations):
+        if info.name.startswith("_"):
+            continue
+        found.append(info.name)
+        if info.ispkg:
+            sub_spec = importlib.util.find_spec(f"mixtral_edu.{info.name}")
+            for sub in pkgutil.iter_modules(sub_spec.submodule_search_locations or []):
+                if not sub.name.startswith("_"):
+                    found.append(f"{info.name}.{sub.name}")
+    order = {name: i for i, name in enumerate(preferred)}
+
+    def key(name: str):
+        top = name.split(".")[0]
+        return (order.get(top, len(order)), top, name.count("."), name)
+
+    return sorted(found, key=key)
+
+
+def api_include(modules: Sequence[str]) -> str:
+    lines: List[str] = []
+    for name in modules:
+        full = f"mixtral_edu.{name}"
+        level = "##" if "." not in name else "###"
+        # autodoc writes reStructuredText, so the directive runs inside eval-rst.
+        lines += [f"{level} {full}", "", "```{eval-rst}", f".. automodule:: {full}", "```", ""]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- benchmarks
+
+
+def benchmarks_include() -> str:
+    results = ROOT / "benchmarks" / "results.md"
+    if not results.is_file():
+        return ("Benchmarks have not been run yet: this page shows their table once "
+                "`benchmarks/results.md` exists.\n")
+    out: List[str] = []
+    fence = None
+    for line in results.read_text(encoding="utf-8").splitlines():
+        stripped = line.lstrip()
+        if fence is None and stripped.startswith(("```", "~~~")):
+            fence = stripped[:3]
+        elif fence is not None and stripped.startswith(fence):
+            fence = None
+        elif fence is None and re.match(r"#{1,5} ", line):
+            line = "#" + line  # one level down: the page already has its own title
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def write_generated(app: Sphinx, config) -> None:
+    link_notebooks()
+    chapters = chapter_docnames()
+    _write_if_changed(GENERATED / "chapters.md", chapters_include(chapters))
+    links = resolve_call_chain(config.mxe_call_chain, chapters)
+    _write_if_changed(GENERATED / "callchain.html", call_chain_html(links))
+    _write_if_changed(GENERATED / "api_modules.md", api_include(api_modules(config.mxe_api_modules)))
+    _write_if_changed(GENERATED / "benchmarks.md", benchmarks_include())
+
+
+# ---------------------------------------------------------------- vendored assets
+
+
+def _integrity(path: Path) -> str:
+    return "sha512-" + base64.b64encode(hashlib.sha512(path.read_bytes()).digest()).decode()
+
+
+def _wanted(member: str, keep: Iterable[str]) -> bool:
+    return any(fnmatch.fnmatch(member, pattern) for pattern in keep)
+
+
+def ensure_npm_asset(spec: Dict[str, Any]) -> Path:
+    """The folder holding this package's kept files, fetched with ``npm pack`` if not cached yet."""
+    dest = VENDOR_CACHE / f"{_slug(spec['name'])}-{spec['version']}"
+    stamp = dest / ".integrity"
+    if stamp.is_file() and stamp.read_text().strip() == spec["integrity"]:
+        return dest
+    npm = shutil.which("npm")
+    if npm is None:
+        raise ExtensionError("npm is needed once to fetch the site's JavaScript assets "
+                             "(apt-get install -y npm); scripts/docs.sh installs it")
+    logger.info(f"[mixtral_site] fetching {spec['name']}@{spec['version']} with npm pack")
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = subprocess.run(
+            [npm, "pack", f"{spec['name']}@{spec['version']}", "--pack-destination", tmp,
+             "--prefer-offline", "--silent", "--json"],
+            capture_output=True, text=True, timeout=300)
+        if proc.returncode != 0:
+            raise ExtensionError(f"npm pack {spec['name']}@{spec['version']} failed:\n{proc.stderr[-2000:]}")
+        tarballs = list(Path(tmp).glob("*.tgz"))
+        if len(tarballs) != 1:
+            raise ExtensionError(f"npm pack left {tarballs} in {tmp}")
+        got = _integrity(tarballs[0])
+        if got != spec["integrity"]:
+            raise ExtensionError(f"{spec['name']}@{spec['version']}: integrity {got} != pinned {spec['integrity']}")
+        if dest.exists():
+            shutil.rmtree(dest)
+        dest.mkdir(parents=True)
+        with tarfile.open(tarballs[0]) as tar:
+            for member in tar.getmembers():
+                if not member.isfile():
+                    continue
+                rel = member.name.split("/", 1)[1] if "/" in member.name else member.name
+                if not _wanted(rel, spec["keep"]):
+                    continue
+                if spec["strip"] and rel.startswith(spec["strip"]):
+                    rel = rel[len(spec["strip"]):]
+                target = dest / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with tar.extractfile(member) as src, open(target, "wb") as out:
+                    shutil.copyfileobj(src, out)
+    stamp.write_text(spec["integrity"] + "\n")
+    return dest
+
+
+def plotly_js() -> tuple[Path, str]:
+    import plotly
+    import plotly.offline
+
+    path = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    return path, plotly.offline.get_plotlyjs_version()
+
+
+def static_paths() -> Dict[str, str]:
+    """URLs (relative to _static) of the served scripts."""
+    _, plotly_version = plotly_js()
+    widgets, mathjax = NPM_ASSETS
+    return {
+        "plotly": f"vendor/plotly.js-{plotly_version}/plotly.min.js",
+        "widgets": f"vendor/{_slug(widgets['name'])}-{widgets['version']}/embed.js",
+        "mathjax": f"vendor/{_slug(mathjax['name'])}-{mathjax['version']}/es5/tex-mml-chtml.js",
+    }
+
+
+def fetch_assets(app: Sphinx) -> None:
+    if app.builder.format != "html":
+        return
+    for spec in NPM_ASSETS:
+        ensure_npm_asset(spec)
+
+
+def _copy_tree_if_changed(src: Path, dst: Path, stamp_text: str) -> None:
+    stamp = dst / ".integrity"
+    if stamp.is_file() and stamp.read_text() == stamp_text:
+        return
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns(".integrity"))
+    stamp.write_text(stamp_text)
+
+
+def copy_assets(app: Sphinx, exception: Optional[Exception]) -> None:
+    if exception is not None or app.builder.format != "html":
+        return
+    vendor = Path(app.outdir) / "_static" / "vendor"
+    vendor.mkdir(parents=True, exist_ok=True)
+    notes = ["Third-party files this site serves itself (nothing is loaded from another host).", "",
+             "fontawesome/: Font Awesome webfonts, shipped by pydata-sphinx-theme (the book theme's base).",]
+    source, version = plotly_js()
+    dest = vendor / f"plotly.js-{version}" / "plotly.min.js"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if not dest.exists() or dest.stat().st_size != source.stat().st_size:
+        shutil.copyfile(source, dest)
+    notes.append(f"plotly.js-{version}/: plotly.js {version}, MIT license (see the file's header), "
+                 f"copied from the installed Python package plotly (plotly/package_data/plotly.min.js).")
+    for spec in NPM_ASSETS:
+        cached = ensure_npm_asset(spec)
+        name = f"{_slug(spec['name'])}-{spec['version']}"
+        _copy_tree_if_changed(cached, vendor / name, spec["integrity"])
+        notes.append(f"{name}/: npm package {spec['name']}@{spec['version']} ({spec['integrity']}), "
+                     f"license {spec['license']}, fetched from the npm registry with npm pack.")
+    _write_if_changed(vendor / "README.txt", "\n".join(notes) + "\n")
+
+
+# ---------------------------------------------------------------- per-page additions
+
+RUN_LOCALLY = (
+    '<div class="admonition tip mxe-run-locally">'
+    '<p class="admonition-title">Run this notebook locally</p>'
+    "<p>Every number on this page was computed by the notebook below. To run it yourself "
+    "(CPU only, offline): <code>bash scripts/lab.sh</code> opens it in JupyterLab. "
+    '<a class="reference download" href="{href}" download="{name}">Download {name}</a></p>'
+    "</div>"
+)
+
+
+def page_context(app: Sphinx, pagename: str, templatename: str, context: Dict[str, Any], doctree) -> None:
+    body = context.get("body") or ""
+    if 'class="mxe-plotly"' in body:
+        app.add_js_file(static_paths()["plotly"])
+    if "application/vnd.jupyter.widget-view+json" in body:
+        app.add_js_file("mxe-widgets-mathjax.js")
+    source = app.env.doc2path(pagename, False) if pagename in app.env.all_docs else None
+    if source is not None and str(source).endswith(".ipynb"):
+        pathto = context["pathto"]
+        href = f"{pathto('_sources', 1)}/{pagename}.ipynb"
+        name = pagename.rsplit("/", 1)[-1] + ".ipynb"
+        box = RUN_LOCALLY.format(href=html.escape(href), name=html.escape(name))
+        match = re.search(r"</h1>", body)
+        at = match.end() if match else 0
+        context["body"] = body[:at] + box + body[at:]
+
+
+# ---------------------------------------------------------------- plotly mime type
+
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
+
+
+def quiet_plotly_mime() -> None:
+    """Let myst-nb skip plotly's JSON mime type without a warning.
+
+    A figure shown with ``mixtral_edu.viz.show`` (or plotly's own ``fig.show()``
+    in an executed notebook) carries plotly JSON *and* text/html; the html
+    builder shows the html (see ``nb_mime_priority_overrides`` in conf.py). During
+    parsing myst-nb still visits every mime type of a bundle and warns on ones it
+    has no renderer for, which ``-W`` would turn into a failure. Only the plotly
+    type is let through quietly; any other unknown type still warns.
+    """
+    from myst_nb.core.render import NbElementRenderer
+
+    if getattr(NbElementRenderer, "_mxe_quiet_plotly", False):
+        return
+    block, inline = NbElementRenderer.render_unhandled, NbElementRenderer.render_unhandled_inline
+
+    def render_unhandled(self, data):
+        return [] if data.mime_type == PLOTLY_MIME else block(self, data)
+
+    def render_unhandled_inline(self, data):
+        return [] if data.mime_type == PLOTLY_MIME else inline(self, data)
+
+    NbElementRenderer.render_unhandled = render_unhandled
+    NbElementRenderer.render_unhandled_inline = render_unhandled_inline
+    NbElementRenderer._mxe_quiet_plotly = True
+
+
+# ---------------------------------------------------------------- paths through docs/notebooks
+
+
+def keep_symlinked_paths() -> None:
+    """Resolve a page's relative links without following the docs/notebooks symlink.
+
+    Sphinx 9's ``BuildEnvironment.relfn2path`` calls ``Path.resolve()``, which turns
+    ``docs/notebooks/01_x.ipynb`` into ``notebooks/01_x.ipynb``: outside the source
+    folder, so a link from one chapter to the next (``[next](02_y.ipynb)``) or an
+    image beside a notebook would not be found. The same computation with a
+    purely lexical normalisation keeps the path inside ``docs/``.
+    """
+    from sphinx.environment import BuildEnvironment
+    from sphinx.util.osutil import _relative_path
+
+    if getattr(BuildEnvironment, "_mxe_lexical_paths", False):
+        return
+
+    def relfn2path(self, filename, docname=None):
+        file_name = Path(filename)
+        if file_name.parts[:1] in {("/",), ("\\",)}:
+            abs_fn = Path(os.path.normpath(self.srcdir.joinpath(*file_name.parts[1:])))
+        else:
+            docname = docname or self.docname
+            if not docname:
+                raise KeyError("docname")
+            doc_dir = self.doc2path(docname, base=False).parent
+            abs_fn = Path(os.path.normpath(self.srcdir.joinpath(doc_dir, file_name)))
+        rel_fn = _relative_path(abs_fn, self.srcdir)
+        return rel_fn.as_posix(), os.fspath(abs_fn)
+
+    relfn2path.__doc__ = BuildEnvironment.relfn2path.__doc__
+    BuildEnvironment.relfn2path = relfn2path
+    BuildEnvironment._mxe_lexical_paths = True
+
+
+# ---------------------------------------------------------------- stale notebook outputs
+
+CODE_STAMP = DOCS / "_build" / ".mixtral_edu.sha256"
+
+
+def package_hash() -> str:
+    """Hash of every file of the mixtral_edu package (code and shipped data)."""
+    pkg = ROOT / "mixtral_edu"
+    digest = hashlib.sha256()
+    for path in sorted(pkg.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
+            digest.update(path.relative_to(pkg).as_posix().encode() + b"\0")
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def check_code_changed(app: Sphinx, config) -> None:
+    """myst-nb's cache keys a notebook's outputs on its cells only: when mixtral_edu
+    changes, every notebook must run again or the site would show old numbers.
+    Drop the execution cache, and (below) mark every notebook page outdated."""
+    app._mxe_code_hash = package_hash()
+    old = CODE_STAMP.read_text().strip() if CODE_STAMP.is_file() else None
+    app._mxe_code_changed = old != app._mxe_code_hash
+    if old != app._mxe_code_hash:
+        cache = Path(app.outdir).parent / ".jupyter_cache"
+        if cache.exists():
+            logger.info("[mixtral_site] mixtral_edu changed since the last build: notebooks run again")
+            shutil.rmtree(cache)
+
+
+def outdated_notebooks(app: Sphinx, env, added, changed, removed) -> List[str]:
+    if not getattr(app, "_mxe_code_changed", False):
+        return []
+    return sorted(d for d in env.found_docs
+                  if d not in added and str(env.doc2path(d, False)).endswith(".ipynb"))
+
+
+def stamp_code(app: Sphinx, exception: Optional[Exception]) -> None:
+    if exception is None and getattr(app, "_mxe_code_hash", None):
+        CODE_STAMP.parent.mkdir(parents=True, exist_ok=True)
+        CODE_STAMP.write_text(app._mxe_code_hash + "\n")
+
+
+def setup(app: Sphinx) -> Dict[str, Any]:
+    quiet_plotly_mime()
+    keep_symlinked_paths()
+    app.connect("config-inited", check_code_changed)
+    app.connect("env-get-outdated", outdated_notebooks)
+    app.connect("build-finished", stamp_code)
+    app.add_config_value("mxe_call_chain", {}, "env")
+    app.add_config_value("mxe_api_modules", [], "env")
+    app.connect("config-inited", write_generated)
+    app.connect("builder-inited", fetch_assets)
+    app.connect("html-page-context", page_context)
+    app.connect("build-finished", copy_assets)
+    return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}

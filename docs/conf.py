@@ -1,0 +1,134 @@
+"""Sphinx configuration of the mixtral-edu docs site (build: bash scripts/docs.sh).
+
+The chapters are the notebooks in ../notebooks (linked in as docs/notebooks by
+the local extension _ext/mixtral_site.py), executed by myst-nb at build time and
+cached. Every script and font a page needs is served from _static: nothing is
+loaded from another host.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+DOCS = Path(__file__).resolve().parent
+sys.path.insert(0, str(DOCS / "_ext"))
+sys.path.insert(0, str(DOCS.parent))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+from mixtral_site import static_paths  # noqa: E402
+
+project = "mixtral-edu"
+author = "the mixtral-edu authors"
+copyright = "the mixtral-edu authors, Apache-2.0"
+release = version = "0.1.0"
+
+extensions = [
+    "myst_nb",
+    "sphinx.ext.autodoc",
+    "sphinx.ext.napoleon",
+    "sphinx.ext.mathjax",
+    "mixtral_site",
+    "plain_docstrings",
+]
+
+root_doc = "index"
+exclude_patterns = [
+    "_build",
+    "_generated",
+    "**/.ipynb_checkpoints",
+    # Only the notebooks themselves are chapters; other files next to them are not pages.
+    "notebooks/**/*.md",
+    "notebooks/**/*.rst",
+    "notebooks/*/**",
+    "Thumbs.db",
+    ".DS_Store",
+]
+
+# Internal references must resolve (-W turns a miss into a failure). Without
+# network there is no intersphinx, so references to other libraries' objects
+# (torch.Tensor, ...) cannot resolve: only mixtral_edu targets are checked.
+nitpicky = True
+nitpick_ignore_regex = [(r"py:.*", r"(?!mixtral_edu\b).*")]
+
+# ---------------------------------------------------------------- landing page map
+# Which chapter each box of the call-chain diagram links to. A value is either a
+# chapter docname ("notebooks/04_causal_lm") or keywords: then the first chapter
+# whose topic (file name after "NN_") contains one of them is linked. A box with
+# no chapter is drawn unlinked ("chapter to come"), never as a broken link.
+mxe_call_chain = {
+    "generate": ["generate", "generation"],
+    "prepare_inputs_for_generation": ["prepare_inputs", "prepare"],
+    "causal_lm": ["causal_lm", "causallm", "for_causal"],
+    "model": ["backbone", "mixtralmodel", "mixtral_model", "model_forward"],
+    "decoder_layer": ["decoder", "layer"],
+    "self_attn": ["attention", "attn", "rope", "rotary"],
+    "block_sparse_moe": ["moe", "router", "routing", "expert"],
+    "norm": ["rmsnorm", "final_norm"],
+    "lm_head": ["lm_head", "head"],
+    "outputs": ["logits", "outputs", "kv_cache", "cache"],
+    "next_token": ["next_token", "sampling", "decoding"],
+}
+
+# API reference: modules in this order when they exist (others found in the
+# package are appended by name).
+mxe_api_modules = [
+    "config", "rotary", "attention", "moe", "decoder", "model", "causal_lm", "cache", "masks",
+    "generation", "checkpoint", "outputs", "hooks", "trace", "capture", "presets", "sizes",
+    "corpus", "tokenizer", "train", "evaluate", "viz",
+]
+
+autodoc_default_options = {"members": True, "show-inheritance": True}
+autodoc_member_order = "bysource"
+autodoc_typehints = "signature"
+napoleon_google_docstring = True
+napoleon_numpy_docstring = False
+
+# ---------------------------------------------------------------- MyST / notebooks
+myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "deflist"]
+myst_heading_anchors = 3
+
+nb_execution_mode = "cache"
+nb_execution_timeout = 120
+nb_execution_raise_on_error = True
+nb_execution_show_tb = True
+nb_merge_streams = True
+# A plotly figure shown with mixtral_edu.viz.show carries plotly JSON and html:
+# the html (which draws with the site's own plotly.js) is what a page shows.
+nb_mime_priority_overrides = [
+    ("html", "application/vnd.plotly.v1+json", None),
+]
+# Saved ipywidgets state is drawn by the standalone html-manager bundle, served locally.
+nb_ipywidgets_js = {static_paths()["widgets"]: {}}
+
+# ---------------------------------------------------------------- math
+# MathJax 3 from _static (only pages with math load it).
+mathjax_path = static_paths()["mathjax"]
+mathjax3_config = {"tex": {"inlineMath": [["\\(", "\\)"]], "displayMath": [["\\[", "\\]"]]}}
+
+# ---------------------------------------------------------------- HTML
+html_theme = "sphinx_book_theme"
+html_title = "mixtral-edu"
+html_static_path = ["_static"]
+html_css_files = ["mixtral_edu.css"]
+html_copy_source = True  # the .ipynb of each chapter is offered for download from _sources
+html_show_sourcelink = False
+html_theme_options = {
+    "home_page_in_toc": True,
+    "show_navbar_depth": 1,
+    "use_download_button": True,
+    "use_fullscreen_button": True,
+    "use_repository_button": False,
+    "use_source_button": False,
+    "use_issues_button": False,
+    "use_edit_page_button": False,
+    "navigation_with_keys": False,
+    "show_toc_level": 2,
+    # pydata-sphinx-theme 0.20 adds a top bar holding only a second search field;
+    # the book theme's sidebar already has one.
+    "navbar_persistent": [],
+}
+html_last_updated_fmt = None
+# Light by default (figures have white backgrounds); the reader can switch.
+html_context = {"default_mode": "light"}
