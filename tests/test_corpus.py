@@ -43,6 +43,8 @@ def test_corpus_is_balanced_and_mixed(corpus):
     sizes = [sum(1 for d, _ in make_corpus(7, 0) if d == dom) for dom in DOMAINS]
     assert sizes == [3, 2, 2]
     assert {d for d, _ in make_corpus(20, 0, domains=("lang",))} == {"lang"}
+    weighted = [d for d, _ in make_corpus(400, 0, domains=("arith", "arith", "lang", "kv"))]
+    assert weighted.count("arith") == 200 and weighted.count("kv") == 100
 
 
 def test_every_sample_passes_its_checker(corpus):
@@ -61,7 +63,7 @@ def test_checkers_do_not_accept_other_domains(corpus):
 def test_arith_shape(corpus):
     arith = [t for d, t in corpus if d == "arith"]
     two_by_two = [t for t in arith if re.fullmatch(r"\d\d\+\d\d=\d+", t)]
-    assert 0.6 < len(two_by_two) / len(arith) < 0.8
+    assert 0.7 < len(two_by_two) / len(arith) < 0.9
     assert any(re.match(r"\d\+", t) for t in arith) and any(re.match(r"\d{3}\+", t) for t in arith)
 
 
