@@ -8,3 +8,18 @@ from .display import LIVE_NOTE, show, show_static_twin
 from .source import side_by_side, source_of
 
 __all__ = ["LIVE_NOTE", "show", "show_static_twin", "side_by_side", "source_of"]
+
+# The views: a static plotly figure (works with no kernel) and a live JupyterLab widget each.
+from .attention import attention_explorer, attention_figure  # noqa: E402
+from .balance import balance_explorer, balance_figure, balance_stats  # noqa: E402
+from .cache import cache_explorer, cache_figure  # noqa: E402
+from .callchain import callchain_figure, callchain_html  # noqa: E402
+from .masks import mask_explorer, mask_figure  # noqa: E402
+from .routing import routing_explorer, routing_figure  # noqa: E402
+from .sampling import sampling_explorer, sampling_figure  # noqa: E402
+
+__all__ += [
+    "attention_explorer", "attention_figure", "balance_explorer", "balance_figure", "balance_stats",
+    "cache_explorer", "cache_figure", "callchain_figure", "callchain_html", "mask_explorer", "mask_figure",
+    "routing_explorer", "routing_figure", "sampling_explorer", "sampling_figure",
+]

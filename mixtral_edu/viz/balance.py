@@ -1,0 +1,151 @@
+"""Load balance: how evenly each layer's router spreads tokens over its experts, per corpus domain.
+
+    stats = balance_stats(model, tokenizer)     # runs the model on arith / lang / kv samples
+    fig = balance_figure(stats)
+    balance_explorer(model, tokenizer)          # live: samples, seed, switch an expert off
+
+For layer l and expert e, over the real (non-pad) tokens of a domain:
+  f[l, e]  share of the N*K routing slots that went to e (sums to 1 over e; even = 1/E)
+  P[l, e]  mean router probability of e (sums to 1 over e; even = 1/E)
+The load-balancing loss is E * sum_e (K f_e) P_e: K for a perfectly even router,
+up to E*K for one that sends everything to K experts. The loss per layer comes
+from `mixtral_edu.moe.load_balancing_loss_func`, the total from the model's own
+`aux_loss` output; f and P are counted from the router's recorded top-k and probabilities.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, Sequence
+
+import numpy as np
+import plotly.graph_objects as go
+import torch
+from plotly.subplots import make_subplots
+
+from ..corpus import DOMAINS, make_corpus
+from . import palette as pal
+
+DOMAIN_COLORS = {"arith": pal.OKABE_ITO["orange"], "lang": pal.OKABE_ITO["blue"], "kv": pal.OKABE_ITO["bluish_green"]}
+
+
+@dataclass
+class DomainBalance:
+    """f, P: (L, E) arrays; aux_per_layer: (L,); aux_total: the model's aux_loss; tokens: real tokens."""
+    f: np.ndarray
+    P: np.ndarray
+    aux_per_layer: np.ndarray
+    aux_total: float
+    tokens: int
+
+
+@dataclass
+class BalanceStats:
+    num_experts: int
+    top_k: int
+    domains: Dict[str, DomainBalance] = field(default_factory=dict)
+
+    @property
+    def balanced(self) -> int:
+        """The loss of a perfectly even router: K."""
+        return self.top_k
+
+
+def domain_balance(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> DomainBalance:
+    """Run the model once on a batch and read f, P and the losses (see the module docstring)."""
+    from ..capture import run_with_cache
+    from ..moe import load_balancing_loss_func
+    cfg = model.config
+    E, K, L = cfg.num_local_experts, cfg.num_experts_per_tok, cfg.num_hidden_layers
+    with torch.no_grad():
+        out, cache = run_with_cache(model, input_ids, attention_mask=attention_mask, output_router_logits=True,
+                                    names=["*block_sparse_moe.hook_router_probs",
+                                           "*block_sparse_moe.hook_topk_indices"])
+    real = attention_mask.reshape(-1).bool()                                   # (N,) n = b * T + t
+    f, P, aux = np.zeros((L, E)), np.zeros((L, E)), np.zeros(L)
+    for l in range(L):
+        moe = f"model.layers.{l}.block_sparse_moe."
+        chosen = cache[moe + "hook_topk_indices"][real]                        # (n_real, K)
+        f[l] = torch.bincount(chosen.reshape(-1), minlength=E).double().numpy() / chosen.numel()
+        P[l] = cache[moe + "hook_router_probs"][real].double().mean(0).numpy()
+        aux[l] = float(load_balancing_loss_func((out.router_logits[l],), E, K, attention_mask))
+    return DomainBalance(f, P, aux, float(out.aux_loss), int(real.sum()))
+
+
+def balance_stats(model, tokenizer, n_samples: int = 32, seed: int = 0,
+                  domains: Sequence[str] = DOMAINS) -> BalanceStats:
+    """DomainBalance of each domain, on n_samples texts of it from `corpus.make_corpus`."""
+    from .widgets import encode_batch, pad_id_of
+    stats = BalanceStats(model.config.num_local_experts, model.config.num_experts_per_tok)
+    for d in domains:
+        texts = [t for _, t in make_corpus(n_samples, seed, domains=(d,))]
+        ids, mask = encode_batch(tokenizer, texts, pad_id_of(model, tokenizer))
+        stats.domains[d] = domain_balance(model, ids, mask)
+    return stats
+
+
+def balance_figure(stats: BalanceStats) -> go.Figure:
+    """Per domain (columns): f and P as layer x expert heatmaps; below, the loss per layer and domain
+    against the perfectly balanced value K."""
+    names = list(stats.domains)
+    D, E, K = len(names), stats.num_experts, stats.top_k
+    fig = make_subplots(
+        rows=3, cols=D, vertical_spacing=0.12, horizontal_spacing=0.05,
+        specs=[[{}] * D, [{}] * D, [{"colspan": D}] + [None] * (D - 1)],
+        subplot_titles=[f"{d}: f, share of routing slots" for d in names]
+        + [f"{d}: P, mean router probability" for d in names]
+        + ["Load-balancing loss E·Σ(K·f)·P per layer (model's aux_loss over all layers in the legend)"])
+    vmax = max(max(b.f.max(), b.P.max()) for b in stats.domains.values())
+    for c, d in enumerate(names, start=1):
+        b = stats.domains[d]
+        L = b.f.shape[0]
+        for r, (m, what) in enumerate(((b.f, "f"), (b.P, "P")), start=1):
+            other = b.P if what == "f" else b.f
+            fig.add_trace(go.Heatmap(
+                z=m, x=list(range(E)), y=list(range(L)), coloraxis="coloraxis", xgap=1, ygap=1,
+                text=np.vectorize(lambda v: f"{v:.2f}")(m), texttemplate="%{text}", textfont=dict(size=9),
+                customdata=other, name=f"{d} {what}",
+                hovertemplate=(f"{d}, layer %{{y}}, expert %{{x}}<br>{what} = %{{z:.3f}}"
+                               f"<br>{'P' if what == 'f' else 'f'} = %{{customdata:.3f}}<extra></extra>")), r, c)
+            fig.update_xaxes(tickvals=list(range(E)), ticktext=[f"e{e}" for e in range(E)], row=r, col=c)
+            fig.update_yaxes(tickvals=list(range(L)), ticktext=[f"layer {l}" for l in range(L)],
+                             autorange="reversed", showticklabels=(c == 1), row=r, col=c)
+        fig.update_xaxes(title_text="expert", row=2, col=c)
+        fig.add_trace(go.Bar(
+            x=[f"layer {l}" for l in range(L)], y=b.aux_per_layer, name=f"{d} (aux_loss {b.aux_total:.3f}, "
+            f"{b.tokens} tokens)", marker_color=DOMAIN_COLORS.get(d, pal.expert_color(c)),
+            hovertemplate=f"{d}, %{{x}}: %{{y:.3f}}<extra></extra>"), 3, 1)
+    fig.add_hline(y=K, line=dict(color=pal.DARK_GREY, dash="dash"), row=3, col=1,
+                  annotation_text=f"perfectly balanced = K = {K}", annotation_position="bottom right",
+                  annotation_bgcolor="rgba(255,255,255,0.85)")
+    worst = E * K  # every token sent to the same K experts
+    fig.update_yaxes(title_text="loss", range=[0, max(K * 1.5, max(b.aux_per_layer.max() for b in
+                                                                    stats.domains.values()) * 1.15)],
+                     row=3, col=1)
+    title = (f"Load balance per domain: {E} experts, top-{K}; even routing gives f = P = 1/E = {1 / E:.3f}"
+             f"<br><sup>loss = K = {K} when perfectly balanced, up to E·K = {worst} when collapsed</sup>")
+    fig.update_layout(**pal.base_layout(title, height=900))
+    fig.update_layout(barmode="group", legend=dict(orientation="h", y=-0.08, x=0),
+                      coloraxis=dict(colorscale=pal.SEQUENTIAL_ALT, cmin=0, cmax=vmax,
+                                     colorbar=dict(title=dict(text="share"), len=0.55, y=0.72, thickness=14)))
+    return fig
+
+
+# -- live ---------------------------------------------------------------------------------------------
+
+def balance_explorer(model, tokenizer, n_samples: int = 24):
+    """Live load balance: number of samples per domain, seed, and one expert switched off in every
+    layer (its f drops to 0 and the loss rises). Each change re-runs the model.
+    Returns a LiveView (`.figure` is the figure on screen)."""
+    from ..capture import disable_expert, hooks
+    from .widgets import dropdown, make_live_view, slider
+    E = model.config.num_local_experts
+    controls = {"n_samples": slider("samples per domain", n_samples, 4, 64, step=4),
+                "seed": slider("seed", 0, 0, 20),
+                "off": dropdown("switch off expert", [("none", -1)] + [(f"e{e} (all layers)", e) for e in range(E)],
+                                value=-1)}
+
+    def render(n_samples, seed, off):
+        with hooks(model, disable_expert(None, off) if off >= 0 else {}):
+            return balance_figure(balance_stats(model, tokenizer, n_samples=n_samples, seed=seed))
+
+    return make_live_view(controls, render, "Load balance: each change runs the model on fresh samples")

@@ -1,0 +1,189 @@
+"""Call-chain map: from generate to lm_head and back, each box linked to the notebook that teaches it.
+
+    fig = callchain_figure()                      # plotly boxes; links end in .ipynb (JupyterLab)
+    fig = callchain_figure(link_suffix=".html")   # the same for the docs site
+    fig = callchain_figure(trace=tr, step=1)      # boxes also show what that step really did
+    callchain_html(...)                           # the same map as a plain HTML block
+
+Links are relative (e.g. "01_generation_loop.ipynb"), so they work from any
+notebook in notebooks/: JupyterLab opens the notebook, the docs site the page.
+"""
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+import plotly.graph_objects as go
+
+from . import palette as pal
+
+NOTEBOOKS = {
+    "orientation": "00_orientation", "generate": "01_generation_loop", "prepare": "02_prepare_inputs",
+    "causal_lm": "03_causal_lm_forward", "model": "04_model_forward", "layer": "05_decoder_layer",
+    "attention": "06_attention", "moe": "07_moe", "lm_head": "08_lm_head_sampling", "training": "09_training",
+    "full_size": "10_full_size",
+}
+
+
+@dataclass
+class Box:
+    """One step of the chain: key (also its NOTEBOOKS entry), label, what it does; x0, y0, x1, y1 in
+    0..100 units (y down); group: a box that holds others (its label sits on its top edge)."""
+    key: str
+    label: str
+    what: str
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+    group: bool = False
+    chapter: Optional[str] = None  # NOTEBOOKS key when it differs from `key`
+
+
+BOXES: List[Box] = [
+    Box("generate", "generate", "the loop: prefill once, then one token per step", 8, 3, 86, 10),
+    Box("prepare", "prepare_inputs_for_generation", "feeds only the uncached ids; position_ids from the mask",
+        8, 14, 86, 21),
+    Box("causal_lm", "MixtralForCausalLM.forward", "backbone, then lm_head", 4, 25, 90, 88, group=True),
+    Box("model", "MixtralModel.forward", "embeddings, position ids, 4D mask, the layer loop", 8, 31, 86, 73,
+        group=True),
+    Box("embed", "embed_tokens · position_ids · 4D mask", "(B, T) ids → (B, T, C); mask (B, 1, T, S)",
+        12, 37, 82, 43, chapter="model"),
+    Box("layer", "MixtralDecoderLayer × L", "two residual sub-blocks", 12, 47, 82, 64, group=True),
+    Box("attention", "self_attn", "RoPE, grouped-query attention, KV cache", 15, 54, 47, 62.5),
+    Box("moe", "block_sparse_moe", "router → top-k of E experts", 51, 54, 79, 62.5),
+    Box("norm", "norm", "final RMSNorm", 12, 67, 82, 71, chapter="model"),
+    Box("lm_head", "lm_head", "(B, T, C) → logits (B, T, V)", 8, 77, 86, 84),
+    Box("outputs", "logits, past_key_values", "what forward hands back to the loop", 8, 92, 86, 98,
+        chapter="causal_lm"),
+    Box("next", "next token", "argmax or a draw after temperature, top-k, top-p; appended", 8, 102, 86, 109,
+        chapter="lm_head"),
+]
+# (from, to) boxes joined by an arrow down the middle
+ARROWS = [("generate", "prepare"), ("prepare", "causal_lm"), ("embed", "layer"), ("layer", "norm"),
+          ("model", "lm_head"), ("causal_lm", "outputs"), ("outputs", "next")]
+
+
+def link(key: str, suffix: str = ".ipynb") -> str:
+    """Relative link to the notebook (suffix ".ipynb") or docs page (".html") of a chain step."""
+    return NOTEBOOKS[key] + suffix
+
+
+def step_facts(trace, step: int = 0, row: int = 0) -> Dict[str, str]:
+    """{box key: one line of what this step did}, read from the trace."""
+    rec = trace.steps[step]
+    facts: Dict[str, str] = {"generate": f"step {rec.index}: {rec.kind}"}
+    if rec.prepare:
+        before, after = rec.prepare.get("input_ids_before"), rec.prepare.get("input_ids_after")
+        facts["prepare"] = f"input_ids {tuple(before)} → {tuple(after) if after else None}"
+    if rec.input_ids is not None and rec.mask_4d is not None:
+        facts["embed"] = f"fed {tuple(rec.input_ids.shape)}, mask {tuple(rec.mask_4d.shape)}, P = {rec.past_length}"
+    elif rec.input_ids is not None:
+        facts["embed"] = f"fed {tuple(rec.input_ids.shape)}, no 4D mask needed, P = {rec.past_length}"
+    if rec.layers:
+        first = rec.layers[min(rec.layers)]
+        facts["layer"] = f"{len(rec.layers)} layers; cache {first.cache_before} → {first.cache_after} keys each"
+        if first.topk_indices is not None:
+            facts["moe"] = f"layer {first.layer}, token 0 → experts {first.topk_indices[0].tolist()}"
+        if first.q_shape:
+            facts["attention"] = f"q {first.q_shape}, k {first.k_shape}"
+    if rec.logits_last is not None:
+        facts["lm_head"] = f"last-position logits {tuple(rec.logits_last.shape)}"
+    if rec.next_tokens is not None:
+        facts["next"] = f"appended {rec.next_tokens.tolist()}"
+    return facts
+
+
+def callchain_figure(link_suffix: str = ".ipynb", trace=None, step: int = 0) -> go.Figure:
+    """The chain as nested boxes; each label is a link to its notebook (`link_suffix`: ".ipynb" in
+    JupyterLab, ".html" on the docs site). With a trace, each box also shows what `step` did."""
+    facts = step_facts(trace, step) if trace is not None else {}
+    fig = go.Figure()
+    shapes, notes = [], []
+    for b in BOXES:
+        href = link(b.chapter or b.key, link_suffix)
+        fill = "rgba(0,0,0,0)" if b.group else "white"
+        color = pal.OKABE_ITO["blue"] if not b.group else pal.DARK_GREY
+        shapes.append(dict(type="rect", x0=b.x0, x1=b.x1, y0=b.y0, y1=b.y1, xref="x", yref="y",
+                           line=dict(color=color, width=1.5 if b.group else 2), fillcolor=fill,
+                           layer="below"))
+        narrow = b.x1 - b.x0 < 40  # label and description on two lines
+        text = (f'<a href="{html.escape(href)}" target="_self"><b>{html.escape(b.label)}</b></a>'
+                + ("<br>" if narrow else "  ") + f'<span style="color:{pal.DARK_GREY}">{html.escape(b.what)}</span>')
+        if b.group:
+            y = b.y0 + 2.2
+        elif narrow:
+            y = b.y0 + 3.0   # two lines of label + description
+        else:
+            y = (b.y0 + b.y1) / 2 - (1.2 if b.key in facts else 0)
+        notes.append(dict(x=b.x0 + 1.5, y=y, xref="x", yref="y", text=text, showarrow=False, xanchor="left",
+                          yanchor="middle", font=dict(size=12), align="left"))
+        if b.key in facts:
+            notes.append(dict(x=b.x0 + 1.5, y=(y + (3.6 if narrow else 2.6)) if not b.group else b.y0 + 4.6,
+                              xref="x", yref="y",
+                              text=html.escape(facts[b.key]), showarrow=False, xanchor="left", yanchor="middle",
+                              font=dict(size=11, color=pal.OKABE_ITO["vermillion"], family="DejaVu Sans Mono")))
+    # arrows down the chain, the layer's attention → moe, and the loop back to generate
+    by_key = {b.key: b for b in BOXES}
+    for a, b in ARROWS:
+        notes.append(dict(x=47, y=by_key[b].y0, ax=47, ay=by_key[a].y1, xref="x", yref="y", axref="x", ayref="y",
+                          text="", showarrow=True, arrowhead=2, arrowwidth=1.5, arrowcolor=pal.DARK_GREY))
+    att, moe = by_key["attention"], by_key["moe"]
+    mid = (att.y0 + att.y1) / 2
+    notes.append(dict(x=moe.x0, y=mid, ax=att.x1, ay=mid, xref="x", yref="y", axref="x", ayref="y", text="",
+                      showarrow=True, arrowhead=2, arrowwidth=1.5, arrowcolor=pal.DARK_GREY))
+    nxt, gen = by_key["next"], by_key["generate"]
+    y_next, y_gen = (nxt.y0 + nxt.y1) / 2, (gen.y0 + gen.y1) / 2
+    shapes.append(dict(type="path", path=f"M {nxt.x1},{y_next} L 95,{y_next} L 95,{y_gen} L {gen.x1 + 1},{y_gen}",
+                       xref="x", yref="y", line=dict(color=pal.OKABE_ITO["vermillion"], width=2, dash="dot")))
+    notes.append(dict(x=96.5, y=(y_next + y_gen) / 2, xref="x", yref="y", text="loop: next step", textangle=90,
+                      showarrow=False, font=dict(size=11, color=pal.OKABE_ITO["vermillion"])))
+    notes.append(dict(x=gen.x1 + 0.5, y=y_gen, ax=95, ay=y_gen, xref="x", yref="y", axref="x", ayref="y",
+                      text="", showarrow=True, arrowhead=2, arrowcolor=pal.OKABE_ITO["vermillion"]))
+    # the chapters outside the chain
+    for x, key, text in ((4, "orientation", "start here: 00_orientation"),
+                         (34, "training", "loss + router aux loss: 09_training"),
+                         (68, "full_size", "the real 8x7B: 10_full_size")):
+        notes.append(dict(x=x, y=113.5, xref="x", yref="y", xanchor="left", showarrow=False, font=dict(size=12),
+                          text=(f'<a href="{html.escape(link(key, link_suffix))}" target="_self">'
+                                f'{html.escape(text)}</a>')))
+    fig.update_layout(**pal.base_layout(
+        "The call chain of one generation step (click a name to open its notebook)"
+        + (f"<br><sup>in red: what step {step} of the trace did</sup>" if facts else ""), height=860))
+    fig.update_layout(shapes=shapes, annotations=notes, margin=dict(l=20, r=20, t=80, b=20),
+                      xaxis=dict(range=[0, 100], visible=False, fixedrange=True),
+                      yaxis=dict(range=[116, 0], visible=False, fixedrange=True), hovermode=False)
+    return fig
+
+
+def callchain_html(link_suffix: str = ".ipynb", trace=None, step: int = 0):
+    """The same map as an HTML block (an IPython.display.HTML): nested boxes with links, inline styles
+    only, so it survives notebook sanitisers and needs no script."""
+    from IPython.display import HTML
+    facts = step_facts(trace, step) if trace is not None else {}
+    by_key = {b.key: b for b in BOXES}
+
+    def box(key: str, inner: str = "") -> str:
+        b = by_key[key]
+        href = html.escape(link(b.chapter or b.key, link_suffix))
+        fact = (f'<div style="color:{pal.OKABE_ITO["vermillion"]};font-family:monospace;font-size:11px">'
+                f'{html.escape(facts[key])}</div>' if key in facts else "")
+        border = f"1px dashed {pal.DARK_GREY}" if b.group else f"2px solid {pal.OKABE_ITO['blue']}"
+        return (f'<div style="border:{border};border-radius:6px;padding:6px 10px;margin:6px 0;background:white">'
+                f'<a href="{href}"><b><code>{html.escape(b.label)}</code></b></a> '
+                f'<span style="color:{pal.DARK_GREY}">{html.escape(b.what)}</span>{fact}{inner}</div>')
+
+    down = f'<div style="text-align:center;color:{pal.DARK_GREY}">↓</div>'
+    layer = box("layer", '<div style="display:flex;gap:8px;align-items:center">' + box("attention")
+                + "<span>→</span>" + box("moe") + "</div>")
+    model = box("model", box("embed") + down + layer + down + box("norm"))
+    chain = (box("generate") + down + box("prepare") + down + box("causal_lm", model + down + box("lm_head"))
+             + down + box("outputs") + down + box("next")
+             + f'<div style="color:{pal.OKABE_ITO["vermillion"]}">↺ back to generate for the next token</div>')
+    extra = " · ".join(f'<a href="{html.escape(link(k, link_suffix))}">{t}</a>' for k, t in (
+        ("orientation", "start here"), ("training", "training: loss + aux loss"), ("full_size", "the real 8x7B")))
+    block = (f'<div class="mxe-callchain" style="font-size:13px;max-width:820px">{chain}'
+             f'<div style="margin-top:6px">{extra}</div></div>')
+    # arrows and dots as character references: right on a page of any declared encoding
+    return HTML(block.encode("ascii", "xmlcharrefreplace").decode("ascii"))
