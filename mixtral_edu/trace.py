@@ -101,7 +101,8 @@ def summarize(x: Any) -> Any:
             s["values"] = vals
         return s
     if isinstance(x, Cache):  # layers fill one by one during a forward: show each one's length
-        return {"cache": type(x).__name__, "tokens_per_layer": [x.get_seq_length(i) for i in range(len(x))]}
+        n_layers = len(x) if hasattr(type(x), "__len__") else 1  # a Cache subclass may not count its layers
+        return {"cache": type(x).__name__, "tokens_per_layer": [x.get_seq_length(i) for i in range(n_layers)]}
     if _is_legacy_cache(x):
         return {"cache": "legacy tuple", "tokens_per_layer": [k.shape[2] for k, _ in x]}
     if isinstance(x, ModelOutput):

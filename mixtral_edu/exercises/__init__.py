@@ -22,6 +22,8 @@ class ExerciseResult:
         return self.ok
 
     def __repr__(self) -> str:
+        if not self.ok and self.message.lower().startswith("not yet"):
+            return "NOT YET" + self.message[len("not yet"):]
         return ("PASSED: " if self.ok else "NOT YET: ") + self.message
 
     def _repr_html_(self) -> str:
