@@ -132,7 +132,7 @@ def load_balancing_loss_func(gate_logits, num_experts: int, top_k: int = 2,
     gate_logits: tuple of L tensors (N, E). f: share of routing slots that went to
     each expert, per top-k slot (K, E); P: mean router probability per expert (E,).
     Padding tokens (attention_mask (B, T) == 0) are left out of both averages.
-    A perfectly even router gives K; a collapsed one up to E * K.
+    A perfectly even router gives K; one that sends every token to the same K experts gives E.
     """
     if gate_logits is None or not isinstance(gate_logits, tuple):
         return 0
