@@ -162,10 +162,12 @@ def save_model_dir(model, tokenizer, out: str, r: Recipe, curves: dict) -> None:
 
 def plot_curves(curves: dict, path: str) -> None:
     """Loss and aux-loss curves, side by side."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    # draw on a bare Figure: switching pyplot's backend would break plots in a notebook afterwards
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=(10, 3.6))
+    FigureCanvasAgg(fig)
+    a, b = fig.subplots(1, 2)
     a.plot(curves["step"], curves["ce_loss"], color="#0072B2", label="cross-entropy")
     a.set(xlabel="step", ylabel="loss (nats/token)", title="Language-model loss", yscale="log")
     a.legend()
@@ -175,7 +177,6 @@ def plot_curves(curves: dict, path: str) -> None:
     b.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def main(argv: Optional[List[str]] = None) -> None:
