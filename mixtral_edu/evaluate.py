@@ -158,7 +158,7 @@ AdamW (lr {r['lr']} with {r['warmup']} warm-up steps and cosine decay to {r['min
 {r['weight_decay']}, gradient clip {r['grad_clip']}), batches of {r['batch_size']} x {r['seq_len']} packed tokens
 from {r['n_samples']} samples, byte-level BPE vocabulary of {cfg['vocab_size']}. Loss = cross-entropy +
 {r['router_aux_loss_coef']} x load-balancing loss. Took {curves['seconds']:.0f} s on this machine
-({metrics['machine']['cpu']}, {metrics['machine']['threads']} threads, torch {metrics['machine']['torch']}).
+({metrics['machine']['cpu']}, {r['threads']} training thread(s), torch {training['torch']}).
 Final loss {curves['loss'][-1]:.3f}, aux loss {curves['aux_loss'][-1]:.3f} (2.0 = perfectly balanced).
 
 ![training curves](training_curves.png)

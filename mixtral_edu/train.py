@@ -32,7 +32,7 @@ class Recipe:
     """Everything that decides the shipped weights."""
 
     seed: int = 0
-    steps: int = 1500
+    steps: int = 1800
     batch_size: int = 32
     seq_len: int = 64
     lr: float = 3e-3
