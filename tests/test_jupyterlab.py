@@ -33,7 +33,6 @@ FIXTURE = ROOT / "tests" / "fixtures" / "lab_widget_demo.ipynb"
 SHOTS = ROOT / "artifacts" / "screenshots"
 N_IDS = 9  # len(ids) in the fixture notebook
 
-pytestmark = pytest.mark.skipif(not br.chromium_available(), reason="needs Debian's chromium")
 
 
 def _free_port() -> int:

@@ -332,8 +332,7 @@ def test_static_sliders_work_in_a_browser(run, tok, tmp_path):
     import plotly.offline
 
     import browser as br
-    if not br.chromium_available():
-        pytest.skip("needs Debian's chromium")
+    assert br.chromium_available(), "needs Debian's chromium (scripts/test.sh installs it)"
     from mixtral_edu.viz.display import figure_html
     tr = run[0]
     # one figure per kind of slider: "update" with shapes (routing and attention use the same helper),
@@ -354,6 +353,8 @@ def test_static_sliders_work_in_a_browser(run, tok, tmp_path):
             box = rail.bounding_box()
             page.mouse.click(box["x"] + 3, box["y"] + box["height"] / 2)
             page.wait_for_function(f"() => document.getElementById('{name}').layout.sliders[0].active === 0")
+            # the step's update lands after the slider moves (plotly animates the handle): let it settle
+            page.wait_for_timeout(500)
             got = page.evaluate(f"""() => {{ const gd = document.getElementById('{name}');
                 return {{title: gd.layout.title.text, visible: gd.data.map(t => t.visible !== false)}}; }}""")
             args = fig.layout.sliders[0].steps[0].args
