@@ -33,7 +33,7 @@ EXTERNAL_WORDS = ("cdn", "unpkg", "jsdelivr", "googleapis", "cloudflare")
 # ---------------------------------------------------------------- build
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def site() -> Path:
     """Build the site exactly as `bash scripts/docs.sh` does; fail with the log if it fails."""
     ARTIFACTS.mkdir(exist_ok=True)
@@ -60,7 +60,7 @@ def html_pages(site: Path) -> List[str]:
     return pages
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def pages(site) -> List[str]:
     found = html_pages(site)
     for needed in ("index.html", "search.html", "glossary.html", "api.html", "walkthrough_map.html",
@@ -193,13 +193,13 @@ def test_vendored_assets_have_license_notes(site):
 # ---------------------------------------------------------------- in the browser
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def base_url(site):
     with br.serve(site) as url:
         yield url
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chrome():
     if not br.chromium_available():
         pytest.fail(f"{br.CHROMIUM} not found: bash scripts/test.sh installs Debian's chromium", pytrace=False)
@@ -241,7 +241,7 @@ def _shot_name(page: str) -> str:
     return page[:-5].replace("/", "__") + ".png"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def visited(pages, base_url, chrome) -> Dict[str, dict]:
     """Open every page once: its request log, what it drew, and a screenshot."""
     SHOTS.mkdir(parents=True, exist_ok=True)
@@ -362,6 +362,9 @@ def test_search_finds_router(base_url, chrome):
     tab, log = br.open_page(chrome, base_url + "search.html?q=router")
     try:
         tab.wait_for_selector("#search-results ul.search li", timeout=30_000)
+        # Sphinx adds hits one by one and writes the summary when it is done: read them after that
+        tab.wait_for_function("() => { const p = document.querySelector('#search-results p.search-summary');"
+                              " return p && /found|did not match/i.test(p.textContent); }", timeout=30_000)
         hits = tab.eval_on_selector_all("#search-results ul.search li a",
                                         "as => as.map(a => a.getAttribute('href'))")
         br.screenshot(tab, SHOTS / "search__router.png", full_page=False)

@@ -543,6 +543,31 @@ def stamp_code(app: Sphinx, exception: Optional[Exception]) -> None:
         CODE_STAMP.write_text(app._mxe_code_hash + "\n")
 
 
+_CHAPTER_LINK = re.compile(r"""(href=)(["'])(\d\d_[A-Za-z0-9_]+)\.ipynb(#[^"']*)?\2""")
+
+
+def chapter_links_to_pages(app: Sphinx, exception: Optional[Exception]) -> None:
+    """Point a notebook output's links between chapters (``01_x.ipynb``, right in JupyterLab) at the pages.
+
+    Links written in markdown cells are resolved by Sphinx; these come from HTML outputs (the
+    call-chain map), which Sphinx does not read. A link is rewritten only if its page exists.
+    """
+    if exception is not None or app.builder.format != "html":
+        return
+    folder = Path(app.outdir) / "notebooks"
+    for page in folder.glob("*.html"):
+        text = page.read_text(encoding="utf-8")
+
+        def swap(m: "re.Match[str]") -> str:
+            if not (folder / f"{m.group(3)}.html").exists():
+                return m.group(0)
+            return f"{m.group(1)}{m.group(2)}{m.group(3)}.html{m.group(4) or ''}{m.group(2)}"
+
+        new_text = _CHAPTER_LINK.sub(swap, text)
+        if new_text != text:
+            page.write_text(new_text, encoding="utf-8")
+
+
 def setup(app: Sphinx) -> Dict[str, Any]:
     quiet_plotly_mime()
     keep_symlinked_paths()
@@ -555,4 +580,5 @@ def setup(app: Sphinx) -> Dict[str, Any]:
     app.connect("builder-inited", fetch_assets)
     app.connect("html-page-context", page_context)
     app.connect("build-finished", copy_assets)
+    app.connect("build-finished", chapter_links_to_pages)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
