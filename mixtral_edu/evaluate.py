@@ -67,7 +67,8 @@ def record_rate(model, tokenizer, n: int = 100) -> Dict:
 
 @torch.no_grad()
 def domain_stats(model, tokenizer, n_per_domain: int = 200, seed: int = EVAL_SEED) -> Dict:
-    """Per domain: perplexity, and per layer the share of routing slots each expert got.
+    """Per domain: perplexity, and per layer the share of routing slots each expert got
+    (expert_share, sums to 1 per layer) and the share of tokens that chose it (token_share: K times that).
 
     Also the share of consecutive token pairs whose top-1 expert is the same (Mixtral paper, section 5).
     """
@@ -91,13 +92,15 @@ def domain_stats(model, tokenizer, n_per_domain: int = 200, seed: int = EVAL_SEE
                 same[layer] += (top[1:, 0] == top[:-1, 0]).sum()
             pairs += ids.shape[1] - 1
         share = counts / counts.sum(dim=1, keepdim=True)
+        routed = counts.sum(dim=1, keepdim=True) / cfg.num_experts_per_tok  # tokens routed per layer
         stats[domain] = {"perplexity": math.exp(nll / n_tok), "tokens": n_tok,
-                         "expert_share": share.tolist(), "same_top1_consecutive": (same / pairs).tolist()}
+                         "expert_share": share.tolist(), "token_share": (counts / routed).tolist(), "same_top1_consecutive": (same / pairs).tolist()}
     return stats
 
 
 def routing_summary(stats: Dict) -> Dict:
-    """Smallest expert share anywhere, overall per layer, and domain-vs-domain differences."""
+    """Smallest expert share anywhere (of routing slots, and of tokens), overall per layer (domains
+    weighted equally), and domain-vs-domain differences."""
     domains = list(stats)
     shares = {d: torch.tensor(stats[d]["expert_share"]) for d in domains}   # (L, E) each
     overall = sum(shares.values()) / len(shares)
@@ -106,7 +109,9 @@ def routing_summary(stats: Dict) -> Dict:
         for b in domains[i + 1:]:
             # total variation distance between two domains' expert-usage distributions, per layer
             tv[f"{a}-{b}"] = (0.5 * (shares[a] - shares[b]).abs().sum(dim=1)).tolist()
+    tokens = sum(torch.tensor(stats[d]["token_share"]) for d in domains) / len(domains)    # (L, E)
     return {"min_expert_share_overall": float(overall.min()),
+            "min_token_share_overall": float(tokens.min()),
             "overall_share": overall.tolist(),
             "total_variation_by_layer": tv,
             "mean_total_variation": float(torch.tensor(list(tv.values())).mean())}
@@ -138,6 +143,28 @@ def write_card(directory: str, metrics: Dict) -> None:
     tv = metrics["routing"]["total_variation_by_layer"]
     tv_rows = "\n".join(f"| {pair} | " + " | ".join(f"{v:.2f}" for v in vals) + " |" for pair, vals in tv.items())
     layers = len(next(iter(tv.values())))
+    n_exp = cfg["num_local_experts"]
+    usage_rows = "\n".join(f"| {d} | {i} | " + " | ".join(f"{100 * v:.0f}" for v in row) + " |"
+                           for d in dom for i, row in enumerate(dom[d]["token_share"]))
+    revived = curves.get("revived", [])
+    router = []
+    if r.get("router_init_std", 0) > 0:
+        router.append(f"router weights drawn with std {r['router_init_std']}")
+    if r.get("router_lr_scale", 1.0) != 1.0:
+        router.append(f"router learning rate {r['router_lr_scale']} x the rest")
+    if r.get("revive_below", 0) > 0:
+        router.append(f"an expert whose running share of a layer's routing slots fell below {r['revive_below']} "
+                      f"(checked every {r['revive_every']} steps during the first {r['revive_until']:.0%} of "
+                      f"training) was replaced by a copy of that layer's busiest expert: {len(revived)} times, "
+                      f"the last at step {revived[-1]['step'] + 1 if revived else '-'}")
+    router_text = ("Routers: " + "; ".join(router) + ". Why: transformers' load-balancing loss averages "
+                   "over all layers together, so it balances experts across the model but not within "
+                   "a layer, and an expert no token picks gets no gradient to come back with."
+                   ) if router else ""
+    load = ""
+    if "load_average_start" in curves:
+        load = f", 1-minute load average {curves['load_average_start']:.1f} at the start and " \
+               f"{curves['load_average_end']:.1f} at the end"
     text = f"""# mixtral-edu tiny Mixtral
 
 A {pc.total / 1e6:.2f}M-parameter Mixtral ({pc.active / 1e6:.2f}M active per token) trained from
@@ -157,8 +184,9 @@ transformers 4.41.2's `AutoModelForCausalLM` / `AutoTokenizer` on this directory
 AdamW (lr {r['lr']} with {r['warmup']} warm-up steps and cosine decay to {r['min_lr']}, weight decay
 {r['weight_decay']}, gradient clip {r['grad_clip']}), batches of {r['batch_size']} x {r['seq_len']} packed tokens
 from {r['n_samples']} samples, byte-level BPE vocabulary of {cfg['vocab_size']}. Loss = cross-entropy +
-{r['router_aux_loss_coef']} x load-balancing loss. Took {curves['seconds']:.0f} s on this machine
-({metrics['machine']['cpu']}, {r['threads']} training thread(s), torch {training['torch']}).
+{r['router_aux_loss_coef']} x load-balancing loss. {router_text}
+Took {curves['seconds']:.0f} s on this machine ({metrics['machine']['cpu']}, {os.cpu_count()} cores,
+{r['threads']} training thread(s), torch {training['torch']}{load}).
 Final loss {curves['loss'][-1]:.3f}, aux loss {curves['aux_loss'][-1]:.3f} (2.0 = perfectly balanced).
 
 ![training curves](training_curves.png)
@@ -170,7 +198,8 @@ Final loss {curves['loss'][-1]:.3f}, aux loss {curves['aux_loss'][-1]:.3f} (2.0 
 | greedy exact match, two-digit additions | {metrics['addition']['accuracy']:.1%} of {metrics['addition']['n']} |
 | grammatical sentence completions (the grammar's checker) | {metrics['grammar']['grammatical']:.1%} of {metrics['grammar']['n']} |
 | well-formed records/programs | {metrics['records']['well_formed']:.1%} of {metrics['records']['n']} |
-| smallest expert share of routing slots, any layer | {metrics['routing']['min_expert_share_overall']:.1%} |
+| smallest share of tokens that use an expert, any layer (top-2: 25% if even) | {metrics['routing']['min_token_share_overall']:.1%} |
+| smallest expert share of routing slots, any layer (12.5% if even) | {metrics['routing']['min_expert_share_overall']:.1%} |
 | mean routing difference between domains (total variation) | {metrics['routing']['mean_total_variation']:.2f} |
 
 Per-domain perplexity (held-out samples):
@@ -178,6 +207,13 @@ Per-domain perplexity (held-out samples):
 | domain | perplexity | tokens |
 |---|---|---|
 {rows}
+
+Expert usage by domain and layer: % of the domain's tokens that chose each expert among their
+top {cfg['num_experts_per_tok']} (each row sums to {100 * cfg['num_experts_per_tok']}%):
+
+| domain | layer | {' | '.join(f'e{e}' for e in range(n_exp))} |
+|---|---|{'---|' * n_exp}
+{usage_rows}
 
 Routing difference between domains per layer (total variation distance of expert-usage
 distributions; 0 = identical routing, 1 = disjoint experts):
@@ -206,7 +242,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     m = evaluate(model, tok)
     print(json.dumps({"addition": m["addition"]["accuracy"], "grammar": m["grammar"]["grammatical"],
                       "records": m["records"]["well_formed"], "routing": {
-                          k: m["routing"][k] for k in ("min_expert_share_overall", "mean_total_variation")},
+                          k: m["routing"][k] for k in ("min_expert_share_overall", "min_token_share_overall",
+                                                       "mean_total_variation")},
                       "perplexity": {d: m["domains"][d]["perplexity"] for d in m["domains"]}}, indent=1))
     if args.write_card:
         write_card(args.directory, m)

@@ -43,10 +43,16 @@ class HookPoint(nn.Module):
 
 
 def name_hook_points(model: nn.Module) -> None:
-    """Give every HookPoint its dotted module path as its name."""
+    """Give every HookPoint its dotted module path as its name, and make `self.hook_x` a plain lookup."""
     for name, module in model.named_modules():
         if isinstance(module, HookPoint):
             module.name = name
+        for child_name, child in module._modules.items():
+            if isinstance(child, HookPoint):
+                # Python finds an instance attribute before it falls back to nn.Module.__getattr__,
+                # the slow path every submodule access takes; hook points are read on every forward.
+                # nn.Module.__setattr__ drops this entry if the attribute is ever reassigned.
+                module.__dict__[child_name] = child
 
 
 class _CallableModule(types.ModuleType):

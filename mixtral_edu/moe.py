@@ -97,11 +97,11 @@ class MixtralSparseMoeBlock(nn.Module):
         final = torch.zeros_like(x)                                            # (N, C)
         # (N, K, E) one-hot -> (E, K, N): expert_mask[e, k, n] = token n's k-th choice is e
         expert_mask = F.one_hot(selected_experts, num_classes=self.num_experts).permute(2, 1, 0)
-        for expert_idx in range(self.num_experts):
+        for expert_idx, expert in enumerate(self.experts):
             slot, token = torch.where(expert_mask[expert_idx])                 # (n_e,), (n_e,)
-            if token.numel() == 0 and not self.experts[expert_idx].hook_in.fns:
+            if token.numel() == 0 and not expert.hook_in.fns:
                 continue  # nobody chose this expert; the sum would add nothing
-            expert_out = self.experts[expert_idx](x[token])                    # (n_e, C)
+            expert_out = expert(x[token])                                      # (n_e, C)
             expert_out = expert_out * routing_weights[token, slot, None]        # weight of that choice
             final.index_add_(0, token, expert_out.to(x.dtype))                  # scatter back, summing
         return final
@@ -116,9 +116,9 @@ class MixtralSparseMoeBlock(nn.Module):
         xs = x[token]                                                          # (N*K, C) in expert order
         outs = []
         start = 0
-        for expert_idx, n in enumerate(counts):
-            if n or self.experts[expert_idx].hook_in.fns:
-                outs.append(self.experts[expert_idx](xs[start:start + n]))
+        for expert, n in zip(self.experts, counts):
+            if n or expert.hook_in.fns:
+                outs.append(expert(xs[start:start + n]))
             start += n
         final = torch.zeros_like(x)
         final.index_add_(0, token, (torch.cat(outs) * weight).to(x.dtype))

@@ -71,13 +71,19 @@ def _clean(v: Any) -> Any:
     return v
 
 
+def _rounded(v: Any) -> Any:
+    if isinstance(v, list):
+        return [_rounded(x) for x in v]
+    return round(v, 4) if math.isfinite(v) else str(v)  # JSON has no literal for inf / nan
+
+
 def _values(t: torch.Tensor) -> Optional[list]:
     """Nested lists of the values, or None: too big, or on meta (no data there to read)."""
-    limit = MAX_FLOAT_VALUES if t.is_floating_point() else MAX_VALUES
-    if _is_meta(t) or t.numel() > limit:
+    floating = t.is_floating_point()
+    if t.numel() > (MAX_FLOAT_VALUES if floating else MAX_VALUES) or _is_meta(t):
         return None
-    t = t.detach().cpu()
-    return _clean(t.float().round(decimals=4).tolist()) if t.is_floating_point() else t.tolist()
+    # rounding a handful of Python floats is cheaper than three tensor ops (this runs per module call)
+    return _rounded(t.tolist()) if floating else t.tolist()
 
 
 def _keep(t: Any, limit: int = MAX_KEPT) -> Optional[torch.Tensor]:
@@ -92,14 +98,23 @@ def _is_legacy_cache(x: Any) -> bool:
             and isinstance(x[0][0], torch.Tensor))
 
 
+_DTYPE_NAMES: Dict[torch.dtype, str] = {}
+
+
 def summarize(x: Any) -> Any:
     """JSON-able description: tensors by shape/dtype (+ values when small), caches by length."""
     if isinstance(x, torch.Tensor):
-        s = {"shape": list(x.shape), "dtype": str(x.dtype).replace("torch.", ""), "device": x.device.type}
-        vals = _values(x)
-        if vals is not None:
-            s["values"] = vals
+        dtype = _DTYPE_NAMES.get(x.dtype)
+        if dtype is None:
+            dtype = _DTYPE_NAMES[x.dtype] = str(x.dtype).replace("torch.", "")
+        s = {"shape": list(x.shape), "dtype": dtype, "device": x.device.type}
+        if x.numel() <= MAX_VALUES:  # the cheap test first: most tensors are too big to list
+            vals = _values(x)
+            if vals is not None:
+                s["values"] = vals
         return s
+    if x is None or type(x) in (bool, int, str):
+        return x
     if isinstance(x, Cache):  # layers fill one by one during a forward: show each one's length
         n_layers = len(x) if hasattr(type(x), "__len__") else 1  # a Cache subclass may not count its layers
         return {"cache": type(x).__name__, "tokens_per_layer": [x.get_seq_length(i) for i in range(n_layers)]}
@@ -242,7 +257,10 @@ class StepRecord:
     time_ms: Optional[float] = None
 
     def layer(self, i: int) -> LayerRecord:
-        return self.layers.setdefault(i, LayerRecord(i))
+        rec = self.layers.get(i)
+        if rec is None:
+            rec = self.layers[i] = LayerRecord(i)
+        return rec
 
     def to_dict(self) -> dict:
         out = {k: summarize(v) for k, v in self.__dict__.items() if k not in ("node", "layers")}
@@ -284,6 +302,9 @@ class Trace:
 
     def _reset(self) -> None:
         self._frames: List[list] = []          # [module, node or None, muted] per open module call
+        self._n_muted = 0                       # how many open frames are muted (so _muted() is O(1))
+        self._tpe_for: Optional[torch.Tensor] = None  # the top-k indices self._tpe was computed from
+        self._tpe: Dict[int, List[int]] = {}
         self._gen_node: Optional[Node] = None  # the open generate() call
         self._gen_kwargs: dict = {}
         self._n_steps = 0                       # steps begun, traced or not
@@ -366,8 +387,12 @@ class Trace:
         self._reset()
 
     def _hook_module(self, module: nn.Module, role: str, path: str) -> None:
+        top = module is self.model  # the node's texts are the same on every call: make them once
+        label = f"{type(module).__name__}.forward" if top else f"{_short(path)}: {_our_name(module)}"
+        texts = (_our_name(module), _mirror(module, role), label)
+
         def pre(mod, args, kwargs):
-            self._pre(mod, role, path, args, kwargs)
+            self._pre(mod, role, path, texts, args, kwargs)
 
         def post(mod, args, kwargs, result):
             err = sys.exc_info()[1]  # always_call: this also runs while an exception unwinds
@@ -398,7 +423,7 @@ class Trace:
 
     # -- nodes and steps ---------------------------------------------------------------------------
     def _muted(self) -> bool:
-        return self._step_skipped or any(f[2] for f in self._frames)
+        return self._step_skipped or self._n_muted > 0
 
     def _parent(self) -> Optional[Node]:
         for _, node, _ in reversed(self._frames):
@@ -458,14 +483,18 @@ class Trace:
         self._step_open = self._step_skipped = self._in_generate = False
 
     # -- module hooks --------------------------------------------------------------------------------
-    def _pre(self, module: nn.Module, role: str, path: str, args: tuple, kwargs: dict) -> None:
+    def _pre(self, module: nn.Module, role: str, path: str, texts: tuple, args: tuple, kwargs: dict) -> None:
         top = module is self.model
         if top and (not self._step_open or self._step_forwarded):
             self._begin_step("forward", in_generate=False)  # a direct model(...) call is a step of its own
         if top:
             self._step_forwarded = True
-        bound = _bind(module, args, kwargs)
         muted = self._muted()
+        if muted and role != "model" and not top:  # inside a muted call: nothing to read or record
+            self._frames.append([module, None, True])
+            self._n_muted += 1
+            return
+        bound = _bind(module, args, kwargs)
         if role == "model":
             x = bound.get("input_ids")
             self._model_call = {"first_layer": True,
@@ -479,8 +508,7 @@ class Trace:
         stub = top and self._step_skipped and not self._in_generate  # an untraced direct call: one line
         node = None
         if not muted or stub:
-            label = f"{type(module).__name__}.forward" if top else f"{_short(path)}: {_our_name(module)}"
-            node = self._new_node(_our_name(module), _mirror(module, role), label, path)
+            node = self._new_node(*texts, path)
         if node is not None and stub:
             node.info["not traced"] = f"steps={sorted(self.step_filter)}"
         elif node is not None:
@@ -488,6 +516,7 @@ class Trace:
             if top and self._step is not None and self._step.node is None:
                 self._step.node = node
         self._frames.append([module, node, muted or stub])
+        self._n_muted += bool(muted or stub)
         if not (muted or stub) and hasattr(self, "_pre_" + role):
             getattr(self, "_pre_" + role)(module, node, bound)
 
@@ -495,6 +524,7 @@ class Trace:
         frame = None
         while self._frames:  # pop to this module's frame; an exception may have skipped inner ones
             frame = self._frames.pop()
+            self._n_muted -= bool(frame[2])
             if frame[0] is module:
                 break
         if frame is None or frame[0] is not module:
@@ -603,7 +633,9 @@ class Trace:
         if self.meta:
             node.info["tokens n routed here"] = "unknown on meta (the row count is a placeholder)"
         elif rec is not None:
-            node.info["tokens n routed here"] = rec.tokens_per_expert().get(int(node.path.rsplit(".", 1)[1]), [])
+            if self._tpe_for is not rec.topk_indices:  # once per layer call, not once per expert
+                self._tpe_for, self._tpe = rec.topk_indices, rec.tokens_per_expert()
+            node.info["tokens n routed here"] = self._tpe.get(int(node.path.rsplit(".", 1)[1]), [])
 
     def _post_causal_lm(self, module, node, result) -> None:
         if node is None or self._step is None or self._step.logits_last is None:
@@ -761,18 +793,35 @@ def _short(path: str) -> str:
     return ".".join(parts[-2:]) if len(parts) >= 2 and parts[-1].isdigit() else parts[-1]
 
 
-_SIGNATURES: Dict[type, inspect.Signature] = {}
+_PARAM_NAMES: Dict[type, tuple] = {}
+
+
+def _param_names(module: nn.Module) -> tuple:
+    """(forward's parameter names in order, the same as a set); ((), set()) if it takes *args or **kwargs."""
+    names = _PARAM_NAMES.get(type(module))
+    if names is None:
+        params = inspect.signature(module.forward).parameters.values()
+        plain = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        ordered = tuple(p.name for p in params) if all(p.kind in plain for p in params) else ()
+        names = _PARAM_NAMES[type(module)] = (ordered, frozenset(ordered))
+    return names
 
 
 def _bind(module: nn.Module, args: tuple, kwargs: dict) -> Dict[str, Any]:
-    """The call's arguments by name, whether they came by position or by keyword."""
-    sig = _SIGNATURES.get(type(module))
-    if sig is None:
-        sig = _SIGNATURES[type(module)] = inspect.signature(module.forward)
-    try:
-        return dict(sig.bind(*args, **kwargs).arguments)
-    except TypeError:
+    """The call's arguments by name, in signature order, whether they came by position or keyword.
+
+    What inspect.Signature.bind(...).arguments gives for our forwards, without its cost (this runs
+    on every module call of a trace); anything unusual falls back to arg0, arg1, ... + kwargs.
+    """
+    names, name_set = _param_names(module)
+    given = dict(zip(names, args))
+    if (not names or len(args) > len(names) or not kwargs.keys() <= name_set
+            or not given.keys().isdisjoint(kwargs)):
         return {**{f"arg{i}": a for i, a in enumerate(args)}, **kwargs}
+    if not kwargs:
+        return given
+    given.update(kwargs)
+    return {n: given[n] for n in names if n in given}
 
 
 def _prepare_facts(input_ids: torch.Tensor, pkv: Any, attention_mask: Optional[torch.Tensor]) -> dict:

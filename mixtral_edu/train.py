@@ -52,6 +52,12 @@ class Recipe:
     num_experts_per_tok: int = 2
     sliding_window: int = 32
     router_aux_loss_coef: float = 0.05
+    router_jitter_noise: float = 0.0
+    router_lr_scale: float = 1.0  # the routers' learning rate relative to the rest
+    router_init_std: float = 0.0  # > 0: re-draw the routers' weights with this std (0: the usual initializer_range)
+    revive_below: float = 0.0     # > 0: an expert whose share of a layer's routing slots falls below this...
+    revive_every: int = 50        # ...(checked every this many steps, on a running average)...
+    revive_until: float = 0.5     # ...during this fraction of training is replaced by a copy of the busiest one
     threads: int = 1  # one thread: as fast on 2 cores for this size, and no OpenMP spinning when the machine is busy
 
 
@@ -63,6 +69,7 @@ def tiny_config(r: Recipe, tokenizer) -> MixtralConfig:
         num_key_value_heads=r.num_key_value_heads, num_local_experts=r.num_local_experts,
         num_experts_per_tok=r.num_experts_per_tok, sliding_window=r.sliding_window,
         max_position_embeddings=4 * r.seq_len, rope_theta=10000.0, router_aux_loss_coef=r.router_aux_loss_coef,
+        router_jitter_noise=r.router_jitter_noise,
         bos_token_id=tokenizer.token_to_id("<s>"), eos_token_id=tokenizer.token_to_id("</s>"),
         pad_token_id=tokenizer.token_to_id("<pad>"), attn_implementation="sdpa",
     )
@@ -94,31 +101,45 @@ def train(r: Recipe, out: str, log_every: int = 10, progress: bool = True, save_
     tokenizer = train_tokenizer(texts, vocab_size=r.vocab_size)
     config = tiny_config(r, tokenizer)
     model = MixtralForCausalLM(config)
+    if r.router_init_std > 0:
+        with torch.no_grad():
+            for layer in model.model.layers:
+                layer.block_sparse_moe.gate.weight.normal_(0.0, r.router_init_std)
     model.train()
     data = pack(texts, tokenizer, config.bos_token_id, config.eos_token_id)
 
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": r.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=r.lr, betas=(0.9, 0.95))
+    params = dict(model.named_parameters())
+    router = [p for n, p in params.items() if n.endswith("block_sparse_moe.gate.weight")]
+    decay = [p for n, p in params.items() if p.dim() >= 2 and not n.endswith("block_sparse_moe.gate.weight")]
+    no_decay = [p for n, p in params.items() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": r.weight_decay, "lr_scale": 1.0},
+                             {"params": router, "weight_decay": r.weight_decay, "lr_scale": r.router_lr_scale},
+                             {"params": no_decay, "weight_decay": 0.0, "lr_scale": 1.0}], lr=r.lr, betas=(0.9, 0.95))
     gen = torch.Generator().manual_seed(r.seed)
     curves = {"step": [], "loss": [], "ce_loss": [], "aux_loss": [], "lr": [], "tokens_per_s": [],
-              "expert_share": []}
+              "expert_share": [], "revived": []}
+    running = torch.full((config.num_hidden_layers, config.num_local_experts), 1 / config.num_local_experts)
     bar = None
     if progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=r.steps, desc="train", unit="step")
+    curves["load_average_start"] = os.getloadavg()[0]  # other work on the machine slows training: say so
     t0 = time.perf_counter()
     for step in range(r.steps):
         starts = torch.randint(0, data.numel() - r.seq_len - 1, (r.batch_size,), generator=gen)
         batch = torch.stack([data[s:s + r.seq_len] for s in starts.tolist()])   # (B, T)
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, r)
+            g["lr"] = lr_at(step, r) * g["lr_scale"]
         out_ = model(batch, labels=batch, output_router_logits=True, use_cache=False)
         opt.zero_grad(set_to_none=True)
         out_.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), r.grad_clip)
         opt.step()
+        if r.revive_below > 0:
+            with torch.no_grad():  # running share of routing slots per (layer, expert)
+                running.mul_(0.9).add_(0.1 * _slot_share(out_.router_logits, config))
+            if step % r.revive_every == r.revive_every - 1 and step < r.revive_until * r.steps:
+                curves["revived"] += revive_starved_experts(model, opt, running, r.revive_below, step, gen)
         if step % log_every == 0 or step == r.steps - 1:
             elapsed = time.perf_counter() - t0
             aux = float(out_.aux_loss.detach())
@@ -141,9 +162,52 @@ def train(r: Recipe, out: str, log_every: int = 10, progress: bool = True, save_
     if bar is not None:
         bar.close()
     curves["seconds"] = time.perf_counter() - t0
+    curves["load_average_end"] = os.getloadavg()[0]
     model.eval()
     save_model_dir(model, tokenizer, out, r, curves)
     return curves
+
+
+def _slot_share(router_logits, config) -> torch.Tensor:
+    """(L, E): the share of each layer's routing slots that went to each expert in this batch."""
+    k, e = config.num_experts_per_tok, config.num_local_experts
+    return torch.stack([torch.bincount(torch.topk(lg, k, -1).indices.flatten(), minlength=e).float()
+                        / (lg.shape[0] * k) for lg in router_logits])
+
+
+@torch.no_grad()
+def revive_starved_experts(model, opt, running: torch.Tensor, below: float, step: int, gen) -> List[dict]:
+    """Replace each starved expert by a copy of its layer's busiest one (weights, router row, optimizer state).
+
+    Why this exists: transformers' load-balancing loss averages over *all layers together*
+    (torch.cat of every layer's router logits), so it balances experts across the model but
+    not within a layer: one layer can starve an expert while another overuses it, and the
+    loss does not mind. A starved expert gets no gradient from the language-model loss, so
+    it never comes back by itself. The copy starts with the busiest expert's tokens split
+    between the two (its router row gets a little noise), and the two drift apart.
+    """
+    events = []
+    for layer_idx, layer in enumerate(model.model.layers):
+        moe = layer.block_sparse_moe
+        for e in running[layer_idx].argsort().tolist():
+            if running[layer_idx, e] >= below:
+                break
+            busiest = int(running[layer_idx].argmax())
+            src, dst = moe.experts[busiest], moe.experts[e]
+            for name in ("w1", "w2", "w3"):
+                p_src, p_dst = getattr(src, name).weight, getattr(dst, name).weight
+                p_dst.copy_(p_src)
+                if p_src in opt.state:  # AdamW's moments too, so the copy takes the same next step
+                    opt.state[p_dst] = {k: v.clone() if torch.is_tensor(v) else v for k, v in opt.state[p_src].items()}
+            gate = moe.gate.weight                                             # (E, C)
+            noise = torch.randn(gate.shape[1], generator=gen) * 0.1 * gate[busiest].std()
+            gate[e] = gate[busiest] + noise
+            for key, value in opt.state.get(gate, {}).items():
+                if torch.is_tensor(value) and value.dim() > 0:
+                    value[e] = value[busiest]
+            running[layer_idx, e] = running[layer_idx, busiest] = running[layer_idx, busiest] / 2
+            events.append({"step": step, "layer": layer_idx, "expert": e, "copied_from": busiest})
+    return events
 
 
 def save_model_dir(model, tokenizer, out: str, r: Recipe, curves: dict) -> None:

@@ -71,6 +71,14 @@ def test_greedy_step_not_yet():
     assert not r and "not yet" in r.message and "greedy_step" in r.message
 
 
+def test_greedy_step_right_tokens_wrong_integer_dtype():
+    def wrong(model, input_ids, attention_mask, past_key_values):
+        tokens, cache = greedy_ok(model, input_ids, attention_mask, past_key_values)
+        return tokens.int(), cache
+    r = ex.check_greedy_step(wrong)
+    assert not r and "next_tokens: dtype torch.int32, expected torch.int64" in r.message, r.message
+
+
 def test_greedy_step_first_position():
     def wrong(model, input_ids, attention_mask, past_key_values):
         tokens, cache = greedy_ok(model, input_ids, attention_mask, past_key_values)

@@ -101,3 +101,19 @@ def test_positions_pass_and_mistakes():
                       (lambda p, t: torch.arange(p, p + t, dtype=torch.float32)[None], "torch.long")]:
         r = ex.check_default_position_ids(fn)
         assert not r and words in r.message, r.message
+
+
+def test_positions_right_values_wrong_integer_dtype():
+    # the shared comparison casts integer results before comparing values, so the dtype has its own check
+    r = ex.check_default_position_ids(lambda p, t: torch.arange(p, p + t, dtype=torch.int32)[None])
+    assert not r and repr(r).startswith("NOT YET"), repr(r)
+    assert "dtype torch.int32, expected torch.int64" in r.message, r.message
+
+
+def test_shared_compare_reports_a_wrong_integer_dtype():
+    from mixtral_edu.exercises import compare
+    cases = [("one case", (3,), {})]
+    r = compare(cases, lambda n: torch.arange(n, dtype=torch.int32), lambda n: torch.arange(n),
+                hint=lambda *_: "keep torch.long", what="arange")
+    assert not r and "dtype torch.int32, expected torch.int64" in r.message, r.message
+    assert compare(cases, lambda n: torch.arange(n), lambda n: torch.arange(n), hint=lambda *_: "", what="arange")

@@ -77,6 +77,12 @@ def test_route_on_logits_without_softmax():
     assert not r and "softmax" in r.message
 
 
+def test_route_experts_right_values_wrong_integer_dtype():
+    r = moe.check_route(lambda logits, k: (route_ok(logits, k)[0], route_ok(logits, k)[1].int()))
+    assert not r and repr(r).startswith("NOT YET"), repr(r)
+    assert "selected experts: dtype torch.int32, expected torch.int64" in r.message, r.message
+
+
 def test_route_leaves_the_global_rng_alone():
     torch.manual_seed(123)
     a = torch.rand(3)
@@ -145,6 +151,11 @@ def test_dispatch_with_slot_zero_weight():
         return out
     r = moe.check_dispatch(dispatch)
     assert not r and "slot" in r.message
+
+
+def test_dispatch_right_values_wrong_dtype():
+    r = moe.check_dispatch(lambda *a: dispatch_ok(*a).double())
+    assert not r and "dtype torch.float64, expected torch.float32" in r.message, r.message
 
 
 def test_dispatch_wrong_shape_and_crash():

@@ -109,3 +109,14 @@ def test_unprocessed_ids_forgets_branch_3():
         return input_ids[:, past_length:]
     r = ex.check_unprocessed_ids(wrong)
     assert not r and "branch 3" in r.message and "leaves nothing" in r.message
+
+
+def test_position_ids_right_values_wrong_integer_dtype():
+    r = ex.check_position_ids(lambda m, T: positions_ok(m, T).int())
+    assert not r and repr(r).startswith("NOT YET"), repr(r)
+    assert "dtype torch.int32, expected torch.int64" in r.message, r.message
+
+
+def test_unprocessed_ids_right_values_wrong_integer_dtype():
+    r = ex.check_unprocessed_ids(lambda ids, P, m: unprocessed_ok(ids, P, m).int())
+    assert not r and "dtype torch.int32, expected torch.int64" in r.message, r.message

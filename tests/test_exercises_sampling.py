@@ -87,3 +87,10 @@ def test_top_p_inverted_and_zero_fill_and_renormalised():
     assert not r and "scores changed" in r.message
     r = sampling.check_top_p(lambda s, p: s)
     assert not r and "nothing was dropped" in r.message
+
+
+def test_right_values_wrong_dtype():
+    r = sampling.check_temperature(lambda s, t: temperature_ok(s, t).double())
+    assert not r and "dtype torch.float64, expected torch.float32" in r.message, r.message
+    r = sampling.check_top_p(lambda s, p: top_p_ok(s, p).double())
+    assert not r and "dtype torch.float64, expected torch.float32" in r.message, r.message

@@ -156,6 +156,15 @@ def test_cache_figure_lengths_and_bytes_equal_the_cache(run):
     assert any(abs(sh.x0 - (first_window - 0.5)) < 1e-9 for sh in fig.layout.shapes if sh.type == "line")
 
 
+def test_cache_figure_titles_the_row_it_shows(run):
+    tr = run[0]
+    for row in (0, 1):
+        fig = viz.cache_figure(tr, row=row)
+        want = f"position ids of row {row}: {viz.cache.cache_steps(tr)[-1].position_ids[row]}"  # the last step is shown
+        assert want in fig.layout.title.text
+        assert all(want.split(":")[0] in s.args[0]["title.text"] for s in fig.layout.sliders[0].steps)
+
+
 def test_cache_explorer_step_and_window(model, tok):
     view = viz.cache_explorer(model, tok, prompt="the small cat", max_new_tokens=4, sliding_window=0)
     assert "step 3" in view.figure.layout.title.text and "no sliding window" in view.figure.layout.title.text

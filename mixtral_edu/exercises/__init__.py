@@ -4,12 +4,18 @@ Each notebook has a module here (`mixtral_edu.exercises.<topic>`) with
 `check_*` functions. A check runs the learner's code on a few cases against
 the package's own implementation and reports the first difference it finds.
 It returns True when everything agrees, so a notebook can `assert` it in CI.
+
+Shared by the modules: `run_cases` (compare case by case, with a hint that sees
+the case's inputs), `not_yet`; for the checks that compare by hand
+`call_learner`, `fail` and `dtype_failure`; `close` and `dtype_problem`.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Optional, Tuple
+from typing import Any, Callable, Iterable, Optional, Tuple, Union
 
 import torch
+
+NOT_YET = "not yet: write the body of `{name}` (it still raises NotImplementedError)."
 
 
 class ExerciseResult:
@@ -61,9 +67,11 @@ def _difference(got: Any, want: Any, atol: float) -> Optional[str]:
         if want.dtype == torch.bool or not want.is_floating_point():
             if not torch.equal(got.to(want.dtype), want):
                 return f"values differ:\n got  {got.tolist()}\n want {want.tolist()}"
-            return None
-        err = (got.float() - want.float()).abs().max().item()
-        return None if err <= atol else f"values differ by up to {err:.3g} (allowed {atol:g})"
+        else:
+            err = (got.float() - want.float()).abs().max().item()
+            if err > atol:
+                return f"values differ by up to {err:.3g} (allowed {atol:g})"
+        return dtype_problem(got, want)  # the values were compared after a cast: a wrong dtype needs its own check
     if isinstance(want, (tuple, list)):
         if not isinstance(got, (tuple, list)) or len(got) != len(want):
             return f"expected a sequence of {len(want)}, got {got!r}"
@@ -81,3 +89,68 @@ def _difference(got: Any, want: Any, atol: float) -> Optional[str]:
                 return f"key {k!r}: {p}"
         return None
     return None if got == want else f"got {got!r}, expected {want!r}"
+
+
+def dtype_problem(got: torch.Tensor, want: torch.Tensor) -> Optional[str]:
+    """'dtype torch.int32, expected torch.int64', or None when the dtypes agree."""
+    return None if got.dtype == want.dtype else f"dtype {got.dtype}, expected {want.dtype}"
+
+
+def close(a: Any, b: Any, atol: float = 1e-5) -> bool:
+    """Two tensors of one shape, equal within atol (compared in float32)."""
+    return (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape
+            and bool(torch.allclose(a.float(), b.float(), atol=atol, rtol=0)))
+
+
+def not_yet(fn: Callable, *args, **kwargs) -> Optional[ExerciseResult]:
+    """'Not yet' when fn's body still raises NotImplementedError; None otherwise."""
+    try:
+        fn(*args, **kwargs)
+    except NotImplementedError:
+        return ExerciseResult(False, NOT_YET.format(name=getattr(fn, "__name__", "your function")))
+    except Exception:  # a real error: compare() reports it with its case
+        return None
+    return None
+
+
+def run_cases(fn: Callable, reference: Callable, cases, diagnose: Callable, what: str,
+              atol: Union[float, Callable[[str, tuple, dict], float]] = 1e-5) -> ExerciseResult:
+    """compare() case by case, so that diagnose(got, want, *args, **kwargs) sees the case's inputs.
+
+    atol is a number, or a function of (label, args, kwargs) for a per-case tolerance.
+    """
+    cases = list(cases)
+    waiting = not_yet(fn, *cases[0][1], **cases[0][2])
+    if waiting is not None:
+        return waiting
+    for label, args, kwargs in cases:
+        tol = atol(label, args, kwargs) if callable(atol) else atol
+        result = compare([(label, args, kwargs)], fn, reference,
+                         hint=lambda _l, got, want, a=args, k=kwargs: diagnose(got, want, *a, **k),
+                         what=what, atol=tol)
+        if not result:
+            return result
+    return ExerciseResult(True, f"{what} agrees with mixtral_edu on all {len(cases)} cases.")
+
+
+def call_learner(fn: Callable, args: tuple, name: str, label: str) -> Tuple[Any, Optional[ExerciseResult]]:
+    """(result, None), or (None, the ExerciseResult saying 'not yet' or what fn raised)."""
+    try:
+        return fn(*args), None
+    except NotImplementedError:
+        return None, ExerciseResult(False, NOT_YET.format(name=name))
+    except Exception as exc:  # the learner's code failed: say where, not a stack trace
+        return None, ExerciseResult(False, f"`{name}` raised {type(exc).__name__}: {exc}\n(case: {label})")
+
+
+def fail(label: str, problem: str, hint: str) -> ExerciseResult:
+    return ExerciseResult(False, f"case {label}: {problem}\nHint: {hint}")
+
+
+def dtype_failure(label: str, got: torch.Tensor, want: torch.Tensor, hint: str,
+                  name: str = "") -> Optional[ExerciseResult]:
+    """For a check that compared the values after a cast: fail() naming the wrong dtype, or None."""
+    problem = dtype_problem(got, want)
+    if problem is None:
+        return None
+    return fail(label, f"{name}: {problem}" if name else problem, hint)

@@ -16,42 +16,9 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from . import ExerciseResult, compare
+from . import ExerciseResult, close, run_cases
 from ..attention import repeat_kv as _repeat_kv
 from ..rotary import MixtralRotaryEmbedding, apply_rotary_pos_emb
-
-
-# -- shared plumbing (each exercise module keeps its own copy: they are independent) ------------
-
-def _not_yet(fn: Callable, *args, **kwargs) -> Optional[ExerciseResult]:
-    try:
-        fn(*args, **kwargs)
-    except NotImplementedError:
-        name = getattr(fn, "__name__", "your function")
-        return ExerciseResult(False, f"not yet: write the body of `{name}` (it still raises NotImplementedError).")
-    except Exception:
-        return None
-    return None
-
-
-def _run_cases(fn: Callable, reference: Callable, cases, diagnose: Callable, what: str,
-               atol: float = 1e-5) -> ExerciseResult:
-    cases = list(cases)
-    waiting = _not_yet(fn, *cases[0][1], **cases[0][2])
-    if waiting is not None:
-        return waiting
-    for label, args, kwargs in cases:
-        result = compare([(label, args, kwargs)], fn, reference,
-                         hint=lambda _l, got, want, a=args, k=kwargs: diagnose(got, want, *a, **k),
-                         what=what, atol=atol)
-        if not result:
-            return result
-    return ExerciseResult(True, f"{what} agrees with mixtral_edu on all {len(cases)} cases.")
-
-
-def _close(a, b, atol: float = 1e-5) -> bool:
-    return (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape
-            and bool(torch.allclose(a.float(), b.float(), atol=atol, rtol=0)))
 
 
 # -- 1. repeat_kv ---------------------------------------------------------------------------------------
@@ -78,7 +45,7 @@ def _diagnose_kv(got, want, x, n_rep) -> str:
 
 def check_repeat_kv(fn: Callable) -> ExerciseResult:
     """fn(x (B, Hkv, S, D), n_rep) -> (B, Hkv * n_rep, S, D), query head h reading kv head h // n_rep."""
-    return _run_cases(fn, _repeat_kv, _kv_cases(), _diagnose_kv, "repeat_kv", atol=0.0)
+    return run_cases(fn, _repeat_kv, _kv_cases(), _diagnose_kv, "repeat_kv", atol=0.0)
 
 
 # -- 2. rotary embedding of one sequence of vectors ------------------------------------------------------
@@ -105,9 +72,9 @@ def _diagnose_rot(got, want, x, positions, base=10000.0) -> str:
     if not isinstance(got, torch.Tensor) or got.shape != x.shape:
         return "return x's shape (T, D): a rotation changes directions, not sizes."
     d = x.shape[-1]
-    if not _close(got.norm(dim=-1), x.norm(dim=-1), 1e-4):
+    if not close(got.norm(dim=-1), x.norm(dim=-1), 1e-4):
         return "a rotation keeps every vector's length: use cos and sin of the same angle on each pair."
-    if positions.eq(0).any() and not _close(got[positions == 0], x[positions == 0]):
+    if positions.eq(0).any() and not close(got[positions == 0], x[positions == 0]):
         return "position 0 is angle 0: those rows must come back unchanged."
     half = d // 2
     inv = 1.0 / (base ** (torch.arange(0, d, 2).float() / d))
@@ -115,17 +82,17 @@ def _diagnose_rot(got, want, x, positions, base=10000.0) -> str:
     # interleaved pairs (2i, 2i + 1): GPT-J / Meta's original layout
     x1, x2 = x[:, 0::2], x[:, 1::2]
     inter = torch.stack((x1 * ang.cos() - x2 * ang.sin(), x1 * ang.sin() + x2 * ang.cos()), dim=-1).reshape(x.shape)
-    if _close(got, inter):
+    if close(got, inter):
         return ("transformers pairs dim i with dim i + D/2 (the 'rotate_half' layout: two halves), not "
                 "neighbours (2i, 2i + 1).")
     a, b = x[:, :half], x[:, half:]
     backwards = torch.cat((a * ang.cos() + b * ang.sin(), b * ang.cos() - a * ang.sin()), dim=-1)
-    if _close(got, backwards):
+    if close(got, backwards):
         return "the rotation goes the other way: rotate_half(x) = cat(-x2, x1), so out = x * cos + rotate_half(x) * sin."
     inv_wrong = 1.0 / (base ** (torch.arange(0, half).float() / d))
     ang2 = positions.float()[:, None] * inv_wrong[None]
     wrong_freq = torch.cat((a * ang2.cos() - b * ang2.sin(), b * ang2.cos() + a * ang2.sin()), dim=-1)
-    if _close(got, wrong_freq):
+    if close(got, wrong_freq):
         return "the frequency of pair i is base ** (-2i / D) (arange(0, D, 2) / D), not base ** (-i / D)."
     return ("angle[t, i] = positions[t] * base ** (-2i / D) for i < D/2; cos and sin repeated for both halves "
             "(cat(freqs, freqs)); out = x * cos + rotate_half(x) * sin.")
@@ -133,7 +100,7 @@ def _diagnose_rot(got, want, x, positions, base=10000.0) -> str:
 
 def check_rotary(fn: Callable) -> ExerciseResult:
     """fn(x (T, D), positions (T,), base=10000.0) -> x rotated, as apply_rotary_pos_emb rotates q and k."""
-    return _run_cases(fn, rotate, _rot_cases(), _diagnose_rot, "rotary embedding", atol=1e-5)
+    return run_cases(fn, rotate, _rot_cases(), _diagnose_rot, "rotary embedding", atol=1e-5)
 
 
 # -- 3. scaled dot-product attention with an additive mask ----------------------------------------------
@@ -191,11 +158,11 @@ def _diagnose_attn(got, want, q, k, v, mask=None) -> str:
              "mask multiplied": ("the mask is ADDITIVE: 0 for visible keys and a huge negative number for hidden "
                                  "ones, so add it (scores + mask); exp of it is then 0.")}
     for name, value in options.items():
-        if _close(got, value, 1e-4):
+        if close(got, value, 1e-4):
             return hints[name]
     return "softmax(q @ k.transpose(-2, -1) / sqrt(D) + mask, dim=-1) @ v, with the softmax in float32."
 
 
 def check_attention(fn: Callable) -> ExerciseResult:
     """fn(q, k, v, mask or None) -> softmax(q k^T / sqrt(D) + mask) v, (B, H, T, D)."""
-    return _run_cases(fn, attention, _attn_cases(), _diagnose_attn, "attention", atol=1e-5)
+    return run_cases(fn, attention, _attn_cases(), _diagnose_attn, "attention", atol=1e-5)

@@ -12,51 +12,15 @@ A function whose body still raises NotImplementedError gets "not yet".
 from __future__ import annotations
 
 import itertools
-from typing import Callable, List, Optional
+from typing import Callable, List
 
 import torch
 import torch.nn.functional as F
 
-from . import ExerciseResult, compare
+from . import ExerciseResult, close, run_cases
 from ..moe import load_balancing_loss_func
 
 IGNORE = -100  # the label value cross-entropy skips
-
-
-# -- shared plumbing (each exercise module keeps its own copy: they are independent) ------------
-
-def _not_yet(fn: Callable, *args, **kwargs) -> Optional[ExerciseResult]:
-    """'Not yet' when the body still raises NotImplementedError; None otherwise (errors are reported later)."""
-    try:
-        fn(*args, **kwargs)
-    except NotImplementedError:
-        name = getattr(fn, "__name__", "your function")
-        return ExerciseResult(False, f"not yet: write the body of `{name}` (it still raises NotImplementedError).")
-    except Exception:
-        return None
-    return None
-
-
-def _run_cases(fn: Callable, reference: Callable, cases, diagnose: Callable, what: str,
-               atol: float = 1e-5) -> ExerciseResult:
-    """compare() case by case, so the hint can look at that case's inputs."""
-    cases = list(cases)
-    first = cases[0]
-    waiting = _not_yet(fn, *first[1], **first[2])
-    if waiting is not None:
-        return waiting
-    for label, args, kwargs in cases:
-        result = compare([(label, args, kwargs)], fn, reference,
-                         hint=lambda _l, got, want, a=args, k=kwargs: diagnose(got, want, *a, **k),
-                         what=what, atol=atol)
-        if not result:
-            return result
-    return ExerciseResult(True, f"{what} agrees with mixtral_edu on all {len(cases)} cases.")
-
-
-def _close(a, b, atol: float = 1e-5) -> bool:
-    return (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape
-            and bool(torch.allclose(a.float(), b.float(), atol=atol, rtol=0)))
 
 
 # -- 1. the shifted cross-entropy --------------------------------------------------------------
@@ -107,7 +71,7 @@ def _diagnose_ce(got, want, logits, labels) -> str:
                                                        ignore_index=IGNORE, reduction="sum") / keep.numel(),
     }
     for name, make in candidates.items():
-        if _close(got, make()):
+        if close(got, make()):
             return {
                 "no shift": "the logits at position t predict the token at t + 1: drop the LAST logit "
                             "(logits[:, :-1]) and the FIRST label (labels[:, 1:]) before the cross-entropy.",
@@ -125,7 +89,7 @@ def _diagnose_ce(got, want, logits, labels) -> str:
 
 def check_shifted_cross_entropy(fn: Callable) -> ExerciseResult:
     """fn(logits (B, T, V), labels (B, T)) -> the shifted mean cross-entropy, ignoring -100 labels."""
-    return _run_cases(fn, shifted_cross_entropy, _ce_cases(), _diagnose_ce, "shifted cross-entropy")
+    return run_cases(fn, shifted_cross_entropy, _ce_cases(), _diagnose_ce, "shifted cross-entropy")
 
 
 # -- 2. the load-balancing loss ------------------------------------------------------------------
@@ -152,25 +116,25 @@ def _diagnose_lb(got, want, gate_logits, num_experts, top_k) -> str:
         return "return one number (a 0-dim tensor): E * sum(f * P)."
     logits = torch.cat(list(gate_logits), dim=0)
     probs = logits.softmax(-1)
-    if _close(got, sum(g.sum() for g in gate_logits)):
+    if close(got, sum(g.sum() for g in gate_logits)):
         return ("that is the walkthrough's placeholder, the sum of the router logits. The real loss is "
                 "E * sum_k sum_e f[k, e] * P[e]: f = share of tokens whose k-th choice is expert e, "
                 "P = mean router probability of e.")
-    if _close(got, want / num_experts):
+    if close(got, want / num_experts):
         return "multiply by the number of experts E at the end (so a perfectly even router gives K)."
-    if _close(got, want / top_k):
+    if close(got, want / top_k):
         return ("f keeps one row per top-k slot (K, E) and each row sums to 1; do not divide f by K "
                 "(a perfectly even router must give K, not 1).")
     per_layer = torch.stack([load_balancing_loss_func((g,), num_experts, top_k) for g in gate_logits]).mean()
-    if len(gate_logits) > 1 and _close(got, per_layer):
+    if len(gate_logits) > 1 and close(got, per_layer):
         return ("concatenate the L layers' router logits into one (L*N, E) tensor first, then average: "
                 "the mean of per-layer losses is not the same number.")
     top1 = F.one_hot(probs.argmax(-1), num_experts).float().mean(0)
-    if top_k > 1 and _close(got, num_experts * (top1 * probs.mean(0)).sum()):
+    if top_k > 1 and close(got, num_experts * (top1 * probs.mean(0)).sum()):
         return "f must count all K choices of each token (torch.topk(probs, K)), not only the top one."
     wrong_p = logits.mean(0)
     f = F.one_hot(torch.topk(probs, top_k, dim=-1).indices, num_experts).float().mean(0)
-    if _close(got, num_experts * (f * wrong_p).sum()):
+    if close(got, num_experts * (f * wrong_p).sum()):
         return "P is the mean router PROBABILITY per expert: softmax the logits over the experts first."
     return ("softmax the (L*N, E) logits over experts; topk -> one-hot (L*N, K, E); f = its mean over tokens "
             "(K, E); P = mean probability (E,); return E * sum(f * P).")
@@ -178,7 +142,7 @@ def _diagnose_lb(got, want, gate_logits, num_experts, top_k) -> str:
 
 def check_load_balancing_loss(fn: Callable) -> ExerciseResult:
     """fn(router_logits: tuple of L tensors (N, E), num_experts, top_k) -> the aux loss (no padding mask)."""
-    return _run_cases(fn, _reference_lb, _lb_cases(), _diagnose_lb, "load-balancing loss")
+    return run_cases(fn, _reference_lb, _lb_cases(), _diagnose_lb, "load-balancing loss")
 
 
 # -- 3. the order of the output tuple --------------------------------------------------------------
@@ -245,4 +209,4 @@ def _diagnose_names(got, want, *flags) -> str:
 
 def check_output_names(fn: Callable) -> ExerciseResult:
     """fn(labels, output_router_logits, use_cache, output_hidden_states, output_attentions) -> names in order."""
-    return _run_cases(fn, output_names, _names_cases(), _diagnose_names, "output order")
+    return run_cases(fn, output_names, _names_cases(), _diagnose_names, "output order")

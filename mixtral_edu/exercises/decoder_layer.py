@@ -10,46 +10,16 @@ and, when they differ, names the likely mistake.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable
 
 import torch
 
-from . import ExerciseResult, compare
+from . import ExerciseResult, close, run_cases
 from ..decoder import MixtralDecoderLayer, MixtralRMSNorm
 
 
-# -- shared plumbing (each exercise module keeps its own copy: they are independent) ------------
-
-def _not_yet(fn: Callable, *args, **kwargs) -> Optional[ExerciseResult]:
-    try:
-        fn(*args, **kwargs)
-    except NotImplementedError:
-        name = getattr(fn, "__name__", "your function")
-        return ExerciseResult(False, f"not yet: write the body of `{name}` (it still raises NotImplementedError).")
-    except Exception:
-        return None
-    return None
-
-
-def _run_cases(fn: Callable, reference: Callable, cases, diagnose: Callable, what: str,
-               atol: float = 1e-5) -> ExerciseResult:
-    cases = list(cases)
-    waiting = _not_yet(fn, *cases[0][1], **cases[0][2])
-    if waiting is not None:
-        return waiting
-    for label, args, kwargs in cases:
-        tol = 0.0 if "bfloat16" in label else atol  # bf16 must match bit for bit: the order of casts shows
-        result = compare([(label, args, kwargs)], fn, reference,
-                         hint=lambda _l, got, want, a=args, k=kwargs: diagnose(got, want, *a, **k),
-                         what=what, atol=tol)
-        if not result:
-            return result
-    return ExerciseResult(True, f"{what} agrees with mixtral_edu on all {len(cases)} cases.")
-
-
-def _close(a, b, atol: float) -> bool:
-    return (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape
-            and bool(torch.allclose(a.float(), b.float(), atol=atol, rtol=0)))
+def _tolerance(label: str, args: tuple, kwargs: dict) -> float:
+    return 0.0 if "bfloat16" in label else 1e-5  # bf16 must match bit for bit: the order of casts shows
 
 
 # -- 1. RMSNorm ---------------------------------------------------------------------------------------
@@ -107,7 +77,7 @@ def _diagnose_rms(got, want, x, weight, eps) -> str:
     }
     for name, make in candidates.items():
         try:
-            if _close(got, make(), 0.0 if x.dtype == torch.bfloat16 else 1e-5):
+            if close(got, make(), 0.0 if x.dtype == torch.bfloat16 else 1e-5):
                 return hints[name]
         except RuntimeError:
             continue
@@ -116,7 +86,7 @@ def _diagnose_rms(got, want, x, weight, eps) -> str:
 
 def check_rms_norm(fn: Callable) -> ExerciseResult:
     """fn(x (..., C), weight (C,), eps) -> RMSNorm(x), in x's dtype, bit for bit in bf16."""
-    return _run_cases(fn, rms_norm, _rms_cases(), _diagnose_rms, "RMSNorm")
+    return run_cases(fn, rms_norm, _rms_cases(), _diagnose_rms, "RMSNorm", atol=_tolerance)
 
 
 # -- 2. one decoder layer's residual wiring -------------------------------------------------------------
@@ -197,11 +167,11 @@ def _diagnose_layer(got, want, layer, x, mask, pos) -> str:
             "moe on x": "the MoE block reads the stream after attention (h), not the layer's input x.",
         }
         for name, make in candidates.items():
-            if _close(got, make(), 1e-5):
+            if close(got, make(), 1e-5):
                 return hints[name]
     return "h = x + self_attn(input_layernorm(x))[0]; return h + block_sparse_moe(post_attention_layernorm(h))[0]."
 
 
 def check_decoder_layer(fn: Callable) -> ExerciseResult:
     """fn(layer, hidden_states, attention_mask, position_ids) -> the layer's output hidden states."""
-    return _run_cases(fn, decoder_layer, _layer_cases(), _diagnose_layer, "decoder layer")
+    return run_cases(fn, decoder_layer, _layer_cases(), _diagnose_layer, "decoder layer", atol=_tolerance)

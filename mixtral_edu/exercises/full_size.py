@@ -11,22 +11,10 @@ from __future__ import annotations
 
 from typing import Callable, List, Tuple
 
-from . import ExerciseResult
+from . import ExerciseResult, call_learner
 from ..config import MixtralConfig
 from ..presets import mixtral_8x7b, mixtral_8x22b
 from ..sizes import format_bytes, format_count, kv_cache_bytes_per_token, parameter_count
-
-NOT_YET = "not yet: write the body of `{name}` (it still raises NotImplementedError)."
-
-
-def _call(fn: Callable, args: tuple, name: str, label: str):
-    """(result, None) or (None, ExerciseResult explaining what went wrong)."""
-    try:
-        return fn(*args), None
-    except NotImplementedError:
-        return None, ExerciseResult(False, NOT_YET.format(name=name))
-    except Exception as exc:  # the learner's code failed: say where, not a stack trace
-        return None, ExerciseResult(False, f"`{name}` raised {type(exc).__name__}: {exc}\n(case: {label})")
 
 
 def _small(**overrides) -> MixtralConfig:
@@ -89,7 +77,7 @@ def check_parameter_count(count: Callable) -> ExerciseResult:
     """count(config) -> (total, active): stored parameters, and those one token uses."""
     cases = _cases()
     for label, cfg in cases:
-        got, err = _call(count, (cfg,), "count", label)
+        got, err = call_learner(count, (cfg,), "count", label)
         if err is not None:
             return err
         want = parameter_count(cfg)
@@ -117,7 +105,7 @@ def check_kv_bytes_per_token(kv_bytes_per_token: Callable) -> ExerciseResult:
     cases = [(f"{label}, {n} byte(s) per element", cfg, n) for label, cfg in _cases()[:3] for n in (2, 4)]
     cases.append(("small, 1 byte per element (an 8-bit cache)", _small(), 1))
     for label, cfg, n in cases:
-        got, err = _call(kv_bytes_per_token, (cfg, n), "kv_bytes_per_token", label)
+        got, err = call_learner(kv_bytes_per_token, (cfg, n), "kv_bytes_per_token", label)
         if err is not None:
             return err
         want = kv_cache_bytes_per_token(cfg, dtypes[n])

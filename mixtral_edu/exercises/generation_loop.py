@@ -18,27 +18,12 @@ from typing import Any, Callable, List, Optional, Tuple
 
 import torch
 
-from . import ExerciseResult
+from . import ExerciseResult, call_learner, dtype_failure, fail
 from ..cache import Cache
 from ..causal_lm import MixtralForCausalLM
 from ..config import MixtralConfig
 
-NOT_YET = "not yet: write the body of `{name}` (it still raises NotImplementedError)."
 PAD, EOS = 3, 2
-
-
-def _call(fn: Callable, args: tuple, name: str, label: str):
-    """(result, None) or (None, ExerciseResult explaining what went wrong)."""
-    try:
-        return fn(*args), None
-    except NotImplementedError:
-        return None, ExerciseResult(False, NOT_YET.format(name=name))
-    except Exception as exc:  # the learner's code failed: say where, not a stack trace
-        return None, ExerciseResult(False, f"`{name}` raised {type(exc).__name__}: {exc}\n(case: {label})")
-
-
-def _fail(label: str, problem: str, hint: str) -> ExerciseResult:
-    return ExerciseResult(False, f"case {label}: {problem}\nHint: {hint}")
 
 
 @functools.lru_cache(maxsize=1)
@@ -133,25 +118,25 @@ def check_greedy_step(greedy_step: Callable, model: Optional[MixtralForCausalLM]
                   "decode step 1: the cache from the prefill",
                   "decode step 2: the cache from step 1"):
         want_tokens, want_cache = reference_greedy_step(model, ids, mask, past)
-        got, err = _call(greedy_step, (model, ids.clone(), mask.clone(), past), "greedy_step", label)
+        got, err = call_learner(greedy_step, (model, ids.clone(), mask.clone(), past), "greedy_step", label)
         if err is not None:
             if past is not None and "past + new" in err.message:  # the model's own complaint: too many tokens fed
                 err.message += ("\nHint: with a cache, feed only the tokens it does not hold yet "
                                 "(model.prepare_inputs_for_generation cuts them out for you).")
             return err
         if not isinstance(got, (tuple, list)) or len(got) != 2:
-            return _fail(label, f"returned {type(got).__name__}, expected a pair (next_tokens, past_key_values)",
-                         "return next_tokens, outputs.past_key_values")
+            return fail(label, f"returned {type(got).__name__}, expected a pair (next_tokens, past_key_values)",
+                        "return next_tokens, outputs.past_key_values")
         got_tokens, got_cache = got
         if not isinstance(got_tokens, torch.Tensor):
-            return _fail(label, f"next_tokens is a {type(got_tokens).__name__}, expected a tensor",
-                         "argmax over the vocabulary gives a LongTensor of shape (B,).")
+            return fail(label, f"next_tokens is a {type(got_tokens).__name__}, expected a tensor",
+                        "argmax over the vocabulary gives a LongTensor of shape (B,).")
         if got_tokens.shape != want_tokens.shape:
             hint = ("drop the extra dimension: logits[:, -1, :].argmax(-1) has shape (B,)"
                     if got_tokens.numel() == want_tokens.numel() else
                     "take the argmax over the vocabulary (the last dim) of the last position's logits (B, V).")
-            return _fail(label, f"next_tokens has shape {tuple(got_tokens.shape)}, expected {tuple(want_tokens.shape)}",
-                         hint)
+            return fail(label, f"next_tokens has shape {tuple(got_tokens.shape)}, expected {tuple(want_tokens.shape)}",
+                        hint)
         tokens_ok = torch.equal(got_tokens.long(), want_tokens)
         cache_ok = _cache_lengths(got_cache) == _cache_lengths(want_cache)
         if cache_ok:
@@ -160,7 +145,12 @@ def check_greedy_step(greedy_step: Callable, model: Optional[MixtralForCausalLM]
         if not (tokens_ok and cache_ok):
             problem = (f"next_tokens {got_tokens.tolist()}, expected {want_tokens.tolist()}" if not tokens_ok else
                        "next_tokens are right but the returned cache differs from the forward's")
-            return _fail(label, problem, _greedy_hint(model, ids, mask, past, got_tokens, got_cache, want_cache))
+            return fail(label, problem, _greedy_hint(model, ids, mask, past, got_tokens, got_cache, want_cache))
+        failure = dtype_failure(label, got_tokens, want_tokens,  # the tokens were compared as long
+                                "token ids are torch.long, as argmax returns them: they are appended to input_ids.",
+                                name="next_tokens")
+        if failure is not None:
+            return failure
         # the loop goes on with the reference's results, as generate would
         ids = torch.cat([ids, want_tokens[:, None]], dim=-1)
         mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
@@ -231,15 +221,15 @@ def check_append_step(append_step: Callable) -> ExerciseResult:
     -> (input_ids (B, S + 1), attention_mask (B, S + 1), unfinished (B,))."""
     for label, ids, mask, tokens, unfinished in _append_cases():
         want = reference_append_step(ids, mask, tokens, unfinished, EOS, PAD)
-        got, err = _call(append_step, (ids.clone(), mask.clone(), tokens.clone(), unfinished.clone(), EOS, PAD),
-                         "append_step", label)
+        got, err = call_learner(append_step, (ids.clone(), mask.clone(), tokens.clone(), unfinished.clone(), EOS, PAD),
+                                "append_step", label)
         if err is not None:
             return err
         if not isinstance(got, (tuple, list)) or len(got) != 3:
-            return _fail(label, f"returned {type(got).__name__}, expected (input_ids, attention_mask, unfinished)",
-                         "return the three updated tensors as a tuple.")
+            return fail(label, f"returned {type(got).__name__}, expected (input_ids, attention_mask, unfinished)",
+                        "return the three updated tensors as a tuple.")
         hint = _append_hint(label, tuple(got), want, (ids, mask, tokens, unfinished))
         if hint is not None:
-            return _fail(label, "the result differs from generate's bookkeeping", hint)
+            return fail(label, "the result differs from generate's bookkeeping", hint)
     return ExerciseResult(True, "append_step agrees with generate's loop on all 4 cases "
                                 "(running rows, eos now, finished rows padded, all done).")

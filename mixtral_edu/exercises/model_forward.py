@@ -13,40 +13,8 @@ from typing import Callable, Optional
 
 import torch
 
-from . import ExerciseResult, compare
+from . import ExerciseResult, run_cases
 from ..masks import prepare_4d_causal_attention_mask
-
-
-# -- shared plumbing (each exercise module keeps its own copy: they are independent) ------------
-
-def _not_yet(fn: Callable, *args, **kwargs) -> Optional[ExerciseResult]:
-    try:
-        fn(*args, **kwargs)
-    except NotImplementedError:
-        name = getattr(fn, "__name__", "your function")
-        return ExerciseResult(False, f"not yet: write the body of `{name}` (it still raises NotImplementedError).")
-    except Exception:
-        return None
-    return None
-
-
-def _run_cases(fn: Callable, reference: Callable, cases, diagnose: Callable, what: str,
-               atol: float = 0.0) -> ExerciseResult:
-    cases = list(cases)
-    waiting = _not_yet(fn, *cases[0][1], **cases[0][2])
-    if waiting is not None:
-        return waiting
-    for label, args, kwargs in cases:
-        result = compare([(label, args, kwargs)], fn, reference,
-                         hint=lambda _l, got, want, a=args, k=kwargs: diagnose(got, want, *a, **k),
-                         what=what, atol=atol)
-        if not result:
-            return result
-        got, want = fn(*args, **kwargs), reference(*args, **kwargs)
-        if isinstance(got, torch.Tensor) and got.dtype != want.dtype:  # compare() casts integer results
-            return ExerciseResult(False, f"{what}, case {label}: dtype {got.dtype}, expected {want.dtype}\n"
-                                         f"Hint: {diagnose(got, want, *args, **kwargs)}")
-    return ExerciseResult(True, f"{what} agrees with mixtral_edu on all {len(cases)} cases.")
 
 
 # -- 1. the 4D additive mask ---------------------------------------------------------------------
@@ -148,7 +116,7 @@ def _mask_variants(attention_mask, q_len, past_len, sliding_window) -> dict:
 
 def check_build_4d_mask(fn: Callable) -> ExerciseResult:
     """fn(attention_mask (B, S), q_len, past_len=0, sliding_window=None, dtype=float32) -> (B, 1, T, S)."""
-    return _run_cases(fn, build_4d_mask, _mask_cases(), _diagnose_mask, "4D mask")
+    return run_cases(fn, build_4d_mask, _mask_cases(), _diagnose_mask, "4D mask", atol=0.0)  # masks are exact
 
 
 # -- 2. default position ids ----------------------------------------------------------------------
@@ -182,4 +150,4 @@ def _diagnose_pos(got, want, past_length, seq_length) -> str:
 
 def check_default_position_ids(fn: Callable) -> ExerciseResult:
     """fn(past_length, seq_length) -> (1, T) long tensor."""
-    return _run_cases(fn, default_position_ids, _pos_cases(), _diagnose_pos, "default position_ids")
+    return run_cases(fn, default_position_ids, _pos_cases(), _diagnose_pos, "default position_ids", atol=0.0)

@@ -13,21 +13,9 @@ from typing import Callable, List, Tuple
 import torch
 import torch.nn.functional as F
 
-from . import ExerciseResult
+from . import ExerciseResult, call_learner, dtype_failure
 from ..config import MixtralConfig
 from ..moe import MixtralSparseMoeBlock
-
-NOT_YET = "not yet: write the body of `{name}` (it still raises NotImplementedError)."
-
-
-def _call(fn: Callable, args: tuple, name: str, label: str):
-    """(result, None) or (None, ExerciseResult explaining what went wrong)."""
-    try:
-        return fn(*args), None
-    except NotImplementedError:
-        return None, ExerciseResult(False, NOT_YET.format(name=name))
-    except Exception as exc:  # the learner's code failed: say where, not a stack trace
-        return None, ExerciseResult(False, f"`{name}` raised {type(exc).__name__}: {exc}\n(case: {label})")
 
 
 def _close(a: torch.Tensor, b: torch.Tensor, atol: float) -> bool:
@@ -75,7 +63,7 @@ def _route_hint(logits: torch.Tensor, k: int, w: torch.Tensor, want_w: torch.Ten
 def check_route(route: Callable) -> ExerciseResult:
     """route(router_logits (N, E), top_k) -> (routing_weights (N, K) in the logits' dtype, selected_experts (N, K))."""
     for label, logits, k in _route_cases():
-        got, err = _call(route, (logits.clone(), k), "route", label)
+        got, err = call_learner(route, (logits.clone(), k), "route", label)
         if err is not None:
             return err
         want_w, want_e = reference_route(logits, k)
@@ -97,6 +85,11 @@ def check_route(route: Callable) -> ExerciseResult:
                                              "order: best expert first (slot 0), then the second best.")
             return ExerciseResult(False, f"case {label}: selected experts\n got  {e.tolist()}\n want {want_e.tolist()}\n"
                                          "Hint: pick the top_k experts per token (per row), by probability.")
+        failure = dtype_failure(label, e, want_e,  # the experts were compared as long
+                                "keep the indices torch.topk returns (torch.long): they index the experts.",
+                                name="selected experts")
+        if failure is not None:
+            return failure
         if w.dtype != want_w.dtype:
             return ExerciseResult(False, f"case {label}: weights are {w.dtype}, expected {want_w.dtype}. The softmax "
                                          "runs in float32, but the weights are cast back to the logits' dtype "
@@ -183,7 +176,7 @@ def check_dispatch(dispatch: Callable) -> ExerciseResult:
     cases = _dispatch_cases()
     for label, x, w, sel, experts in cases:
         with torch.no_grad():
-            got, err = _call(dispatch, (x.clone(), w.clone(), sel.clone(), experts), "dispatch", label)
+            got, err = call_learner(dispatch, (x.clone(), w.clone(), sel.clone(), experts), "dispatch", label)
             if err is not None:
                 return err
             want = reference_dispatch(x, w, sel, experts)
@@ -193,7 +186,12 @@ def check_dispatch(dispatch: Callable) -> ExerciseResult:
                 return ExerciseResult(False, f"case {label}: shape {tuple(got.shape)}, expected (N, C) = "
                                              f"{tuple(want.shape)}: one output row per token.")
             if _close(got, want, 1e-5):
-                continue
+                failure = dtype_failure(label, got, want,  # _close compares in float32
+                                        "the output has x's dtype: start from torch.zeros_like(x) and add the "
+                                        "outputs .to(x.dtype).")
+                if failure is None:
+                    continue
+                return failure
             for fix, wrong in _dispatch_mistakes(x, w, sel, experts):
                 if _close(got, wrong, 1e-5):
                     return ExerciseResult(False, f"case {label}: {fix}")

@@ -15,26 +15,10 @@ from typing import Callable, List, Tuple
 
 import torch
 
-from . import ExerciseResult
+from . import ExerciseResult, call_learner, fail
 from .. import sizes
 from ..config import MixtralConfig
 from ..presets import get_preset
-
-NOT_YET = "not yet: write the body of `{name}` (it still raises NotImplementedError)."
-
-
-def _call(fn: Callable, args: tuple, name: str, label: str):
-    """(result, None) or (None, ExerciseResult explaining what went wrong)."""
-    try:
-        return fn(*args), None
-    except NotImplementedError:
-        return None, ExerciseResult(False, NOT_YET.format(name=name))
-    except Exception as exc:  # the learner's code failed: say where, not a stack trace
-        return None, ExerciseResult(False, f"`{name}` raised {type(exc).__name__}: {exc}\n(case: {label})")
-
-
-def _fail(label: str, problem: str, hint: str) -> ExerciseResult:
-    return ExerciseResult(False, f"case {label}: {problem}\nHint: {hint}")
 
 
 # -- left padding -----------------------------------------------------------------------------------
@@ -81,25 +65,25 @@ def check_left_pad(left_pad: Callable) -> ExerciseResult:
     """left_pad(sequences, pad_id) -> (input_ids (B, T) long, attention_mask (B, T) long)."""
     for label, seqs, pad_id in _left_pad_cases():
         want_ids, want_mask = reference_left_pad(seqs, pad_id)
-        got, err = _call(left_pad, ([list(s) for s in seqs], pad_id), "left_pad", label)
+        got, err = call_learner(left_pad, ([list(s) for s in seqs], pad_id), "left_pad", label)
         if err is not None:
             return err
         if not isinstance(got, (tuple, list)) or len(got) != 2 or not all(isinstance(x, torch.Tensor) for x in got):
-            return _fail(label, f"returned {type(got).__name__}, expected two tensors",
-                         "return (input_ids, attention_mask), both torch tensors of shape (B, T).")
+            return fail(label, f"returned {type(got).__name__}, expected two tensors",
+                        "return (input_ids, attention_mask), both torch tensors of shape (B, T).")
         ids, mask = got
         for name, g, w in (("input_ids", ids, want_ids), ("attention_mask", mask, want_mask)):
             if g.shape != w.shape:
-                return _fail(label, f"{name} has shape {tuple(g.shape)}, expected {tuple(w.shape)}",
-                             "B rows (one per prompt), T columns (the longest prompt's length).")
+                return fail(label, f"{name} has shape {tuple(g.shape)}, expected {tuple(w.shape)}",
+                            "B rows (one per prompt), T columns (the longest prompt's length).")
             if g.dtype != torch.long:
-                return _fail(label, f"{name} has dtype {g.dtype}, expected torch.int64",
-                             "build it with torch.tensor(rows) from Python ints, or pass dtype=torch.long.")
+                return fail(label, f"{name} has dtype {g.dtype}, expected torch.int64",
+                            "build it with torch.tensor(rows) from Python ints, or pass dtype=torch.long.")
         if torch.equal(ids, want_ids) and torch.equal(mask, want_mask):
             continue
-        return _fail(label, f"got input_ids {ids.tolist()} and mask {mask.tolist()}, expected "
-                            f"{want_ids.tolist()} and {want_mask.tolist()}",
-                     _left_pad_hint(seqs, pad_id, ids, mask, want_ids, want_mask))
+        return fail(label, f"got input_ids {ids.tolist()} and mask {mask.tolist()}, expected "
+                           f"{want_ids.tolist()} and {want_mask.tolist()}",
+                    _left_pad_hint(seqs, pad_id, ids, mask, want_ids, want_mask))
     return ExerciseResult(True, "left_pad agrees with the tokenizer on all 4 cases.")
 
 
@@ -147,14 +131,14 @@ def check_active_parameters(active_parameters: Callable) -> ExerciseResult:
     """active_parameters(config) -> the number of parameters one token passes through."""
     for label, config in _active_cases():
         want = sizes.parameter_count(config).active
-        got, err = _call(active_parameters, (config,), "active_parameters", label)
+        got, err = call_learner(active_parameters, (config,), "active_parameters", label)
         if err is not None:
             return err
         if isinstance(got, torch.Tensor) and got.numel() == 1:
             got = int(got)
         if not isinstance(got, int) or isinstance(got, bool):
-            return _fail(label, f"returned a {type(got).__name__}, expected an int", "return a whole number.")
+            return fail(label, f"returned a {type(got).__name__}, expected an int", "return a whole number.")
         if got != want:
-            return _fail(label, f"got {got:,}, expected {want:,}", _active_hint(config, got, want))
+            return fail(label, f"got {got:,}, expected {want:,}", _active_hint(config, got, want))
     return ExerciseResult(True, "active_parameters agrees with mixtral_edu.sizes on all 5 cases "
                                 "(tiny, 8x7B, 8x22B, top-1, tied head).")

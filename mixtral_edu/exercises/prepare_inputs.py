@@ -15,25 +15,10 @@ from typing import Callable, List, Optional, Tuple
 
 import torch
 
-from . import ExerciseResult
+from . import ExerciseResult, call_learner, dtype_failure, fail
 from ..causal_lm import MixtralForCausalLM
 
-NOT_YET = "not yet: write the body of `{name}` (it still raises NotImplementedError)."
 PAD = 3
-
-
-def _call(fn: Callable, args: tuple, name: str, label: str):
-    """(result, None) or (None, ExerciseResult explaining what went wrong)."""
-    try:
-        return fn(*args), None
-    except NotImplementedError:
-        return None, ExerciseResult(False, NOT_YET.format(name=name))
-    except Exception as exc:  # the learner's code failed: say where, not a stack trace
-        return None, ExerciseResult(False, f"`{name}` raised {type(exc).__name__}: {exc}\n(case: {label})")
-
-
-def _fail(label: str, problem: str, hint: str) -> ExerciseResult:
-    return ExerciseResult(False, f"case {label}: {problem}\nHint: {hint}")
 
 
 def legacy_cache_of_length(batch: int, past_length: int):
@@ -109,14 +94,18 @@ def check_position_ids(position_ids_from_mask: Callable) -> ExerciseResult:
     """position_ids_from_mask(attention_mask (B, S), num_new) -> (B, num_new)."""
     for label, mask, T in _position_cases():
         want = reference_position_ids(mask, T)
-        got, err = _call(position_ids_from_mask, (mask.clone(), T), "position_ids_from_mask", label)
+        got, err = call_learner(position_ids_from_mask, (mask.clone(), T), "position_ids_from_mask", label)
         if err is not None:
             return err
         if not isinstance(got, torch.Tensor):
-            return _fail(label, f"returned a {type(got).__name__}, expected a tensor", "return a (B, num_new) LongTensor.")
+            return fail(label, f"returned a {type(got).__name__}, expected a tensor", "return a (B, num_new) LongTensor.")
         if got.shape == want.shape and torch.equal(got.long(), want):
-            continue
-        return _fail(label, f"got {got.tolist()}, expected {want.tolist()}", _position_hint(mask, T, got.long(), want))
+            failure = dtype_failure(label, got, want,  # the values were compared as long
+                                    "position ids are torch.long: attention_mask.long().cumsum(-1) gives them.")
+            if failure is None:
+                continue
+            return failure
+        return fail(label, f"got {got.tolist()}, expected {want.tolist()}", _position_hint(mask, T, got.long(), want))
     return ExerciseResult(True, "position_ids_from_mask agrees with prepare_inputs_for_generation on all 4 cases.")
 
 
@@ -163,14 +152,18 @@ def check_unprocessed_ids(unprocessed_ids: Callable) -> ExerciseResult:
     for label, ids, P, mask in _unprocessed_cases():
         want = reference_unprocessed_ids(ids, P, mask)
         args = (ids.clone(), P, None if mask is None else mask.clone())
-        got, err = _call(unprocessed_ids, args, "unprocessed_ids", label)
+        got, err = call_learner(unprocessed_ids, args, "unprocessed_ids", label)
         if err is not None:
             return err
         if not isinstance(got, torch.Tensor):
-            return _fail(label, f"returned a {type(got).__name__}, expected a tensor", "return a slice of input_ids.")
+            return fail(label, f"returned a {type(got).__name__}, expected a tensor", "return a slice of input_ids.")
         if got.shape == want.shape and torch.equal(got, want):
-            continue
-        return _fail(label, f"got {got.tolist()}, expected {want.tolist()}",
-                     _unprocessed_hint(label, ids, P, mask, got, want))
+            failure = dtype_failure(label, got, want,  # torch.equal compares values across dtypes
+                                    "return a slice of input_ids as it is: it keeps their dtype.")
+            if failure is None:
+                continue
+            return failure
+        return fail(label, f"got {got.tolist()}, expected {want.tolist()}",
+                    _unprocessed_hint(label, ids, P, mask, got, want))
     return ExerciseResult(True, "unprocessed_ids agrees with prepare_inputs_for_generation in all three branches "
                                 "(5 cases).")

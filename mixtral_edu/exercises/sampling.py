@@ -13,20 +13,8 @@ from typing import Callable, List, Tuple
 
 import torch
 
-from . import ExerciseResult
+from . import ExerciseResult, call_learner, dtype_failure
 from ..generation import TemperatureLogitsWarper, TopPLogitsWarper
-
-NOT_YET = "not yet: write the body of `{name}` (it still raises NotImplementedError)."
-
-
-def _call(fn: Callable, args: tuple, name: str, label: str):
-    """(result, None) or (None, ExerciseResult explaining what went wrong)."""
-    try:
-        return fn(*args), None
-    except NotImplementedError:
-        return None, ExerciseResult(False, NOT_YET.format(name=name))
-    except Exception as exc:  # the learner's code failed: say where, not a stack trace
-        return None, ExerciseResult(False, f"`{name}` raised {type(exc).__name__}: {exc}\n(case: {label})")
 
 
 def _same(a: torch.Tensor, b: torch.Tensor, atol: float = 1e-6) -> bool:
@@ -59,14 +47,18 @@ def check_temperature(apply_temperature: Callable) -> ExerciseResult:
              ("temperature 1.0 (no change)", _scores(3), 1.0),
              ("temperature 0.7 with some scores already -inf", with_filtered, 0.7)]
     for label, scores, t in cases:
-        got, err = _call(apply_temperature, (scores.clone(), t), "apply_temperature", label)
+        got, err = call_learner(apply_temperature, (scores.clone(), t), "apply_temperature", label)
         if err is not None:
             return err
         want = reference_temperature(scores, t)
         if not isinstance(got, torch.Tensor) or got.shape != want.shape:
             return ExerciseResult(False, f"case {label}: return a tensor of the scores' shape {tuple(want.shape)}.")
         if _same(got, want, 1e-5):
-            continue
+            failure = dtype_failure(label, got, want,  # _same compares in float32
+                                    "scores / temperature keeps the scores' dtype: no cast is needed.")
+            if failure is None:
+                continue
+            return failure
         if _same(got, scores * t, 1e-5):
             return ExerciseResult(False, f"case {label}: you multiplied by the temperature. Divide: "
                                          "scores / temperature, so that a temperature below 1 makes the "
@@ -127,14 +119,18 @@ def check_top_p(top_p_filter: Callable) -> ExerciseResult:
              ("top_p 0.3, one token above top_p by itself in row 0", peaked, 0.3),
              ("top_p 0.05 (keeps only the best token)", _scores(7), 0.05)]
     for label, scores, p in cases:
-        got, err = _call(top_p_filter, (scores.clone(), p), "top_p_filter", label)
+        got, err = call_learner(top_p_filter, (scores.clone(), p), "top_p_filter", label)
         if err is not None:
             return err
         want = reference_top_p(scores, p)
         if not isinstance(got, torch.Tensor) or got.shape != want.shape:
             return ExerciseResult(False, f"case {label}: return a tensor of the scores' shape {tuple(want.shape)}.")
         if _same(got, want):
-            continue
+            failure = dtype_failure(label, got, want,  # _same compares in float32
+                                    "masked_fill on the scores keeps their dtype: no cast is needed.")
+            if failure is None:
+                continue
+            return failure
         if torch.isfinite(got).all() and not torch.isfinite(want).all():
             if torch.equal(got == 0, ~torch.isfinite(want)) or torch.equal(got == -1e9, ~torch.isfinite(want)):
                 return ExerciseResult(False, f"case {label}: the right tokens were dropped, but set them to "

@@ -13,20 +13,8 @@ from typing import Callable, List, Tuple
 
 import torch
 
-from . import ExerciseResult
+from . import ExerciseResult, call_learner
 from ..train import Recipe, lr_at
-
-NOT_YET = "not yet: write the body of `{name}` (it still raises NotImplementedError)."
-
-
-def _call(fn: Callable, args: tuple, name: str, label: str):
-    """(result, None) or (None, ExerciseResult explaining what went wrong)."""
-    try:
-        return fn(*args), None
-    except NotImplementedError:
-        return None, ExerciseResult(False, NOT_YET.format(name=name))
-    except Exception as exc:  # the learner's code failed: say where, not a stack trace
-        return None, ExerciseResult(False, f"`{name}` raised {type(exc).__name__}: {exc}\n(case: {label})")
 
 
 # -- the learning-rate schedule -----------------------------------------------------
@@ -65,7 +53,7 @@ def check_lr_schedule(lr_schedule: Callable) -> ExerciseResult:
     """lr_schedule(step, recipe) -> float: linear warm-up, then cosine decay to recipe.min_lr (as train.lr_at)."""
     cases = _schedule_cases()
     for label, step, r in cases:
-        got, err = _call(lr_schedule, (step, r), "lr_schedule", label)
+        got, err = call_learner(lr_schedule, (step, r), "lr_schedule", label)
         if err is not None:
             return err
         want = lr_at(step, r)
@@ -130,7 +118,7 @@ def check_repeat_rates(repeat_rates: Callable) -> ExerciseResult:
     """repeat_rates(chosen (T, K)) -> (same_top1, shared_any), both shares of the T - 1 neighbouring pairs."""
     cases = _repeat_cases()
     for label, chosen in cases:
-        got, err = _call(repeat_rates, (chosen.clone(),), "repeat_rates", label)
+        got, err = call_learner(repeat_rates, (chosen.clone(),), "repeat_rates", label)
         if err is not None:
             return err
         want = reference_repeat_rates(chosen)

@@ -150,12 +150,12 @@ def cache_figure(trace, row: int = 0, tokenizer=None, full_size: str = "mixtral-
     fig.update_yaxes(title_text="MiB", rangemode="tozero", row=2, col=2)
 
     W = config.sliding_window if sliding_window == "config" else sliding_window
-    fig.update_layout(**pal.base_layout(_title(steps[step], W, window_step), height=760, showlegend=False))
+    fig.update_layout(**pal.base_layout(_title(steps[step], W, window_step, row), height=760, showlegend=False))
     fig.update_layout(margin=dict(t=110, b=110), shapes=_marks(steps[step], S, window_step))
     fig.update_layout(sliders=[dict(
         active=step, currentvalue=dict(prefix="step: "), pad=dict(t=10), y=-0.1, yanchor="top", len=0.9, x=0.05,
         steps=[dict(method="relayout", label=f"{s.index} ({s.kind})",
-                    args=[{"title.text": _title(s, W, window_step), "shapes": _marks(s, S, window_step)}])
+                    args=[{"title.text": _title(s, W, window_step, row), "shapes": _marks(s, S, window_step)}])
                for s in steps])])
     return fig
 
@@ -168,14 +168,15 @@ def _dtype_name(trace) -> str:
     return _name(next(trace.model.parameters()).dtype)
 
 
-def _title(s: CacheStep, W, window_step) -> str:
+def _title(s: CacheStep, W, window_step, row: int = 0) -> str:
     lengths = sorted(set(s.after.values()))
     where = ("no sliding window" if W is None else
              f"window W={W}: hides keys from step {window_step} on (still stored)" if window_step is not None
              else f"window W={W}: hides nothing yet")
     return (f"KV cache, step {s.index} ({s.kind}): fed input_ids[:, {s.fed[0]}:{s.fed[1]}], "
             f"cache {s.before[0]} → {lengths[0] if len(lengths) == 1 else lengths} tokens per layer, "
-            f"{sizes.format_bytes(s.bytes_after)}<br><sup>{where}; position ids of row 0: {s.position_ids[0]}</sup>")
+            f"{sizes.format_bytes(s.bytes_after)}<br><sup>{where}; position ids of row {row}: "
+            f"{s.position_ids[min(row, len(s.position_ids) - 1)]}</sup>")
 
 
 def _marks(s: CacheStep, S: int, window_step) -> List[dict]:
