@@ -3,8 +3,8 @@
 (a) Nothing attached. Every HookPoint stays in the model, so there is no "plain" build of
     the same code to time against. Two measurements stand in for one:
       - an upper bound: [(HookPoint calls per forward) x (one `self.hook_x(x)` with nothing
-        attached) + (experts left without tokens) x (one `self.experts[e].hook_in.fns`
-        check in the MoE loop)] / (time of that forward), costs micro-benchmarked;
+        attached) + (experts left without tokens) x (one `expert.hook_in.fns` check in the
+        MoE loop)] / (time of that forward), costs micro-benchmarked;
       - transformers' model (no hook points at all) as the plain reference: the speed
         ratio ours/theirs of one forward on the same weights, prefill and one decode step
         (> 1: ours is faster).
@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 import mixtral_edu
-from mixtral_edu.hooks import HookPoint
+from mixtral_edu.hooks import HookPoint, name_hook_points
 
 from .common import Settings, Stats, build_pair, compare, greedy, paired, prompt
 
@@ -31,21 +31,22 @@ from .common import Settings, Stats, build_pair, compare, greedy, paired, prompt
 def hook_call_cost(block, number: int = 200_000, repeat: int = 5) -> dict:
     """Seconds per at-rest cost item, loop overhead included (timeit, median of `repeat`).
 
-    hookpoint_call_s: `self.hook_x(x)` as the model code does it: the submodule lookup
-    through nn.Module.__getattr__, then HookPoint.__call__ finding no fns.
-    expert_check_s: `self.experts[e].hook_in.fns`, which the MoE loop evaluates for each
-    expert that got no token (transformers skips such an expert on the token count alone).
+    hookpoint_call_s: `self.hook_x(x)` as the model code does it: the attribute lookup (a plain
+    instance attribute, see hooks.name_hook_points), then HookPoint.__call__ finding no fns.
+    expert_check_s: `expert.hook_in.fns`, which the MoE loop evaluates for each expert that
+    got no token (transformers skips such an expert on the token count alone).
     python_identity_call_s: a bare Python function call, for scale.
     """
     holder = nn.Module()
     holder.hook_x = HookPoint("bench")
+    name_hook_points(holder)  # as the model's constructor does
     x = torch.zeros(1)
 
     def per_call(stmt, g):
         return Stats([t / number for t in timeit.Timer(stmt, globals=g).repeat(repeat=repeat, number=number)]).to_dict()
 
     return {"hookpoint_call_s": per_call("h.hook_x(x)", {"h": holder, "x": x}),
-            "expert_check_s": per_call("b.experts[e].hook_in.fns", {"b": block, "e": block.num_experts - 1}),
+            "expert_check_s": per_call("e.hook_in.fns", {"e": block.experts[block.num_experts - 1]}),
             "python_identity_call_s": per_call("f(x)", {"f": _identity, "x": x})}
 
 

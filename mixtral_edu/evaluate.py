@@ -109,12 +109,14 @@ def routing_summary(stats: Dict) -> Dict:
         for b in domains[i + 1:]:
             # total variation distance between two domains' expert-usage distributions, per layer
             tv[f"{a}-{b}"] = (0.5 * (shares[a] - shares[b]).abs().sum(dim=1)).tolist()
-    tokens = sum(torch.tensor(stats[d]["token_share"]) for d in domains) / len(domains)    # (L, E)
-    return {"min_expert_share_overall": float(overall.min()),
-            "min_token_share_overall": float(tokens.min()),
-            "overall_share": overall.tolist(),
-            "total_variation_by_layer": tv,
-            "mean_total_variation": float(torch.tensor(list(tv.values())).mean())}
+    out = {"min_expert_share_overall": float(overall.min()),
+           "overall_share": overall.tolist(),
+           "total_variation_by_layer": tv,
+           "mean_total_variation": float(torch.tensor(list(tv.values())).mean())}
+    if all("token_share" in stats[d] for d in domains):  # as domain_stats gives them
+        tokens = sum(torch.tensor(stats[d]["token_share"]) for d in domains) / len(domains)  # (L, E)
+        out["min_token_share_overall"] = float(tokens.min())
+    return out
 
 
 def evaluate(model, tokenizer, quick: bool = False) -> Dict:

@@ -306,6 +306,7 @@ class Trace:
         self._tpe_for: Optional[torch.Tensor] = None  # the top-k indices self._tpe was computed from
         self._tpe: Dict[int, List[int]] = {}
         self._gen_node: Optional[Node] = None  # the open generate() call
+        self._generating = False                # inside generate (prepare_inputs then begins a step)
         self._gen_kwargs: dict = {}
         self._n_steps = 0                       # steps begun, traced or not
         self._step: Optional[StepRecord] = None  # the open step's record (None when untraced)
@@ -678,18 +679,22 @@ class Trace:
         def prepare_inputs_for_generation(input_ids, past_key_values=None, attention_mask=None, **kwargs):
             kind = ("decode" if past_key_values is not None else
                     "prefill" if kwargs.get("use_cache") is not False else "no cache")
-            self._begin_step(kind, in_generate=True)
-            if self._step is None:
-                return original(input_ids, past_key_values=past_key_values, attention_mask=attention_mask, **kwargs)
+            by_hand = not self._generating  # called directly, not by generate: a node of its own, no step
+            if not by_hand:
+                self._begin_step(kind, in_generate=True)
+                if self._step is None:
+                    return original(input_ids, past_key_values=past_key_values, attention_mask=attention_mask,
+                                    **kwargs)
             node = self._new_node("MixtralForCausalLM.prepare_inputs_for_generation",
                                   HF + "MixtralForCausalLM.prepare_inputs_for_generation",
-                                  "prepare_inputs_for_generation")
+                                  "prepare_inputs_for_generation" + (" (called directly)" if by_hand else ""))
             facts = _prepare_facts(input_ids, past_key_values, attention_mask)
             out = original(input_ids, past_key_values=past_key_values, attention_mask=attention_mask, **kwargs)
             fed = out.get("input_ids")
             facts["input_ids_after"] = None if fed is None else list(fed.shape)
             facts["position_ids"] = _keep(out.get("position_ids"))
-            self._step.prepare = facts
+            if not by_hand:
+                self._step.prepare = facts
             if node is not None:
                 node.args = summarize({"input_ids": input_ids, "past_key_values": past_key_values,
                                        "attention_mask": attention_mask})
@@ -706,6 +711,7 @@ class Trace:
             node = self._gen_node = self._new_node("MixtralForCausalLM.generate", GEN + "generate", "generate")
             if node is not None:
                 node.args = summarize({"input_ids": input_ids, "attention_mask": attention_mask, **kwargs})
+            self._generating = True
             try:
                 out = original(input_ids, attention_mask=attention_mask, **kwargs)
             except BaseException as e:
@@ -713,7 +719,7 @@ class Trace:
                 raise
             finally:
                 self._end_step()
-                self._gen_node = None
+                self._gen_node, self._generating = None, False
             self._finish(node, out)
             return out
         return generate

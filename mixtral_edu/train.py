@@ -32,7 +32,7 @@ class Recipe:
     """Everything that decides the shipped weights."""
 
     seed: int = 0
-    steps: int = 1800
+    steps: int = 2400
     batch_size: int = 32
     seq_len: int = 64
     lr: float = 3e-3
@@ -55,10 +55,10 @@ class Recipe:
     router_jitter_noise: float = 0.0
     router_lr_scale: float = 1.0  # the routers' learning rate relative to the rest
     router_init_std: float = 0.0  # > 0: re-draw the routers' weights with this std (0: the usual initializer_range)
-    revive_below: float = 0.0     # > 0: an expert whose share of a layer's routing slots falls below this...
+    revive_below: float = 0.04    # > 0: an expert whose share of a layer's routing slots falls below this...
     revive_every: int = 50        # ...(checked every this many steps, on a running average)...
-    revive_until: float = 0.5     # ...during this fraction of training is replaced by a copy of the busiest one
-    threads: int = 1  # one thread: as fast on 2 cores for this size, and no OpenMP spinning when the machine is busy
+    revive_until: float = 0.6     # ...during this fraction of training is replaced by a copy of the busiest one
+    threads: int = 1  # two are ~1.7x faster on an idle 2-core CPU, but 5-30x slower once anything else runs (OpenMP)
 
 
 def tiny_config(r: Recipe, tokenizer) -> MixtralConfig:
@@ -197,17 +197,28 @@ def revive_starved_experts(model, opt, running: torch.Tensor, below: float, step
             for name in ("w1", "w2", "w3"):
                 p_src, p_dst = getattr(src, name).weight, getattr(dst, name).weight
                 p_dst.copy_(p_src)
-                if p_src in opt.state:  # AdamW's moments too, so the copy takes the same next step
-                    opt.state[p_dst] = {k: v.clone() if torch.is_tensor(v) else v for k, v in opt.state[p_src].items()}
+                _copy_moments(opt, p_src, p_dst)
             gate = moe.gate.weight                                             # (E, C)
             noise = torch.randn(gate.shape[1], generator=gen) * 0.1 * gate[busiest].std()
             gate[e] = gate[busiest] + noise
-            for key, value in opt.state.get(gate, {}).items():
-                if torch.is_tensor(value) and value.dim() > 0:
+            for value in opt.state.get(gate, {}).values():
+                if torch.is_tensor(value) and value.dim() > 0:  # AdamW's moments, row by row
                     value[e] = value[busiest]
             running[layer_idx, e] = running[layer_idx, busiest] = running[layer_idx, busiest] / 2
             events.append({"step": step, "layer": layer_idx, "expert": e, "copied_from": busiest})
     return events
+
+
+def _copy_moments(opt, src: torch.Tensor, dst: torch.Tensor) -> None:
+    """Give dst the optimizer's running moments of src, so the copy takes the same next step."""
+    if src not in opt.state:
+        return
+    if dst not in opt.state:
+        opt.state[dst] = {k: v.clone() if torch.is_tensor(v) else v for k, v in opt.state[src].items()}
+        return
+    for key, value in opt.state[src].items():
+        if torch.is_tensor(value) and value.dim() > 0:  # exp_avg, exp_avg_sq (dst keeps its own step count)
+            opt.state[dst][key].copy_(value)
 
 
 def save_model_dir(model, tokenizer, out: str, r: Recipe, curves: dict) -> None:
@@ -234,11 +245,18 @@ def plot_curves(curves: dict, path: str) -> None:
     a, b = fig.subplots(1, 2)
     a.plot(curves["step"], curves["ce_loss"], color="#0072B2", label="cross-entropy")
     a.set(xlabel="step", ylabel="loss (nats/token)", title="Language-model loss", yscale="log")
+    from matplotlib.ticker import FormatStrFormatter, NullFormatter
+    a.yaxis.set_major_formatter(FormatStrFormatter("%g"))  # 1.5, 2, 4 rather than 2 x 10^0
+    a.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
     a.legend()
     b.plot(curves["step"], curves["aux_loss"], color="#D55E00", label="load-balancing loss")
     b.axhline(2.0, color="gray", ls="--", label="perfect balance (= top-k = 2)")
+    revived = sorted({ev["step"] for ev in curves.get("revived", [])})
+    if revived:  # a rug along the bottom: when the trainer replaced a starved expert
+        b.plot(revived, [0.04] * len(revived), "|", color="#009E73", ms=12, mew=1.5,
+               transform=b.get_xaxis_transform(), label="starved expert replaced")
     b.set(xlabel="step", ylabel="aux loss", title="Router load-balancing loss")
-    b.legend()
+    b.legend(loc="upper right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 

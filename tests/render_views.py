@@ -82,7 +82,9 @@ def render(figs, out_dir: Path = OUT, width: int = 1200) -> list:
             page.goto(base + html_path.name)
             page.wait_for_selector(".js-plotly-plot .main-svg")
             page.wait_for_timeout(300)
-            paths.append(br.screenshot(page, out_dir / f"{name}.png"))
+            png = out_dir / f"{name}.png"
+            page.locator(".js-plotly-plot").first.screenshot(path=str(png))  # the figure, not the blank page below
+            paths.append(png)
             assert not log.problems(), (name, log.problems())
             page.context.close()
             html_path.unlink()  # several MB each with plotly.js inlined; the PNG is what we keep

@@ -241,3 +241,15 @@ def test_sdpa_trace_says_weights_are_not_formed(prompt):
     assert tr.steps[0].mask_4d is None and tr.steps[0].layers[0].attn_weights is None
     text = str(tr)
     assert "not formed (sdpa" in text and "_for_sdpa" in text and "None: SDPA's own is_causal" in text
+
+
+def test_prepare_inputs_called_by_hand_is_its_own_node_not_a_generate_step(model, prompt):
+    ids, mask = prompt
+    with mixtral_edu.trace(model) as tr:
+        inputs = model.prepare_inputs_for_generation(ids, attention_mask=mask)
+        model(**inputs)
+    assert [r.label for r in tr.roots] == ["prepare_inputs_for_generation (called directly)",
+                                          "MixtralForCausalLM.forward"]
+    assert [s.kind for s in tr.steps] == ["forward"] and tr.steps[0].prepare is None
+    assert tr.roots[0].info and tr.roots[0].result is not None     # what it did is still shown
+    assert_clean(model)

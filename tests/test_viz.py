@@ -324,6 +324,17 @@ def test_callchain_links_every_chapter(suffix, run):
     assert f'href="01_generation_loop{suffix}"' in html and "<script" not in html
 
 
+def test_callchain_marks_the_current_chapter():
+    import re
+    assert "you are here" not in viz.callchain_html().data
+    for here, boxes in (("moe", 1), ("model", 3), ("lm_head", 2)):   # model: its group, embed/mask and norm
+        page = viz.callchain_html(here=here).data
+        tags = re.findall(r'href="(\d\d_\w+)\.ipynb"><b><code>[^<]*</code></b></a> <b class="mxe-here"', page)
+        assert tags == [viz.callchain.NOTEBOOKS[here]] * boxes
+    with pytest.raises(ValueError, match="not a chapter; use one of"):
+        viz.callchain_html(here="mlp")
+
+
 def test_static_figures_need_nothing_from_the_web(run, tok):
     tr = run[0]
     for fig in (viz.mask_figure(tr), viz.cache_figure(tr), viz.routing_figure(tr), viz.attention_figure(tr),

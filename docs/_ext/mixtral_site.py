@@ -279,6 +279,26 @@ def benchmarks_include() -> str:
     return "\n".join(out) + "\n"
 
 
+def tiny_model_include() -> str:
+    """The shipped model's card, headings one level down, its curves image copied next to it."""
+    card_dir = ROOT / "mixtral_edu" / "tiny_model"
+    card = card_dir / "README.md"
+    if not card.is_file():
+        return "The tiny model has not been trained yet: `python -m mixtral_edu.train --out DIR`.\n"
+    curves = card_dir / "training_curves.png"
+    if curves.is_file():
+        target = GENERATED / "tiny_model_training_curves.png"
+        if not target.is_file() or target.read_bytes() != curves.read_bytes():
+            GENERATED.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(curves, target)
+    out: List[str] = []
+    for line in card.read_text(encoding="utf-8").splitlines():
+        if re.match(r"#{1,5} ", line):
+            line = "#" + line
+        out.append(line.replace("](training_curves.png)", "](/_generated/tiny_model_training_curves.png)"))
+    return "\n".join(out) + "\n"
+
+
 def write_generated(app: Sphinx, config) -> None:
     link_notebooks()
     chapters = chapter_docnames()
@@ -287,6 +307,7 @@ def write_generated(app: Sphinx, config) -> None:
     _write_if_changed(GENERATED / "callchain.html", call_chain_html(links))
     _write_if_changed(GENERATED / "api_modules.md", api_include(api_modules(config.mxe_api_modules)))
     _write_if_changed(GENERATED / "benchmarks.md", benchmarks_include())
+    _write_if_changed(GENERATED / "tiny_model.md", tiny_model_include())
 
 
 # ---------------------------------------------------------------- vendored assets

@@ -23,6 +23,7 @@ import torch
 from plotly.subplots import make_subplots
 
 from ..corpus import DOMAINS, make_corpus
+from ..evaluate import EVAL_SEED
 from . import palette as pal
 
 DOMAIN_COLORS = {"arith": pal.OKABE_ITO["orange"], "lang": pal.OKABE_ITO["blue"], "kv": pal.OKABE_ITO["bluish_green"]}
@@ -71,9 +72,10 @@ def domain_balance(model, input_ids: torch.Tensor, attention_mask: torch.Tensor)
     return DomainBalance(f, P, aux, float(out.aux_loss), int(real.sum()))
 
 
-def balance_stats(model, tokenizer, n_samples: int = 32, seed: int = 0,
+def balance_stats(model, tokenizer, n_samples: int = 32, seed: int = EVAL_SEED,
                   domains: Sequence[str] = DOMAINS) -> BalanceStats:
-    """DomainBalance of each domain, on n_samples texts of it from `corpus.make_corpus`."""
+    """DomainBalance of each domain, on n_samples texts of it from `corpus.make_corpus`
+    (by default held-out ones: the evaluation seed, not the training seed)."""
     from .widgets import encode_batch, pad_id_of
     stats = BalanceStats(model.config.num_local_experts, model.config.num_experts_per_tok)
     for d in domains:

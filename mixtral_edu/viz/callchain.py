@@ -157,10 +157,13 @@ def callchain_figure(link_suffix: str = ".ipynb", trace=None, step: int = 0) -> 
     return fig
 
 
-def callchain_html(link_suffix: str = ".ipynb", trace=None, step: int = 0):
+def callchain_html(link_suffix: str = ".ipynb", trace=None, step: int = 0, here: Optional[str] = None):
     """The same map as an HTML block (an IPython.display.HTML): nested boxes with links, inline styles
-    only, so it survives notebook sanitisers and needs no script."""
+    only, so it survives notebook sanitisers and needs no script. here: a chapter key (see NOTEBOOKS,
+    e.g. "moe") whose boxes are highlighted and marked "you are here"."""
     from IPython.display import HTML
+    if here is not None and here not in NOTEBOOKS:
+        raise ValueError(f"here={here!r} is not a chapter; use one of {sorted(NOTEBOOKS)}.")
     facts = step_facts(trace, step) if trace is not None else {}
     by_key = {b.key: b for b in BOXES}
 
@@ -170,8 +173,15 @@ def callchain_html(link_suffix: str = ".ipynb", trace=None, step: int = 0):
         fact = (f'<div style="color:{pal.OKABE_ITO["vermillion"]};font-family:monospace;font-size:11px">'
                 f'{html.escape(facts[key])}</div>' if key in facts else "")
         border = f"1px dashed {pal.DARK_GREY}" if b.group else f"2px solid {pal.OKABE_ITO['blue']}"
-        return (f'<div style="border:{border};border-radius:6px;padding:6px 10px;margin:6px 0;background:white">'
-                f'<a href="{href}"><b><code>{html.escape(b.label)}</code></b></a> '
+        current = here is not None and (b.chapter or b.key) == here
+        if current:  # this chapter's box: a thick orange frame, a pale fill and a tag a screen reader also reads
+            border = f"3px solid {pal.OKABE_ITO['orange']}"
+        background = "#fff4dc" if current else "white"
+        tag = (f' <b class="mxe-here" style="color:{pal.OKABE_ITO["vermillion"]}">◀ you are here</b>'
+               if current else "")
+        return (f'<div style="border:{border};border-radius:6px;padding:6px 10px;margin:6px 0;'
+                f'background:{background}">'
+                f'<a href="{href}"><b><code>{html.escape(b.label)}</code></b></a>{tag} '
                 f'<span style="color:{pal.DARK_GREY}">{html.escape(b.what)}</span>{fact}{inner}</div>')
 
     down = f'<div style="text-align:center;color:{pal.DARK_GREY}">↓</div>'
