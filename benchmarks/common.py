@@ -232,14 +232,8 @@ def compare(fns: Dict[str, Callable[[], object]], repeats: int, warmup: int = 1,
 # -- the machine -----------------------------------------------------------------------------------
 
 def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
+    from mixtral_edu.evaluate import cpu_name
+    return cpu_name()
 
 
 def _git(*args: str) -> str:

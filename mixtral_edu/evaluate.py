@@ -127,8 +127,20 @@ def evaluate(model, tokenizer, quick: bool = False) -> Dict:
             "grammar": grammar_rate(model, tokenizer, n=300 // k),
             "records": record_rate(model, tokenizer, n=100 // k),
             "domains": stats, "routing": routing_summary(stats),
-            "machine": {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
+            "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "torch": torch.__version__,
                         "threads": torch.get_num_threads()}}
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux /proc/cpuinfo), else what platform knows."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
 
 
 def write_card(directory: str, metrics: Dict) -> None:
