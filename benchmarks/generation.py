@@ -3,7 +3,11 @@
 For each model, attention implementation and batch size, in one process and
 interleaved repeat by repeat (ours, theirs, theirs, ours, ...):
 
-  prefill  = one forward call on the (B, prompt_len) prompt with use_cache=True
+  prefill  = one forward call on the (B, prompt_len) prompt with use_cache=True, timed
+             apart from the generate calls (a call of ~10 ms timed right after the other
+             side's long generate picked up a cache/allocator order effect of up to 25%):
+             ours and theirs alternate, each sample averages enough back-to-back calls
+             to last >= 0.1 s, at least 7 samples
              -> prefill tokens/s = B * prompt_len / time
   decode   = (time of generate(new_tokens) - time of generate(1)) / (new_tokens - 1)
              generate(1) is setup + prefill + the first token, so the difference is
@@ -20,7 +24,7 @@ from typing import List
 
 import torch
 
-from .common import Settings, Stats, build_pair, compare, greedy, paired, prompt
+from .common import Settings, Stats, build_pair, calibrate, compare, greedy, paired, prompt
 
 
 def run(settings: Settings, log=print) -> dict:
@@ -54,13 +58,15 @@ def _one(name: str, attn: str, batch: int, models: dict, s: Settings, log) -> di
 
     fns = {}
     for side, m in models.items():
-        fns[f"{side}.prefill"] = prefill(m)
         fns[f"{side}.gen1"] = gen(side, m, 1)
         fns[f"{side}.gen"] = gen(side, m, s.new_tokens)
     # warm-up: a short generate per side is enough (the timed ones repeat it)
     for m in models.values():
         greedy(m, ids, mask, 2)
     t = compare(fns, s.repeats, warmup=0, budget_s=None if s.quick else s.gen_budget_s)
+    pre = {f"{side}.prefill": prefill(m) for side, m in models.items()}
+    t.update(compare(pre, max(s.repeats, 7) if not s.quick else s.repeats, warmup=1,
+                     inner=calibrate(pre["ours.prefill"], 0.02 if s.quick else 0.1)))
 
     # same tokens? (greedy on identical weights; fp32 near-ties may still split late)
     ours_ids, theirs_ids = last["ours", s.new_tokens], last["theirs", s.new_tokens]

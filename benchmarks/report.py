@@ -130,8 +130,10 @@ def _generation(results: dict) -> List[str]:
              f"up to {st['repeats']} repeats (n; fewer, but at least 3, where they would take more than "
              f"{st['gen_budget_s']:.0f} s), ours and theirs interleaved within each repeat.",
              "",
-             "- **prefill** = one forward call on the whole prompt with `use_cache=True`; "
-             "tokens/s = batch x prompt length / time.",
+             "- **prefill** = one forward call on the whole prompt with `use_cache=True`, timed apart from "
+             "the generate calls: ours and theirs alternate, each sample averages back-to-back calls lasting "
+             "at least 0.1 s, at least 7 samples (a single ~10 ms call timed right after the other side's long "
+             "generate showed an order effect of up to 25%); tokens/s = batch x prompt length / time.",
              f"- **decode** = (time of `generate(max_new_tokens={st['new_tokens']})` - time of "
              f"`generate(max_new_tokens=1)`) / {st['new_tokens'] - 1}: the difference is exactly the "
              f"{st['new_tokens'] - 1} decode steps (prepare inputs, one forward on one token per row with the "

@@ -22,8 +22,9 @@ The tree follows the real call chain (shape legend: mixtral_edu.config):
           lm_head                                logits (B, T, V), top 3 at the last position
         next token                               the id appended to each row
 
-How it watches: torch forward (pre-)hooks on the modules, functions on the model's
-HookPoints, and instance-level wrappers of `generate` / `prepare_inputs_for_generation`.
+How it watches: instance-level wrappers of the modules' `forward` (cheaper than torch
+hooks, which push every call off nn.Module's fast path) and of `generate` /
+`prepare_inputs_for_generation`, and functions on the model's HookPoints.
 All are observers (they never return a value) and all are removed on exit, even after
 an exception, so outputs are bit-for-bit those of an untraced call.
 """
@@ -33,7 +34,6 @@ import html
 import inspect
 import json
 import math
-import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -99,6 +99,8 @@ def _is_legacy_cache(x: Any) -> bool:
 
 
 _DTYPE_NAMES: Dict[torch.dtype, str] = {}
+_PLAIN = (bool, int, str)  # summaries of these are the values themselves
+ROLES = ("causal_lm", "model", "embed", "layer", "norm", "attn", "moe", "expert", "lm_head")
 
 
 def summarize(x: Any) -> Any:
@@ -113,7 +115,7 @@ def summarize(x: Any) -> Any:
             if vals is not None:
                 s["values"] = vals
         return s
-    if x is None or type(x) in (bool, int, str):
+    if x is None or type(x) in _PLAIN:
         return x
     if isinstance(x, Cache):  # layers fill one by one during a forward: show each one's length
         n_layers = len(x) if hasattr(type(x), "__len__") else 1  # a Cache subclass may not count its layers
@@ -346,6 +348,9 @@ class Trace:
         return False  # never swallow the exception
 
     def _attach(self) -> None:
+        # the per-role readers, looked up once (not per module call)
+        self._role_pre = {r: getattr(self, "_pre_" + r) for r in ROLES if hasattr(self, "_pre_" + r)}
+        self._role_post = {r: getattr(self, "_post_" + r) for r in ROLES if hasattr(self, "_post_" + r)}
         if self.meta:
             # Which tokens chose an expert is data, and meta tensors hold none: the MoE loop's
             # torch.where cannot size its output. This torch flag lets it assume every slot is
@@ -392,34 +397,42 @@ class Trace:
         label = f"{type(module).__name__}.forward" if top else f"{_short(path)}: {_our_name(module)}"
         texts = (_our_name(module), _mirror(module, role), label)
 
-        def pre(mod, args, kwargs):
-            self._pre(mod, role, path, texts, args, kwargs)
+        # An instance-level `forward` rather than torch forward hooks: nn.Module.__call__ then keeps
+        # its fast path (no hooks registered), which matters when a forward is a few microseconds.
+        original = module.forward
 
-        def post(mod, args, kwargs, result):
-            err = sys.exc_info()[1]  # always_call: this also runs while an exception unwinds
-            self._post(mod, role, result, repr(err) if result is None and err is not None else None)
+        def forward(*args, **kwargs):
+            self._pre(module, role, path, texts, args, kwargs)
+            try:
+                result = original(*args, **kwargs)
+            except BaseException as err:
+                self._post(module, role, None, repr(err))
+                raise
+            self._post(module, role, result, None)
+            return result
 
-        h1 = module.register_forward_pre_hook(pre, with_kwargs=True)
-        h2 = module.register_forward_hook(post, with_kwargs=True, always_call=True)
-        self._removers += [h1.remove, h2.remove]
+        self._shadow(module, "forward", forward)
 
     def _add_point_fn(self, point: HookPoint, fn: Callable) -> None:
         point.fns.append(fn)
         self._removers.append(lambda: _remove_fn(point, fn))
 
     def _wrap(self, attr: str, make: Callable) -> None:
-        """Shadow a method on this instance only; put back exactly what was there on exit."""
+        """Shadow one of the model's methods with make(the method)."""
+        self._shadow(self.model, attr, make(getattr(self.model, attr)))
+
+    def _shadow(self, obj: Any, attr: str, wrapper: Callable) -> None:
+        """Set obj.attr on this instance only; put back exactly what was there on exit."""
         missing = object()
-        saved = self.model.__dict__.get(attr, missing)
-        wrapper = make(getattr(self.model, attr))
-        self.model.__dict__[attr] = wrapper
+        saved = obj.__dict__.get(attr, missing)
+        obj.__dict__[attr] = wrapper
 
         def restore():
-            if self.model.__dict__.get(attr) is wrapper:
+            if obj.__dict__.get(attr) is wrapper:
                 if saved is missing:
-                    del self.model.__dict__[attr]
+                    del obj.__dict__[attr]
                 else:
-                    self.model.__dict__[attr] = saved
+                    obj.__dict__[attr] = saved
         self._removers.append(restore)
 
     # -- nodes and steps ---------------------------------------------------------------------------
@@ -513,13 +526,13 @@ class Trace:
         if node is not None and stub:
             node.info["not traced"] = f"steps={sorted(self.step_filter)}"
         elif node is not None:
-            node.args = {k: summarize(v) for k, v in bound.items()}
+            node.args = {k: v if v is None or type(v) in _PLAIN else summarize(v) for k, v in bound.items()}
             if top and self._step is not None and self._step.node is None:
                 self._step.node = node
         self._frames.append([module, node, muted or stub])
         self._n_muted += bool(muted or stub)
-        if not (muted or stub) and hasattr(self, "_pre_" + role):
-            getattr(self, "_pre_" + role)(module, node, bound)
+        if not (muted or stub) and role in self._role_pre:
+            self._role_pre[role](module, node, bound)
 
     def _post(self, module: nn.Module, role: str, result: Any, error: Optional[str]) -> None:
         frame = None
@@ -531,8 +544,8 @@ class Trace:
         if frame is None or frame[0] is not module:
             return
         _, node, muted = frame
-        if not muted and error is None and hasattr(self, "_post_" + role):
-            getattr(self, "_post_" + role)(module, node, result)
+        if not muted and error is None and role in self._role_post:
+            self._role_post[role](module, node, result)
         self._finish(node, None if muted else result, error)
         if module is self.model and not self._in_generate:
             self._end_step()  # a direct call ends here; a generate step ends with its token
@@ -806,7 +819,7 @@ def _param_names(module: nn.Module) -> tuple:
     """(forward's parameter names in order, the same as a set); ((), set()) if it takes *args or **kwargs."""
     names = _PARAM_NAMES.get(type(module))
     if names is None:
-        params = inspect.signature(module.forward).parameters.values()
+        params = list(inspect.signature(type(module).forward).parameters.values())[1:]  # without self
         plain = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
         ordered = tuple(p.name for p in params) if all(p.kind in plain for p in params) else ()
         names = _PARAM_NAMES[type(module)] = (ordered, frozenset(ordered))

@@ -48,6 +48,7 @@ def assert_clean(model: nn.Module) -> None:
     """Nothing left attached: no torch hooks, no HookPoint fns, no instance-level wrappers."""
     for name, m in model.named_modules():
         assert not m._forward_hooks and not m._forward_pre_hooks, name
+        assert "forward" not in m.__dict__, name                  # the per-module wrappers are gone
         assert not getattr(m, "fns", []), name
     assert "generate" not in model.__dict__ and "prepare_inputs_for_generation" not in model.__dict__
 

@@ -226,7 +226,8 @@ def test_balance_numbers_are_the_routers(model, tok):
         assert np.allclose(b.aux_per_layer, E * K * (b.f * b.P).sum(1), atol=1e-5)
     # independently: the model's own aux_loss and the router's choices for one domain
     from mixtral_edu.corpus import make_corpus
-    ids, mask = W.encode_batch(tok, [t for _, t in make_corpus(6, 0, domains=("kv",))])
+    from mixtral_edu.evaluate import EVAL_SEED                      # balance_stats' default: held-out samples
+    ids, mask = W.encode_batch(tok, [t for _, t in make_corpus(6, EVAL_SEED, domains=("kv",))])
     with torch.no_grad():
         out = model(ids, attention_mask=mask, output_router_logits=True)
     assert stats.domains["kv"].aux_total == pytest.approx(float(out.aux_loss), abs=1e-6)
