@@ -135,21 +135,18 @@ def train(r: Recipe, out: str, log_every: int = 10, progress: bool = True, save_
         out_.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), r.grad_clip)
         opt.step()
+        logging = step % log_every == 0 or step == r.steps - 1
+        share = _slot_share(out_.router_logits, config) if logging or r.revive_below > 0 else None  # (L, E)
         if r.revive_below > 0:
-            with torch.no_grad():  # running share of routing slots per (layer, expert)
-                running.mul_(0.9).add_(0.1 * _slot_share(out_.router_logits, config))
+            running.mul_(0.9).add_(0.1 * share)  # running share of routing slots per (layer, expert)
             if step % r.revive_every == r.revive_every - 1 and step < r.revive_until * r.steps:
                 curves["revived"] += revive_starved_experts(model, opt, running, r.revive_below, step, gen)
-        if step % log_every == 0 or step == r.steps - 1:
+        if logging:
             elapsed = time.perf_counter() - t0
             aux = float(out_.aux_loss.detach())
             ce = float(out_.loss.detach()) - r.router_aux_loss_coef * aux
-            with torch.no_grad():  # share of routing slots per (layer, expert) in this batch
-                share = [torch.bincount(torch.topk(lg, config.num_experts_per_tok, -1).indices.flatten(),
-                                        minlength=config.num_local_experts).float().div(
-                    lg.shape[0] * config.num_experts_per_tok).tolist() for lg in out_.router_logits]
             tps = (step + 1) * r.batch_size * r.seq_len / elapsed
-            for k, v in zip(curves, (step, float(out_.loss.detach()), ce, aux, lr_at(step, r), tps, share)):
+            for k, v in zip(curves, (step, float(out_.loss.detach()), ce, aux, lr_at(step, r), tps, share.tolist())):
                 curves[k].append(v)
             if bar is not None:
                 bar.set_postfix(loss=f"{float(out_.loss.detach()):.3f}", aux=f"{aux:.3f}", tok_s=f"{tps:,.0f}")
@@ -168,6 +165,7 @@ def train(r: Recipe, out: str, log_every: int = 10, progress: bool = True, save_
     return curves
 
 
+@torch.no_grad()
 def _slot_share(router_logits, config) -> torch.Tensor:
     """(L, E): the share of each layer's routing slots that went to each expert in this batch."""
     k, e = config.num_experts_per_tok, config.num_local_experts
@@ -245,7 +243,7 @@ def plot_curves(curves: dict, path: str) -> None:
     a, b = fig.subplots(1, 2)
     a.plot(curves["step"], curves["ce_loss"], color="#0072B2", label="cross-entropy")
     a.set(xlabel="step", ylabel="loss (nats/token)", title="Language-model loss", yscale="log")
-    from matplotlib.ticker import FormatStrFormatter, NullFormatter
+    from matplotlib.ticker import FormatStrFormatter
     a.yaxis.set_major_formatter(FormatStrFormatter("%g"))  # 1.5, 2, 4 rather than 2 x 10^0
     a.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
     a.legend()
