@@ -27,6 +27,10 @@ hooks, which push every call off nn.Module's fast path) and of `generate` /
 `prepare_inputs_for_generation`, and functions on the model's HookPoints.
 All are observers (they never return a value) and all are removed on exit, even after
 an exception, so outputs are bit-for-bit those of an untraced call.
+
+What it costs: during the run a module call only notes what it saw (shapes, small values,
+the recorded tensors); the text of a node (its summaries and facts) is written the first
+time the node is read, from those notes. See benchmarks/ for the measured slowdown.
 """
 from __future__ import annotations
 
@@ -37,12 +41,13 @@ import math
 import time
 import uuid
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional
 
 import torch
 from torch import nn
 
-from .cache import Cache
+from .cache import Cache, DynamicCache
 from .capture import _remove_fn
 from .hooks import HookPoint
 from .outputs import ModelOutput
@@ -50,6 +55,7 @@ from .outputs import ModelOutput
 HF = "transformers.models.mixtral.modeling_mixtral."
 GEN = "transformers.generation.utils.GenerationMixin."
 MASKS = "transformers.modeling_attn_mask_utils."
+_now = time.perf_counter
 MAX_VALUES = 64       # an integer tensor with at most this many elements shows its values in the tree
 MAX_FLOAT_VALUES = 16  # the same for float tensors (their few values rarely teach much)
 MAX_KEPT = 1 << 20    # step records keep tensors up to this many elements (mask, weights, probs, logits)
@@ -90,7 +96,7 @@ def _keep(t: Any, limit: int = MAX_KEPT) -> Optional[torch.Tensor]:
     """A detached copy for a record, so later in-place ops cannot change it (None if too big)."""
     if not isinstance(t, torch.Tensor) or t.numel() > limit:
         return None
-    return t.detach().clone()
+    return (t.detach() if t.requires_grad else t).clone()
 
 
 def _is_legacy_cache(x: Any) -> bool:
@@ -98,25 +104,30 @@ def _is_legacy_cache(x: Any) -> bool:
             and isinstance(x[0][0], torch.Tensor))
 
 
-_DTYPE_NAMES: Dict[torch.dtype, str] = {}
+_DTYPE_NAMES: Dict[torch.dtype, str] = {}   # names made once: str(dtype) and device.type are slow
+_DEVICE_NAMES: Dict[torch.device, str] = {}
 _PLAIN = (bool, int, str)  # summaries of these are the values themselves
 ROLES = ("causal_lm", "model", "embed", "layer", "norm", "attn", "moe", "expert", "lm_head")
+
+
+def _tensor_summary(x: torch.Tensor) -> dict:
+    s = {"shape": list(x.shape), "dtype": _DTYPE_NAMES.get(x.dtype) or _dtype_name(x.dtype),
+         "device": _DEVICE_NAMES.get(x.device) or _device_name(x.device)}
+    if x.numel() <= MAX_VALUES:  # the cheap test first: most tensors are too big to list
+        vals = _values(x)
+        if vals is not None:
+            s["values"] = vals
+    return s
 
 
 def summarize(x: Any) -> Any:
     """JSON-able description: tensors by shape/dtype (+ values when small), caches by length."""
     if isinstance(x, torch.Tensor):
-        dtype = _DTYPE_NAMES.get(x.dtype)
-        if dtype is None:
-            dtype = _DTYPE_NAMES[x.dtype] = str(x.dtype).replace("torch.", "")
-        s = {"shape": list(x.shape), "dtype": dtype, "device": x.device.type}
-        if x.numel() <= MAX_VALUES:  # the cheap test first: most tensors are too big to list
-            vals = _values(x)
-            if vals is not None:
-                s["values"] = vals
-        return s
+        return _tensor_summary(x)
     if x is None or type(x) in _PLAIN:
         return x
+    if type(x) is DynamicCache:  # ours: the lengths are right there (get_seq_length per layer costs more)
+        return {"cache": "DynamicCache", "tokens_per_layer": [k.shape[-2] for k in x.key_cache]}
     if isinstance(x, Cache):  # layers fill one by one during a forward: show each one's length
         n_layers = len(x) if hasattr(type(x), "__len__") else 1  # a Cache subclass may not count its layers
         return {"cache": type(x).__name__, "tokens_per_layer": [x.get_seq_length(i) for i in range(n_layers)]}
@@ -128,9 +139,79 @@ def summarize(x: Any) -> Any:
         return {str(k): summarize(v) for k, v in x.items()}
     if isinstance(x, (tuple, list)):
         return [summarize(v) for v in x]
-    if x is None or isinstance(x, (bool, int, float, str)):
+    if isinstance(x, (bool, int, float, str)):
         return _clean(x)
     return type(x).__name__
+
+
+_TENSOR = object()  # marks a tensor snapshot: (_TENSOR, shape, dtype, device, values or None)
+
+
+def _unsnap(v: Any) -> Any:
+    """A snapshot (see `_Snapshots`) written out as `summarize` would have written it at the time."""
+    if type(v) is tuple and v and v[0] is _TENSOR:
+        _, shape, dtype, device, vals = v
+        s = {"shape": list(shape), "dtype": _DTYPE_NAMES.get(dtype) or _dtype_name(dtype),
+             "device": _DEVICE_NAMES.get(device) or _device_name(device)}
+        if vals is not None:
+            s["values"] = _rounded(vals) if dtype.is_floating_point else vals
+        return s
+    if type(v) is list:
+        return [_unsnap(x) for x in v]
+    if type(v) is dict:
+        return {k: _unsnap(x) for k, x in v.items()}
+    return v
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    name = _DTYPE_NAMES[dtype] = str(dtype).replace("torch.", "")
+    return name
+
+
+def _device_name(device: torch.device) -> str:
+    name = _DEVICE_NAMES[device] = device.type
+    return name
+
+
+class _Snapshots:
+    """What a module call's arguments and result were, noted as cheaply as possible.
+
+    A tensor becomes a tuple (its shape, dtype, device, and its values if it is small: read now,
+    since the tensor may change later); anything else goes through `summarize` at once. `_unsnap`
+    writes a snapshot out when a node is read. Most tensors pass through two calls (one module's
+    result is the next one's argument; every layer gets the same mask and position_ids), so a
+    short memory notes each once. An entry holds its tensor, so its id cannot be reused, and is
+    stale once the tensor is changed in place (`_version` moves); the memory is emptied at a size
+    limit and at the end of each step.
+    """
+
+    LIMIT = 64
+
+    def __init__(self) -> None:
+        self.seen: Dict[int, tuple] = {}
+
+    def clear(self) -> None:
+        self.seen.clear()
+
+    def __call__(self, x: Any) -> Any:
+        if type(x) is torch.Tensor:
+            hit = self.seen.get(id(x))
+            if hit is not None and hit[0] is x and hit[1] == x._version:
+                return hit[2]
+            n = x.numel()
+            vals = None
+            if (n <= MAX_FLOAT_VALUES or (n <= MAX_VALUES and not x.is_floating_point())) and not x.is_meta:
+                vals = x.tolist()
+            snap = (_TENSOR, x.shape, x.dtype, x.device, vals)
+            if len(self.seen) >= self.LIMIT:
+                self.seen.clear()
+            self.seen[id(x)] = (x, x._version, snap)
+            return snap
+        if x is None or type(x) in _PLAIN:
+            return x
+        if type(x) is tuple and not _is_legacy_cache(x):  # module results: (hidden, cache), (out, logits), ...
+            return [self(v) for v in x]
+        return summarize(x)
 
 
 def _fmt(s: Any) -> str:
@@ -151,7 +232,6 @@ def _fmt(s: Any) -> str:
 
 # -- the records ----------------------------------------------------------------------------
 
-@dataclass
 class Node:
     """One call in the tree.
 
@@ -161,20 +241,72 @@ class Node:
     tree; args / result: summaries (see `summarize`); info: facts worth reading (JSON-able);
     time_ms: wall time, children and tracing included (None for nodes that only report
     what a call prepared); error: the exception's repr if the call raised.
+
+    While a trace runs, a module call only notes what it saw: shapes and small values as
+    snapshots (`_snap`), and the facts to write as functions of recorded data. `args`,
+    `result` and `info` are written out the first time they are read, so a traced call pays
+    for the recording, and a tree nobody reads never pays for its text.
     """
 
-    name: str
-    mirrors: str
-    path: str = ""
-    label: str = ""
-    args: Dict[str, Any] = field(default_factory=dict)
-    result: Any = None
-    info: Dict[str, Any] = field(default_factory=dict)
-    children: List["Node"] = field(default_factory=list)
-    time_ms: Optional[float] = None
-    error: Optional[str] = None
-    depth: int = 0
-    _t0: float = field(default=0.0, repr=False)
+    __slots__ = ("name", "mirrors", "path", "label", "children", "time_ms", "error", "depth", "_t0",
+                 "_args", "_result", "_info", "_later", "_written")
+
+    def __init__(self, name: str, mirrors: str, path: str = "", label: str = "", args: Optional[dict] = None,
+                 result: Any = None, info: Optional[dict] = None, depth: int = 0, _t0: float = 0.0) -> None:
+        self.name, self.mirrors, self.path, self.label = name, mirrors, path, label
+        self._args = {} if args is None else args
+        self._result = result
+        self._info = {} if info is None else info
+        self._later: Optional[list] = None   # functions that add facts to info, run on first read
+        self._written = False                 # args / result turned from snapshots into summaries
+        self.children: List[Node] = []
+        self.time_ms: Optional[float] = None
+        self.error: Optional[str] = None
+        self.depth, self._t0 = depth, _t0
+
+    def _write(self) -> None:
+        if not self._written:
+            self._written = True
+            self._args = {k: _unsnap(v) for k, v in self._args.items()}
+            self._result = _unsnap(self._result)
+
+    @property
+    def args(self) -> Dict[str, Any]:
+        self._write()
+        return self._args
+
+    @args.setter
+    def args(self, value: Dict[str, Any]) -> None:
+        self._write()
+        self._args = value
+
+    @property
+    def result(self) -> Any:
+        self._write()
+        return self._result
+
+    @result.setter
+    def result(self, value: Any) -> None:
+        self._write()
+        self._result = value
+
+    @property
+    def info(self) -> Dict[str, Any]:
+        if self._later:
+            later, self._later = self._later, None
+            for add in later:
+                add(self._info)
+        return self._info
+
+    @info.setter
+    def info(self, value: Dict[str, Any]) -> None:
+        self._later, self._info = None, value
+
+    def later(self, add: Callable[[dict], None]) -> None:
+        """Add facts to `info` when it is first read: add(info) must use recorded data only."""
+        if self._later is None:
+            self._later = []
+        self._later.append(add)
 
     def walk(self) -> Iterator["Node"]:
         yield self
@@ -185,6 +317,19 @@ class Node:
         return {"name": self.name, "label": self.label, "mirrors": self.mirrors, "path": self.path,
                 "args": self.args, "result": self.result, "info": self.info, "time_ms": self.time_ms,
                 "error": self.error, "children": [c.to_dict() for c in self.children]}
+
+    def __repr__(self) -> str:
+        return f"Node({self.label or self.name!r}, {len(self.children)} children)"
+
+
+def _tokens_per_expert(topk_indices: Optional[torch.Tensor]) -> Dict[int, List[int]]:
+    if topk_indices is None or _is_meta(topk_indices):
+        return {}
+    out: Dict[int, List[int]] = {}
+    for n, row in enumerate(topk_indices.tolist()):
+        for e in row:
+            out.setdefault(e, []).append(n)
+    return dict(sorted(out.items()))
 
 
 @dataclass
@@ -213,13 +358,7 @@ class LayerRecord:
 
     def tokens_per_expert(self) -> Dict[int, List[int]]:
         """{expert: the flattened tokens n that chose it}; empty on meta (no data)."""
-        if self.topk_indices is None or _is_meta(self.topk_indices):
-            return {}
-        out: Dict[int, List[int]] = {}
-        for n, row in enumerate(self.topk_indices.tolist()):
-            for e in row:
-                out.setdefault(e, []).append(n)
-        return dict(sorted(out.items()))
+        return _tokens_per_expert(self.topk_indices)
 
     def to_dict(self) -> dict:
         d = {k: (summarize(v) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
@@ -300,13 +439,16 @@ class Trace:
         self.steps: List[StepRecord] = []
         self.time_ms: Optional[float] = None
         self._removers: List[Callable[[], None]] = []
+        self._summ = _Snapshots()  # notes module calls' arguments and results
         self._reset()
 
     def _reset(self) -> None:
-        self._frames: List[list] = []          # [module, node or None, muted] per open module call
+        # per open call of the top module or the backbone: (module, its node or None, muted, the
+        # _cur to restore); the modules inside run through _lean_forward, which needs no frames
+        self._frames: List[tuple] = []
         self._n_muted = 0                       # how many open frames are muted (so _muted() is O(1))
         self._tpe_for: Optional[torch.Tensor] = None  # the top-k indices self._tpe was computed from
-        self._tpe: Dict[int, List[int]] = {}
+        self._tpe: dict = {}  # {"table": tokens_per_expert}, filled by the first expert node read
         self._gen_node: Optional[Node] = None  # the open generate() call
         self._generating = False                # inside generate (prepare_inputs then begins a step)
         self._gen_kwargs: dict = {}
@@ -316,6 +458,8 @@ class Trace:
         self._step_open = self._step_skipped = self._step_forwarded = self._in_generate = False
         self._step_t0 = 0.0
         self._model_call: dict = {}             # facts of the open MixtralModel.forward call
+        self._cur: Optional[Node] = None        # innermost open module call's node (callees hang under it)
+        self._summ.clear()
 
     # -- reading -------------------------------------------------------------------------------
     def nodes(self) -> Iterator[Node]:
@@ -361,6 +505,7 @@ class Trace:
             self._removers.append(lambda: patch.__exit__(None, None, None))
         paths = {m: n for n, m in self.model.named_modules()}
         self._layer_of: Dict[nn.Module, int] = {}
+        self._expert_of: Dict[nn.Module, int] = {}
         roles = [] if self.lm is None else [(self.lm, "causal_lm")]
         roles += [(self.backbone, "model"), (self.backbone.embed_tokens, "embed")]
         for layer in self.backbone.layers:
@@ -369,6 +514,7 @@ class Trace:
                       (layer.post_attention_layernorm, "norm"), (moe, "moe")]
             roles += [(e, "expert") for e in moe.experts]
             self._layer_of.update({moe: i, **{e: i for e in moe.experts}})
+            self._expert_of.update({e: j for j, e in enumerate(moe.experts)})
             for kind in ("q", "k", "v", "pattern"):
                 self._add_point_fn(getattr(layer.self_attn, "hook_" + kind), self._observer(kind, i))
             for kind in ("router_logits", "router_probs", "topk_indices", "topk_weights"):
@@ -400,6 +546,9 @@ class Trace:
         # An instance-level `forward` rather than torch forward hooks: nn.Module.__call__ then keeps
         # its fast path (no hooks registered), which matters when a forward is a few microseconds.
         original = module.forward
+        if not (top or role == "model"):
+            self._shadow(module, "forward", self._lean_forward(module, role, path, texts, original))
+            return
 
         def forward(*args, **kwargs):
             self._pre(module, role, path, texts, args, kwargs)
@@ -412,6 +561,65 @@ class Trace:
             return result
 
         self._shadow(module, "forward", forward)
+
+    def _lean_forward(self, module: nn.Module, role: str, path: str, texts: tuple, original: Callable) -> Callable:
+        """The wrapper of a module inside the backbone (layers, norms, attention, MoE, experts, ...).
+
+        It runs about a thousand times per traced generate on the tiny model, where a whole module
+        call costs ~100 us, so everything that does not change between calls is settled here, once.
+        """
+        names, name_set = _param_names(module)
+        pre, post = self._role_pre.get(role), self._role_post.get(role)
+        is_layer = role == "layer"
+        untraced = is_layer and self.layers is not None and module.layer_idx not in self.layers
+        name, mirrors, label = texts
+        max_depth, summ = self.depth, self._summ
+
+        def muted_call(args, kwargs):
+            self._n_muted += 1  # observers and callees read this: nothing to record in here
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self._n_muted -= 1
+
+        def forward(*args, **kwargs):
+            if self._n_muted or self._step_skipped:
+                return muted_call(args, kwargs)
+            bound = _bind_names(names, name_set, args, kwargs)
+            if is_layer and self._model_call.get("first_layer"):
+                self._model_call["first_layer"] = False
+                self._on_first_layer(bound)
+            if untraced:
+                return muted_call(args, kwargs)
+            parent = self._cur or self._step_node or self._gen_node
+            depth = 0 if parent is None else parent.depth + 1
+            node = None
+            if max_depth is None or depth <= max_depth:
+                node = Node(name, mirrors, path, label, depth=depth, _t0=_now(),
+                            args={k: v if v is None or type(v) in _PLAIN else summ(v) for k, v in bound.items()})
+                (self.roots if parent is None else parent.children).append(node)
+            if pre is not None:
+                pre(module, node, bound)
+            saved = self._cur
+            if node is not None:
+                self._cur = node
+            try:
+                result = original(*args, **kwargs)
+            except BaseException as err:
+                if node is not None:
+                    node.time_ms, node.error = round((_now() - node._t0) * 1e3, 3), repr(err)
+                raise
+            finally:
+                self._cur = saved
+            if post is not None:
+                post(module, node, result)
+            if node is not None:
+                node.time_ms = round((_now() - node._t0) * 1e3, 3)
+                if result is not None:
+                    node._result = summ(result)
+            return result
+
+        return forward
 
     def _add_point_fn(self, point: HookPoint, fn: Callable) -> None:
         point.fns.append(fn)
@@ -440,10 +648,7 @@ class Trace:
         return self._step_skipped or self._n_muted > 0
 
     def _parent(self) -> Optional[Node]:
-        for _, node, _ in reversed(self._frames):
-            if node is not None:
-                return node
-        return self._step_node or self._gen_node
+        return self._cur or self._step_node or self._gen_node
 
     def _new_node(self, name: str, mirrors: str, label: str, path: str = "",
                   parent: Optional[Node] = None, index: Optional[int] = None) -> Optional[Node]:
@@ -452,7 +657,7 @@ class Trace:
         depth = 0 if parent is None else parent.depth + 1
         if self.depth is not None and depth > self.depth:
             return None
-        node = Node(name, mirrors, path, label, depth=depth, _t0=time.perf_counter())
+        node = Node(name, mirrors, path, label, depth=depth, _t0=_now())
         siblings = self.roots if parent is None else parent.children
         siblings.insert(len(siblings) if index is None else index, node)
         return node
@@ -461,7 +666,7 @@ class Trace:
     def _finish(node: Optional[Node], result: Any = None, error: Optional[str] = None) -> None:
         if node is None:
             return
-        node.time_ms = round((time.perf_counter() - node._t0) * 1e3, 3)
+        node.time_ms = round((_now() - node._t0) * 1e3, 3)
         if result is not None:
             node.result = summarize(result)
         node.error = error
@@ -495,9 +700,11 @@ class Trace:
             self._step_node.time_ms = elapsed
         self._step, self._step_node = None, None
         self._step_open = self._step_skipped = self._in_generate = False
+        self._summ.clear()  # let go of this step's tensors
 
     # -- module hooks --------------------------------------------------------------------------------
     def _pre(self, module: nn.Module, role: str, path: str, texts: tuple, args: tuple, kwargs: dict) -> None:
+        """Entering the top module or the backbone (the modules inside have `_lean_forward`)."""
         top = module is self.model
         if top and (not self._step_open or self._step_forwarded):
             self._begin_step("forward", in_generate=False)  # a direct model(...) call is a step of its own
@@ -505,7 +712,7 @@ class Trace:
             self._step_forwarded = True
         muted = self._muted()
         if muted and role != "model" and not top:  # inside a muted call: nothing to read or record
-            self._frames.append([module, None, True])
+            self._frames.append((module, None, True, self._cur))
             self._n_muted += 1
             return
         bound = _bind(module, args, kwargs)
@@ -513,12 +720,6 @@ class Trace:
             x = bound.get("input_ids")
             self._model_call = {"first_layer": True,
                                 "T": (x if x is not None else bound["inputs_embeds"]).shape[1]}
-        if role == "layer":
-            if self._model_call.get("first_layer"):
-                self._model_call["first_layer"] = False
-                if not muted:
-                    self._on_first_layer(bound)
-            muted = muted or (self.layers is not None and module.layer_idx not in self.layers)
         stub = top and self._step_skipped and not self._in_generate  # an untraced direct call: one line
         node = None
         if not muted or stub:
@@ -526,10 +727,13 @@ class Trace:
         if node is not None and stub:
             node.info["not traced"] = f"steps={sorted(self.step_filter)}"
         elif node is not None:
-            node.args = {k: v if v is None or type(v) in _PLAIN else summarize(v) for k, v in bound.items()}
+            summ = self._summ
+            node._args = {k: v if v is None or type(v) in _PLAIN else summ(v) for k, v in bound.items()}
             if top and self._step is not None and self._step.node is None:
                 self._step.node = node
-        self._frames.append([module, node, muted or stub])
+        self._frames.append((module, node, muted or stub, self._cur))
+        if node is not None:
+            self._cur = node
         self._n_muted += bool(muted or stub)
         if not (muted or stub) and role in self._role_pre:
             self._role_pre[role](module, node, bound)
@@ -543,10 +747,14 @@ class Trace:
                 break
         if frame is None or frame[0] is not module:
             return
-        _, node, muted = frame
+        node, muted, self._cur = frame[1], frame[2], frame[3]
         if not muted and error is None and role in self._role_post:
             self._role_post[role](module, node, result)
-        self._finish(node, None if muted else result, error)
+        if node is not None:
+            node.time_ms = round((_now() - node._t0) * 1e3, 3)
+            if result is not None and not muted:
+                node._result = self._summ(result)
+            node.error = error
         if module is self.model and not self._in_generate:
             self._end_step()  # a direct call ends here; a generate step ends with its token
 
@@ -594,86 +802,92 @@ class Trace:
         pos = self._new_node("position_ids", HF + "MixtralModel.forward (the position_ids block)",
                              "position_ids", index=0)  # computed before the embedding, so listed first
         if pos is not None:
-            pos.info["source"] = ("given by the caller" if parent.args.get("position_ids") is not None else
+            pos.info["source"] = ("given by the caller" if parent._args.get("position_ids") is not None else
                                   f"not given: arange(P, P + T) = arange({past}, {past + T}), one row for the batch")
-            pos.result = summarize(positions)
+            pos._result = self._summ(positions)
         sdpa = (self.backbone._attn_implementation == "sdpa"
                 and not (self._model_call.get("output_attentions") or self.backbone.config.output_attentions))
         fn = "_prepare_4d_causal_attention_mask" + ("_for_sdpa" if sdpa else "")
         mask = self._new_node(fn[1:], MASKS + fn, f"4D mask: {fn[1:]}")
         if mask is None:
             return
-        mask.args = {"attention_mask": parent.args.get("attention_mask"), "past_key_values_length": past}
-        mask.result = summarize(mask4d)
-        if mask4d is None:
-            mask.info["4D mask"] = ("None: SDPA's own is_causal (or no mask) gives the same answer" if sdpa
-                                    else "None: nothing to hide (one new token, no padding, no window)")
-        else:
-            mask.info["4D mask"] = (f"{_fmt(summarize(mask4d))} additive: 0 = visible, finfo(dtype).min = "
-                                    "hidden (future, outside the window, or padding)")
-            mask.info.update(_mask_picture(mask4d))
+        mask._args = {"attention_mask": parent._args.get("attention_mask"), "past_key_values_length": past}
+        mask._result = self._summ(mask4d)
+        kept = None if self._step is None else self._step.mask_4d  # the picture is drawn from this copy
+        mask.later(partial(_mask_facts, mask._result, kept, sdpa))
 
     def _pre_attn(self, module, node, bound) -> None:
         pkv = bound.get("past_key_value")
         if self._step is not None and isinstance(pkv, Cache):
             self._step.layer(module.layer_idx).cache_before = pkv.get_seq_length(module.layer_idx)
 
+    # The facts below are written when a node is first read (Node.later), from values noted now.
     def _post_attn(self, module, node, result) -> None:
         if self._step is None:
             return
         rec = self._step.layer(module.layer_idx)
         if isinstance(result[2], Cache):
             rec.cache_after = result[2].get_seq_length(module.layer_idx)
-        if node is None:
-            return
-        node.info["q, k, v after rotary"] = f"q {rec.q_shape}, k {rec.k_shape}, v {rec.v_shape}"
-        if rec.cache_before is not None:
-            node.info["cache: keys this layer holds"] = f"{rec.cache_before} -> {rec.cache_after}"
-        node.info["attention weights"] = (f"{rec.weights_shape}: softmax over S keys, fp32" if rec.weights_shape
-                                          else "not formed (sdpa: one fused kernel)")
+        if node is not None:
+            node.later(partial(_attn_facts, rec.q_shape, rec.k_shape, rec.v_shape, rec.cache_before,
+                               rec.cache_after, rec.weights_shape))
 
     def _post_moe(self, module, node, result) -> None:
         rec = None if self._step is None else self._step.layers.get(self._layer_of[module])
         if node is None or rec is None or rec.topk_indices is None:
             return
-        node.info["router"] = (f"gate: (N, C) -> logits (N={rec.topk_indices.shape[0]}, E={module.num_experts}) "
-                               f"-> softmax (fp32) -> top-{module.top_k} -> renormalise to sum 1")
-        node.info.update(_routing_facts(rec, self._step.input_ids))
+        T = rec.q_shape[2] if rec.q_shape else rec.topk_indices.shape[0]
+        node.later(partial(_routing_facts, rec.topk_indices, rec.topk_weights, T, self._step.input_ids,
+                           module.num_experts, module.top_k))
 
     def _pre_expert(self, module, node, bound) -> None:
-        rec = None if self._step is None else self._step.layers.get(self._layer_of[module])
         if node is None:
             return
         if self.meta:
             node.info["tokens n routed here"] = "unknown on meta (the row count is a placeholder)"
-        elif rec is not None:
-            if self._tpe_for is not rec.topk_indices:  # once per layer call, not once per expert
-                self._tpe_for, self._tpe = rec.topk_indices, rec.tokens_per_expert()
-            node.info["tokens n routed here"] = self._tpe.get(int(node.path.rsplit(".", 1)[1]), [])
+            return
+        rec = None if self._step is None else self._step.layers.get(self._layer_of[module])
+        if rec is None:
+            return
+        if self._tpe_for is not rec.topk_indices:  # one table per layer call, shared by its experts
+            self._tpe_for, self._tpe = rec.topk_indices, {}
+        node.later(partial(_expert_facts, self._tpe, rec.topk_indices, self._expert_of[module]))
 
     def _post_causal_lm(self, module, node, result) -> None:
         if node is None or self._step is None or self._step.logits_last is None:
             return
-        node.info["logits"] = "lm_head in the model dtype, then .float(): the last position picks the token"
-        if not self.meta:
-            node.info["last position, top 3 per row (id: logit)"] = _top_lines(self._step.logits_last)
+        node.later(partial(_logits_facts, None if self.meta else self._step.logits_last))
 
     # -- HookPoint observers and method wrappers ---------------------------------------------------
     def _observer(self, kind: str, layer_idx: Optional[int]) -> Callable:
-        def observe(x: torch.Tensor, point: HookPoint) -> None:
-            if self._step is None or self._muted():
-                return None
-            if kind == "logits":
-                self._step.logits_last = _keep(x[:, -1])
-                return None
-            rec = self._step.layer(layer_idx)
-            if kind in ("q", "k", "v"):
-                setattr(rec, kind + "_shape", tuple(x.shape))
-            elif kind == "pattern":
-                rec.weights_shape, rec.attn_weights = tuple(x.shape), _keep(x)
-            else:
-                setattr(rec, kind, _keep(x))
-            return None  # an observer never replaces the tensor
+        """The function for one HookPoint: notes into the open step's record what `kind` needs.
+
+        An observer returns None, so it never replaces the tensor. (One small function per kind:
+        these run ~30 times per forward.) The step is None when this step is not traced.
+        """
+        if kind == "logits":
+            def observe(x: torch.Tensor, point: HookPoint) -> None:
+                step = self._step
+                if step is not None and not self._n_muted:
+                    step.logits_last = _keep(x[:, -1])
+        elif kind in ("q", "k", "v"):
+            attr = kind + "_shape"
+
+            def observe(x: torch.Tensor, point: HookPoint) -> None:
+                step = self._step
+                if step is not None and not self._n_muted:
+                    setattr(step.layer(layer_idx), attr, tuple(x.shape))
+        elif kind == "pattern":
+            def observe(x: torch.Tensor, point: HookPoint) -> None:
+                step = self._step
+                if step is not None and not self._n_muted:
+                    rec = step.layer(layer_idx)
+                    rec.weights_shape, rec.attn_weights = tuple(x.shape), _keep(x)
+        else:  # router_logits, router_probs, topk_indices, topk_weights: the LayerRecord fields
+            def observe(x: torch.Tensor, point: HookPoint) -> None:
+                step = self._step
+                if step is not None and not self._n_muted:
+                    setattr(step.layer(layer_idx), kind, _keep(x))
         return observe
 
     def _on_next_tokens(self, tokens: torch.Tensor, point: HookPoint) -> None:
@@ -683,8 +897,8 @@ class Trace:
                                   "next token", parent=self._step_node) if self._step_node else None
             if node is not None:
                 node.result = summarize(tokens)
-                node.info["chosen per row"] = _token_lines(tokens, self._step.logits_last,
-                                                           self._gen_kwargs.get("do_sample"))
+                node.later(partial(_next_token_facts, self._step.next_tokens, self._step.logits_last,
+                                   self._gen_kwargs.get("do_sample")))
         self._end_step()
         return None
 
@@ -833,6 +1047,11 @@ def _bind(module: nn.Module, args: tuple, kwargs: dict) -> Dict[str, Any]:
     on every module call of a trace); anything unusual falls back to arg0, arg1, ... + kwargs.
     """
     names, name_set = _param_names(module)
+    return _bind_names(names, name_set, args, kwargs)
+
+
+def _bind_names(names: tuple, name_set: frozenset, args: tuple, kwargs: dict) -> Dict[str, Any]:
+    """`_bind` with the names already looked up."""
     given = dict(zip(names, args))
     if (not names or len(args) > len(names) or not kwargs.keys() <= name_set
             or not given.keys().isdisjoint(kwargs)):
@@ -887,6 +1106,17 @@ def _position_text(position_ids: Optional[torch.Tensor], pkv: Any) -> str:
     return f"{how}: {_fmt(summarize(position_ids))}" + ("" if vals is not None or _is_meta(position_ids) else " (big)")
 
 
+def _mask_facts(snap: Any, kept: Optional[torch.Tensor], sdpa: bool, info: dict) -> None:
+    if snap is None:
+        info["4D mask"] = ("None: SDPA's own is_causal (or no mask) gives the same answer" if sdpa
+                           else "None: nothing to hide (one new token, no padding, no window)")
+        return
+    info["4D mask"] = (f"{_fmt(_unsnap(snap))} additive: 0 = visible, finfo(dtype).min = "
+                       "hidden (future, outside the window, or padding)")
+    if kept is not None:
+        info.update(_mask_picture(kept))
+
+
 def _mask_picture(mask4d: torch.Tensor, max_side: int = 16, max_rows: int = 4) -> dict:
     """Per batch row: one line per query t, '■' where the key is visible, '·' where hidden."""
     if _is_meta(mask4d) or mask4d.shape[2] > max_side or mask4d.shape[3] > max_side:
@@ -897,19 +1127,46 @@ def _mask_picture(mask4d: torch.Tensor, max_side: int = 16, max_rows: int = 4) -
             for b in range(min(len(visible), max_rows))}
 
 
-def _routing_facts(rec: LayerRecord, input_ids: Optional[torch.Tensor]) -> dict:
-    idx, w = rec.topk_indices, rec.topk_weights
+def _attn_facts(q_shape, k_shape, v_shape, cache_before, cache_after, weights_shape, info: dict) -> None:
+    info["q, k, v after rotary"] = f"q {q_shape}, k {k_shape}, v {v_shape}"
+    if cache_before is not None:
+        info["cache: keys this layer holds"] = f"{cache_before} -> {cache_after}"
+    info["attention weights"] = (f"{weights_shape}: softmax over S keys, fp32" if weights_shape
+                                 else "not formed (sdpa: one fused kernel)")
+
+
+def _routing_facts(idx: torch.Tensor, w: Optional[torch.Tensor], T: int, input_ids: Optional[torch.Tensor],
+                   E: int, K: int, info: dict) -> None:
+    info["router"] = (f"gate: (N, C) -> logits (N={idx.shape[0]}, E={E}) "
+                      f"-> softmax (fp32) -> top-{K} -> renormalise to sum 1")
     if _is_meta(idx) or w is None:
-        return {"routing": "unknown on meta (no values)"}
-    T = rec.q_shape[2] if rec.q_shape else idx.shape[0]
+        info["routing"] = "unknown on meta (no values)"
+        return
     ids = input_ids.reshape(-1).tolist() if input_ids is not None and input_ids.numel() == idx.shape[0] else None
     lines = []
     for n, (es, ws) in enumerate(zip(idx.tolist(), w.float().tolist())):
         b, t = divmod(n, T)
         token = f" id {ids[n]}" if ids else ""
         lines.append(f"n={n} (b{b} t{t}{token}): " + ", ".join(f"e{e} {x:.3f}" for e, x in zip(es, ws)))
-    load = {f"e{e}": len(ns) for e, ns in rec.tokens_per_expert().items()}
-    return {"top-k per token (expert weight)": lines, "expert load (tokens)": load}
+    info["top-k per token (expert weight)"] = lines
+    info["expert load (tokens)"] = {f"e{e}": len(ns) for e, ns in _tokens_per_expert(idx).items()}
+
+
+def _expert_facts(table: dict, idx: torch.Tensor, expert: int, info: dict) -> None:
+    if "table" not in table:  # the first of this layer call's experts to be read makes it
+        table["table"] = _tokens_per_expert(idx)
+    info["tokens n routed here"] = table["table"].get(expert, [])
+
+
+def _logits_facts(logits_last: Optional[torch.Tensor], info: dict) -> None:
+    info["logits"] = "lm_head in the model dtype, then .float(): the last position picks the token"
+    if logits_last is not None:
+        info["last position, top 3 per row (id: logit)"] = _top_lines(logits_last)
+
+
+def _next_token_facts(tokens: torch.Tensor, logits_last: Optional[torch.Tensor], do_sample: Optional[bool],
+                      info: dict) -> None:
+    info["chosen per row"] = _token_lines(tokens, logits_last, do_sample)
 
 
 def _top_lines(logits: torch.Tensor, k: int = 3) -> List[str]:

@@ -254,3 +254,57 @@ def test_prepare_inputs_called_by_hand_is_its_own_node_not_a_generate_step(model
     assert [s.kind for s in tr.steps] == ["forward"] and tr.steps[0].prepare is None
     assert tr.roots[0].info and tr.roots[0].result is not None     # what it did is still shown
     assert_clean(model)
+
+
+# -- what a node shows is what the call saw, however late it is read ---------------------------
+
+def _without_times(d):
+    """A node dict without the wall times (which differ between runs)."""
+    return {k: ([_without_times(c) for c in v] if k == "children" else v) for k, v in d.items() if k != "time_ms"}
+
+
+def test_nodes_read_late_show_what_they_showed_at_the_time(model, prompt):
+    """Nodes write out their summaries and facts when first read. Reading every node during the
+    run (at each step's token) and reading them all after it must give the same tree."""
+    ids, mask = prompt
+    with mixtral_edu.trace(model) as late:
+        model.generate(ids, attention_mask=mask, max_new_tokens=3, do_sample=False, pad_token_id=PAD)
+
+    reads = []
+
+    def read_everything(tokens, point):
+        reads.append(sum(1 for _ in early.nodes()))
+        for node in early.nodes():
+            node.to_dict()  # writes out args, result and info now
+
+    with mixtral_edu.trace(model) as early:
+        with mixtral_edu.hooks(model, {"hook_next_tokens": read_everything}):
+            model.generate(ids, attention_mask=mask, max_new_tokens=3, do_sample=False, pad_token_id=PAD)
+    assert len(reads) == 3 and reads[0] > 20  # read at every step, with the tree so far
+    assert [_without_times(r.to_dict()) for r in early.roots] == [_without_times(r.to_dict()) for r in late.roots]
+    assert early.to_text().count("\n") == late.to_text().count("\n")
+
+
+def test_snapshots_write_out_as_summarize_would():
+    from mixtral_edu.cache import DynamicCache
+    from mixtral_edu.trace import _Snapshots, _unsnap, summarize
+    cache = DynamicCache()
+    cache.update(torch.zeros(1, 2, 3, 4), torch.zeros(1, 2, 3, 4), 0)
+    values = [torch.randn(2, 3), torch.arange(40).reshape(5, 8), torch.randn(4, 8), torch.ones(3, dtype=torch.bfloat16),
+              torch.tensor([float("inf"), float("nan")]), torch.empty(2, 3, device="meta"), torch.tensor(True),
+              None, 3, "x", (torch.randn(2), None, cache), cache, ((torch.zeros(1, 2, 5, 4), torch.zeros(1, 2, 5, 4)),)]
+    for x in values:
+        assert _unsnap(_Snapshots()(x)) == summarize(x), x
+
+
+def test_snapshots_keep_call_time_values_and_notice_in_place_changes():
+    from mixtral_edu.trace import _Snapshots, _unsnap
+    snap = _Snapshots()
+    x = torch.tensor([[1, 2, 3]])
+    first = snap(x)
+    assert snap(x) is first                      # the same tensor, unchanged: noted once
+    x.add_(10)                                   # changed in place after the call
+    assert _unsnap(first)["values"] == [[1, 2, 3]]
+    assert _unsnap(snap(x))["values"] == [[11, 12, 13]]  # the memory sees the change
+    snap.clear()
+    assert snap.seen == {}
