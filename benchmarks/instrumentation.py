@@ -9,7 +9,10 @@
         ratio ours/theirs of one forward on the same weights, prefill and one decode step
         (> 1: ours is faster).
 (b) Full trace: `with mixtral_edu.trace(model): model.generate(...)` against the same
-    generate untraced; also one forward on the prompt. Slowdown = traced / plain.
+    generate untraced; also one forward on the prompt. Slowdown = traced / plain. A traced
+    call notes what it saw and writes each node's text the first time the node is read, so
+    "trace, then read" also reads every node (`tr.to_dict()`) inside the timed call: the
+    whole cost for a reader of the tree.
 (c) Capture: `run_with_cache(model, ...)` with every hook point against the plain call,
     for one forward on the prompt and for a whole generate.
 Each slowdown is a paired per-repeat ratio (median, IQR).
@@ -126,6 +129,11 @@ def run(settings: Settings, log=print) -> dict:
             with mixtral_edu.trace(ours):
                 greedy(ours, ids, mask, s.trace_new_tokens)
 
+        def traced_generate_read():
+            with mixtral_edu.trace(ours) as tr:
+                greedy(ours, ids, mask, s.trace_new_tokens)
+            tr.to_dict()
+
         def traced_prefill():
             with mixtral_edu.trace(ours):
                 prefill(ours)()
@@ -135,6 +143,7 @@ def run(settings: Settings, log=print) -> dict:
             "ours.step": step(ours, legacy_ours), "theirs.step": step(theirs, legacy_theirs),
             "plain.generate": lambda: greedy(ours, ids, mask, s.trace_new_tokens),
             "trace.generate": traced_generate,
+            "trace.generate+read": traced_generate_read,
             "trace.prefill": traced_prefill,
             "capture.prefill": lambda: mixtral_edu.run_with_cache(ours, ids, attention_mask=mask, use_cache=True),
             "capture.generate": lambda: mixtral_edu.run_with_cache(
@@ -162,6 +171,7 @@ def run(settings: Settings, log=print) -> dict:
             "vs_transformers_prefill": ratio("theirs.prefill", "ours.prefill"),
             "vs_transformers_step": ratio("theirs.step", "ours.step"),
             "trace_generate": ratio("trace.generate", "plain.generate"),
+            "trace_generate_read": ratio("trace.generate+read", "plain.generate"),
             "trace_prefill": ratio("trace.prefill", "ours.prefill"),
             "capture_prefill": ratio("capture.prefill", "ours.prefill"),
             "capture_generate": ratio("capture.generate", "plain.generate"),

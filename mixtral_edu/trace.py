@@ -148,7 +148,7 @@ _TENSOR = object()  # marks a tensor snapshot: (_TENSOR, shape, dtype, device, v
 
 
 def _unsnap(v: Any) -> Any:
-    """A snapshot (see `_Snapshots`) written out as `summarize` would have written it at the time."""
+    """A snapshot (see `_snap`) written out as `summarize` would have written it at the time."""
     if type(v) is tuple and v and v[0] is _TENSOR:
         _, shape, dtype, device, vals = v
         s = {"shape": list(shape), "dtype": _DTYPE_NAMES.get(dtype) or _dtype_name(dtype),
@@ -173,45 +173,25 @@ def _device_name(device: torch.device) -> str:
     return name
 
 
-class _Snapshots:
-    """What a module call's arguments and result were, noted as cheaply as possible.
+def _snap(x: Any) -> Any:
+    """What a module call's argument or result was, noted as cheaply as possible.
 
-    A tensor becomes a tuple (its shape, dtype, device, and its values if it is small: read now,
+    A tensor becomes a tuple (_TENSOR, shape, dtype, device, its values if it is small: read now,
     since the tensor may change later); anything else goes through `summarize` at once. `_unsnap`
-    writes a snapshot out when a node is read. Most tensors pass through two calls (one module's
-    result is the next one's argument; every layer gets the same mask and position_ids), so a
-    short memory notes each once. An entry holds its tensor, so its id cannot be reused, and is
-    stale once the tensor is changed in place (`_version` moves); the memory is emptied at a size
-    limit and at the end of each step.
+    writes a snapshot out when a node is read. (A memory of tensors already noted, tried for the
+    tensors that pass from one module to the next, cost more per miss than it saved per hit.)
     """
-
-    LIMIT = 64
-
-    def __init__(self) -> None:
-        self.seen: Dict[int, tuple] = {}
-
-    def clear(self) -> None:
-        self.seen.clear()
-
-    def __call__(self, x: Any) -> Any:
-        if type(x) is torch.Tensor:
-            hit = self.seen.get(id(x))
-            if hit is not None and hit[0] is x and hit[1] == x._version:
-                return hit[2]
-            n = x.numel()
-            vals = None
-            if (n <= MAX_FLOAT_VALUES or (n <= MAX_VALUES and not x.is_floating_point())) and not x.is_meta:
-                vals = x.tolist()
-            snap = (_TENSOR, x.shape, x.dtype, x.device, vals)
-            if len(self.seen) >= self.LIMIT:
-                self.seen.clear()
-            self.seen[id(x)] = (x, x._version, snap)
-            return snap
-        if x is None or type(x) in _PLAIN:
-            return x
-        if type(x) is tuple and not _is_legacy_cache(x):  # module results: (hidden, cache), (out, logits), ...
-            return [self(v) for v in x]
-        return summarize(x)
+    if type(x) is torch.Tensor:
+        n = x.numel()
+        vals = None
+        if (n <= MAX_FLOAT_VALUES or (n <= MAX_VALUES and not x.is_floating_point())) and not x.is_meta:
+            vals = x.tolist()
+        return (_TENSOR, x.shape, x.dtype, x.device, vals)
+    if x is None or type(x) in _PLAIN:
+        return x
+    if type(x) is tuple and not _is_legacy_cache(x):  # module results: (hidden, cache), (out, logits), ...
+        return [_snap(v) for v in x]
+    return summarize(x)
 
 
 def _fmt(s: Any) -> str:
@@ -256,7 +236,7 @@ class Node:
         self.name, self.mirrors, self.path, self.label = name, mirrors, path, label
         self._args = {} if args is None else args
         self._result = result
-        self._info = {} if info is None else info
+        self._info = info                     # made when first needed: most nodes have no facts
         self._later: Optional[list] = None   # functions that add facts to info, run on first read
         self._written = False                 # args / result turned from snapshots into summaries
         self.children: List[Node] = []
@@ -292,6 +272,8 @@ class Node:
 
     @property
     def info(self) -> Dict[str, Any]:
+        if self._info is None:
+            self._info = {}
         if self._later:
             later, self._later = self._later, None
             for add in later:
@@ -439,7 +421,6 @@ class Trace:
         self.steps: List[StepRecord] = []
         self.time_ms: Optional[float] = None
         self._removers: List[Callable[[], None]] = []
-        self._summ = _Snapshots()  # notes module calls' arguments and results
         self._reset()
 
     def _reset(self) -> None:
@@ -459,7 +440,6 @@ class Trace:
         self._step_t0 = 0.0
         self._model_call: dict = {}             # facts of the open MixtralModel.forward call
         self._cur: Optional[Node] = None        # innermost open module call's node (callees hang under it)
-        self._summ.clear()
 
     # -- reading -------------------------------------------------------------------------------
     def nodes(self) -> Iterator[Node]:
@@ -573,7 +553,7 @@ class Trace:
         is_layer = role == "layer"
         untraced = is_layer and self.layers is not None and module.layer_idx not in self.layers
         name, mirrors, label = texts
-        max_depth, summ = self.depth, self._summ
+        max_depth = self.depth
 
         def muted_call(args, kwargs):
             self._n_muted += 1  # observers and callees read this: nothing to record in here
@@ -596,7 +576,7 @@ class Trace:
             node = None
             if max_depth is None or depth <= max_depth:
                 node = Node(name, mirrors, path, label, depth=depth, _t0=_now(),
-                            args={k: v if v is None or type(v) in _PLAIN else summ(v) for k, v in bound.items()})
+                            args={k: v if v is None or type(v) in _PLAIN else _snap(v) for k, v in bound.items()})
                 (self.roots if parent is None else parent.children).append(node)
             if pre is not None:
                 pre(module, node, bound)
@@ -616,7 +596,7 @@ class Trace:
             if node is not None:
                 node.time_ms = round((_now() - node._t0) * 1e3, 3)
                 if result is not None:
-                    node._result = summ(result)
+                    node._result = _snap(result)
             return result
 
         return forward
@@ -700,7 +680,6 @@ class Trace:
             self._step_node.time_ms = elapsed
         self._step, self._step_node = None, None
         self._step_open = self._step_skipped = self._in_generate = False
-        self._summ.clear()  # let go of this step's tensors
 
     # -- module hooks --------------------------------------------------------------------------------
     def _pre(self, module: nn.Module, role: str, path: str, texts: tuple, args: tuple, kwargs: dict) -> None:
@@ -727,8 +706,7 @@ class Trace:
         if node is not None and stub:
             node.info["not traced"] = f"steps={sorted(self.step_filter)}"
         elif node is not None:
-            summ = self._summ
-            node._args = {k: v if v is None or type(v) in _PLAIN else summ(v) for k, v in bound.items()}
+            node._args = {k: v if v is None or type(v) in _PLAIN else _snap(v) for k, v in bound.items()}
             if top and self._step is not None and self._step.node is None:
                 self._step.node = node
         self._frames.append((module, node, muted or stub, self._cur))
@@ -753,7 +731,7 @@ class Trace:
         if node is not None:
             node.time_ms = round((_now() - node._t0) * 1e3, 3)
             if result is not None and not muted:
-                node._result = self._summ(result)
+                node._result = _snap(result)
             node.error = error
         if module is self.model and not self._in_generate:
             self._end_step()  # a direct call ends here; a generate step ends with its token
@@ -804,7 +782,7 @@ class Trace:
         if pos is not None:
             pos.info["source"] = ("given by the caller" if parent._args.get("position_ids") is not None else
                                   f"not given: arange(P, P + T) = arange({past}, {past + T}), one row for the batch")
-            pos._result = self._summ(positions)
+            pos._result = _snap(positions)
         sdpa = (self.backbone._attn_implementation == "sdpa"
                 and not (self._model_call.get("output_attentions") or self.backbone.config.output_attentions))
         fn = "_prepare_4d_causal_attention_mask" + ("_for_sdpa" if sdpa else "")
@@ -812,7 +790,7 @@ class Trace:
         if mask is None:
             return
         mask._args = {"attention_mask": parent._args.get("attention_mask"), "past_key_values_length": past}
-        mask._result = self._summ(mask4d)
+        mask._result = _snap(mask4d)
         kept = None if self._step is None else self._step.mask_4d  # the picture is drawn from this copy
         mask.later(partial(_mask_facts, mask._result, kept, sdpa))
 
@@ -1052,6 +1030,8 @@ def _bind(module: nn.Module, args: tuple, kwargs: dict) -> Dict[str, Any]:
 
 def _bind_names(names: tuple, name_set: frozenset, args: tuple, kwargs: dict) -> Dict[str, Any]:
     """`_bind` with the names already looked up."""
+    if not kwargs and len(args) <= len(names):  # the common case: norms, experts, embed, lm_head
+        return dict(zip(names, args))
     given = dict(zip(names, args))
     if (not names or len(args) > len(names) or not kwargs.keys() <= name_set
             or not given.keys().isdisjoint(kwargs)):

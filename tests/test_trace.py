@@ -287,24 +287,20 @@ def test_nodes_read_late_show_what_they_showed_at_the_time(model, prompt):
 
 def test_snapshots_write_out_as_summarize_would():
     from mixtral_edu.cache import DynamicCache
-    from mixtral_edu.trace import _Snapshots, _unsnap, summarize
+    from mixtral_edu.trace import _snap, _unsnap, summarize
     cache = DynamicCache()
     cache.update(torch.zeros(1, 2, 3, 4), torch.zeros(1, 2, 3, 4), 0)
     values = [torch.randn(2, 3), torch.arange(40).reshape(5, 8), torch.randn(4, 8), torch.ones(3, dtype=torch.bfloat16),
               torch.tensor([float("inf"), float("nan")]), torch.empty(2, 3, device="meta"), torch.tensor(True),
               None, 3, "x", (torch.randn(2), None, cache), cache, ((torch.zeros(1, 2, 5, 4), torch.zeros(1, 2, 5, 4)),)]
     for x in values:
-        assert _unsnap(_Snapshots()(x)) == summarize(x), x
+        assert _unsnap(_snap(x)) == summarize(x), x
 
 
-def test_snapshots_keep_call_time_values_and_notice_in_place_changes():
-    from mixtral_edu.trace import _Snapshots, _unsnap
-    snap = _Snapshots()
+def test_snapshots_keep_the_values_of_call_time():
+    from mixtral_edu.trace import _snap, _unsnap
     x = torch.tensor([[1, 2, 3]])
-    first = snap(x)
-    assert snap(x) is first                      # the same tensor, unchanged: noted once
-    x.add_(10)                                   # changed in place after the call
+    first = _snap(x)
+    x.add_(10)  # changed in place after the call
     assert _unsnap(first)["values"] == [[1, 2, 3]]
-    assert _unsnap(snap(x))["values"] == [[11, 12, 13]]  # the memory sees the change
-    snap.clear()
-    assert snap.seen == {}
+    assert _unsnap(_snap(x))["values"] == [[11, 12, 13]]
