@@ -367,7 +367,7 @@ def write_plots(results: dict, out: Path) -> List[str]:
         ax.set_yticks([i + width * (len(inst) - 1) / 2 for i in range(len(keys))])
         ax.set_yticklabels([t for _, t in keys])
         ax.set_xlabel("slowdown: time with / time without (median, IQR)")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="lower right")
         save(fig, "instrumentation.png")
 
     moe = results.get("moe_dispatch", {}).get("rows")
