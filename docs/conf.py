@@ -75,7 +75,7 @@ mxe_call_chain = {
 # package are appended by name).
 mxe_api_modules = [
     "config", "rotary", "attention", "moe", "decoder", "model", "causal_lm", "cache", "masks",
-    "generation", "checkpoint", "outputs", "hooks", "trace", "capture", "presets", "sizes",
+    "generation", "checkpoint", "outputs", "hooks", "trace", "trace_records", "capture", "presets", "sizes",
     "corpus", "tokenizer", "train", "evaluate", "viz",
 ]
 

@@ -287,7 +287,7 @@ def test_nodes_read_late_show_what_they_showed_at_the_time(model, prompt):
 
 def test_snapshots_write_out_as_summarize_would():
     from mixtral_edu.cache import DynamicCache
-    from mixtral_edu.trace import _snap, _unsnap, summarize
+    from mixtral_edu.trace_records import _snap, _unsnap, summarize
     cache = DynamicCache()
     cache.update(torch.zeros(1, 2, 3, 4), torch.zeros(1, 2, 3, 4), 0)
     values = [torch.randn(2, 3), torch.arange(40).reshape(5, 8), torch.randn(4, 8), torch.ones(3, dtype=torch.bfloat16),
@@ -298,7 +298,7 @@ def test_snapshots_write_out_as_summarize_would():
 
 
 def test_snapshots_keep_the_values_of_call_time():
-    from mixtral_edu.trace import _snap, _unsnap
+    from mixtral_edu.trace_records import _snap, _unsnap
     x = torch.tensor([[1, 2, 3]])
     first = _snap(x)
     x.add_(10)  # changed in place after the call
