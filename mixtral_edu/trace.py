@@ -252,16 +252,14 @@ class Trace:
                 result = original(*args, **kwargs)
             except BaseException as err:
                 if node is not None:
-                    node.time_ms, node.error = round((_now() - node._t0) * 1e3, 3), repr(err)
+                    node.end(error=repr(err))
                 raise
             finally:
                 self._cur = saved
             if post is not None:
                 post(module, node, result)
             if node is not None:
-                node.time_ms = round((_now() - node._t0) * 1e3, 3)
-                if result is not None:
-                    node._result = _snap(result)
+                node.end(result)
             return result
 
         return forward
@@ -309,12 +307,8 @@ class Trace:
 
     @staticmethod
     def _finish(node: Optional[Node], result: Any = None, error: Optional[str] = None) -> None:
-        if node is None:
-            return
-        node.time_ms = round((_now() - node._t0) * 1e3, 3)
-        if result is not None:
-            node.result = summarize(result)
-        node.error = error
+        if node is not None:
+            node.end(result, error)
 
     def _begin_step(self, kind: str, in_generate: bool) -> None:
         self._end_step()
@@ -394,10 +388,7 @@ class Trace:
         if not muted and error is None and role in self._role_post:
             self._role_post[role](module, node, result)
         if node is not None:
-            node.time_ms = round((_now() - node._t0) * 1e3, 3)
-            if result is not None and not muted:
-                node._result = _snap(result)
-            node.error = error
+            node.end(None if muted else result, error)
         if module is self.model and not self._in_generate:
             self._end_step()  # a direct call ends here; a generate step ends with its token
 

@@ -50,15 +50,6 @@ def _rounded(v: Any) -> Any:
     return round(v, 4) if math.isfinite(v) else str(v)  # JSON has no literal for inf / nan
 
 
-def _values(t: torch.Tensor) -> Optional[list]:
-    """Nested lists of the values, or None: too big, or on meta (no data there to read)."""
-    floating = t.is_floating_point()
-    if t.numel() > (MAX_FLOAT_VALUES if floating else MAX_VALUES) or _is_meta(t):
-        return None
-    # rounding a handful of Python floats is cheaper than three tensor ops (this runs per module call)
-    return _rounded(t.tolist()) if floating else t.tolist()
-
-
 def _keep(t: Any, limit: int = MAX_KEPT) -> Optional[torch.Tensor]:
     """A detached copy for a record, so later in-place ops cannot change it (None if too big)."""
     if not isinstance(t, torch.Tensor) or t.numel() > limit:
@@ -77,20 +68,10 @@ _PLAIN = (bool, int, str)  # summaries of these are the values themselves
 ROLES = ("causal_lm", "model", "embed", "layer", "norm", "attn", "moe", "expert", "lm_head")
 
 
-def _tensor_summary(x: torch.Tensor) -> dict:
-    s = {"shape": list(x.shape), "dtype": _DTYPE_NAMES.get(x.dtype) or _dtype_name(x.dtype),
-         "device": _DEVICE_NAMES.get(x.device) or _device_name(x.device)}
-    if x.numel() <= MAX_VALUES:  # the cheap test first: most tensors are too big to list
-        vals = _values(x)
-        if vals is not None:
-            s["values"] = vals
-    return s
-
-
 def summarize(x: Any) -> Any:
     """JSON-able description: tensors by shape/dtype (+ values when small), caches by length."""
     if isinstance(x, torch.Tensor):
-        return _tensor_summary(x)
+        return _unsnap(_tensor_snap(x))
     if x is None or type(x) in _PLAIN:
         return x
     if type(x) is DynamicCache:  # ours: the lengths are right there (get_seq_length per layer costs more)
@@ -140,6 +121,16 @@ def _device_name(device: torch.device) -> str:
     return name
 
 
+def _tensor_snap(x: torch.Tensor) -> tuple:
+    """(_TENSOR, shape, dtype, device, values): values (nested lists) only for a small tensor with
+    data (not on meta); small means at most MAX_VALUES elements, MAX_FLOAT_VALUES if floating."""
+    n = x.numel()
+    vals = None
+    if (n <= MAX_FLOAT_VALUES or (n <= MAX_VALUES and not x.is_floating_point())) and not x.is_meta:
+        vals = x.tolist()  # rounded when written out: a few Python floats, cheaper than tensor ops
+    return (_TENSOR, x.shape, x.dtype, x.device, vals)
+
+
 def _snap(x: Any) -> Any:
     """What a module call's argument or result was, noted as cheaply as possible.
 
@@ -149,11 +140,7 @@ def _snap(x: Any) -> Any:
     tensors that pass from one module to the next, cost more per miss than it saved per hit.)
     """
     if type(x) is torch.Tensor:
-        n = x.numel()
-        vals = None
-        if (n <= MAX_FLOAT_VALUES or (n <= MAX_VALUES and not x.is_floating_point())) and not x.is_meta:
-            vals = x.tolist()
-        return (_TENSOR, x.shape, x.dtype, x.device, vals)
+        return _tensor_snap(x)
     if x is None or type(x) in _PLAIN:
         return x
     if type(x) is tuple and not _is_legacy_cache(x):  # module results: (hidden, cache), (out, logits), ...
@@ -251,6 +238,14 @@ class Node:
     @info.setter
     def info(self, value: Dict[str, Any]) -> None:
         self._later, self._info = None, value
+
+    def end(self, result: Any = None, error: Optional[str] = None) -> None:
+        """The call returned (or raised): its wall time, a snapshot of its result, its error."""
+        self.time_ms = round((_now() - self._t0) * 1e3, 3)
+        if result is not None:
+            snap = _snap(result)
+            self._result = _unsnap(snap) if self._written else snap  # read while open: write it now
+        self.error = error
 
     def later(self, add: Callable[[dict], None]) -> None:
         """Add facts to `info` when it is first read: add(info) must use recorded data only."""
@@ -400,9 +395,10 @@ def _prepare_info(facts: dict, position_ids: Optional[torch.Tensor], pkv: Any) -
 def _position_text(position_ids: Optional[torch.Tensor], pkv: Any) -> str:
     if position_ids is None:
         return "None (no attention_mask): the model will use arange(P, P + T)"
-    vals = _values(position_ids)
+    snap = _tensor_snap(position_ids)
     how = "attention_mask.cumsum(-1) - 1, pads set to 1" + (", last T columns" if pkv is not None else "")
-    return f"{how}: {_fmt(summarize(position_ids))}" + ("" if vals is not None or _is_meta(position_ids) else " (big)")
+    big = snap[4] is None and not _is_meta(position_ids)
+    return f"{how}: {_fmt(_unsnap(snap))}" + (" (big)" if big else "")
 
 
 def _mask_facts(snap: Any, kept: Optional[torch.Tensor], sdpa: bool, info: dict) -> None:

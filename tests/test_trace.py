@@ -304,3 +304,21 @@ def test_snapshots_keep_the_values_of_call_time():
     x.add_(10)  # changed in place after the call
     assert _unsnap(first)["values"] == [[1, 2, 3]]
     assert _unsnap(_snap(x))["values"] == [[11, 12, 13]]
+
+
+def test_nodes_read_while_their_call_is_open_still_get_their_result(model, prompt):
+    """A hook inside layer 0's attention reads every node so far, the open ones included (their
+    args are written out before their result exists). The finished tree must still be plain data."""
+    ids, mask = prompt
+    with mixtral_edu.trace(model) as late:
+        model(ids, attention_mask=mask)
+
+    def read_everything(q, point):
+        for node in early.nodes():
+            node.to_dict()
+
+    with mixtral_edu.trace(model) as early:
+        with mixtral_edu.hooks(model, {"model.layers.0.self_attn.hook_q": read_everything}):
+            model(ids, attention_mask=mask)
+    json.dumps(early.to_dict())  # no snapshot left unwritten
+    assert [_without_times(r.to_dict()) for r in early.roots] == [_without_times(r.to_dict()) for r in late.roots]
