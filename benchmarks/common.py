@@ -232,7 +232,7 @@ def compare(fns: Dict[str, Callable[[], object]], repeats: int, warmup: int = 1,
 # -- the machine -----------------------------------------------------------------------------------
 
 def _cpu_model() -> str:
-    from mixtral_edu.evaluate import cpu_name
+    from mixtral_edu.tiny.evaluate import cpu_name
     return cpu_name()
 
 
@@ -277,7 +277,7 @@ def our_config(name: str):
     """mixtral_edu's MixtralConfig of a benchmark model (for the size formulas)."""
     import mixtral_edu
     if name == "tiny":
-        from mixtral_edu.pretrained import TINY_DIR
+        from mixtral_edu.tiny.pretrained import TINY_DIR
         return mixtral_edu.MixtralConfig.from_pretrained(TINY_DIR)
     return mixtral_edu.MixtralConfig(**model_kwargs(name))
 
@@ -286,7 +286,7 @@ def build_ours(name: str, attn: str, seed: int = 0):
     """Our MixtralForCausalLM in eval mode: the shipped tiny model, or a seeded random config."""
     import mixtral_edu
     if name == "tiny":
-        from mixtral_edu.pretrained import load_tiny
+        from mixtral_edu.tiny.pretrained import load_tiny
         return load_tiny(attn_implementation=attn)[0].eval()
     torch.manual_seed(seed)
     return mixtral_edu.MixtralForCausalLM(mixtral_edu.MixtralConfig(**model_kwargs(name),
@@ -298,7 +298,7 @@ def build_theirs(name: str, attn: str, state_dict: Optional[dict] = None):
     import transformers
     quiet_transformers()
     if name == "tiny":
-        from mixtral_edu.pretrained import TINY_DIR
+        from mixtral_edu.tiny.pretrained import TINY_DIR
         model = transformers.MixtralForCausalLM.from_pretrained(TINY_DIR, attn_implementation=attn,
                                                                 torch_dtype=torch.float32)
     else:

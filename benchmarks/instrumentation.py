@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 import mixtral_edu
-from mixtral_edu.hooks import HookPoint, name_hook_points
+from mixtral_edu.modeling.hook_points import HookPoint, name_hook_points
 
 from .common import Settings, Stats, build_pair, compare, greedy, paired, prompt
 

@@ -50,7 +50,7 @@ def worker(spec: dict) -> dict:
     import torch
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
-    from mixtral_edu.sizes import kv_cache_bytes, measure_cache_bytes
+    from mixtral_edu.full_size.sizes import kv_cache_bytes, measure_cache_bytes
     from .common import build_ours, build_theirs, greedy, our_config, prompt
 
     model = (build_ours if spec["side"] == "ours" else build_theirs)(spec["model"], spec["attn"])

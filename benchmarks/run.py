@@ -57,7 +57,7 @@ def main(argv=None) -> dict:
     if unknown:
         raise SystemExit(f"unknown section(s) {sorted(unknown)}; choose from {SECTIONS}")
 
-    from mixtral_edu.sizes import parameter_count
+    from mixtral_edu.full_size.sizes import parameter_count
     used = dict.fromkeys(list(settings.models) + [settings.kv_model] + list(settings.mem_models))
     results = {
         "command": "python -m benchmarks.run" + ("" if not argv else " " + " ".join(argv)),

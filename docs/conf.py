@@ -73,11 +73,7 @@ mxe_call_chain = {
 
 # API reference: modules in this order when they exist (others found in the
 # package are appended by name).
-mxe_api_modules = [
-    "config", "rotary", "attention", "moe", "decoder", "model", "causal_lm", "cache", "masks",
-    "generation", "checkpoint", "outputs", "hooks", "trace", "trace_records", "capture", "presets", "sizes",
-    "corpus", "tokenizer", "train", "evaluate", "viz",
-]
+mxe_api_modules = ["modeling", "observe", "full_size", "tiny", "viz", "exercises"]
 
 autodoc_default_options = {"members": True, "show-inheritance": True}
 autodoc_member_order = "bysource"

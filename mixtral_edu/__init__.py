@@ -4,18 +4,17 @@
       -> MixtralModel.forward -> MixtralDecoderLayer x L (self_attn + block_sparse_moe)
       -> norm -> lm_head -> logits, past_key_values -> next token
 """
-from .cache import Cache, DynamicCache
-from .causal_lm import MixtralForCausalLM
-from .config import MixtralConfig
-from .generation import generate
-from .model import MixtralModel, MixtralPreTrainedModel
-from .outputs import MoeCausalLMOutputWithPast, MoeModelOutputWithPast
-from . import hooks  # callable: `with mixtral_edu.hooks(model, {name: fn}):` (see capture.hooks)
-from .capture import ActivationCache, disable_expert, run_with_cache
-from .pretrained import load_tiny
-from . import presets
-from .sizes import parameter_count
-from .trace import Trace, trace  # `mixtral_edu.trace` is the function; the module: `from mixtral_edu.trace import ...`
+from .modeling.cache import Cache, DynamicCache
+from .modeling.causal_lm import MixtralForCausalLM
+from .modeling.config import MixtralConfig
+from .modeling.generation import generate
+from .modeling.model import MixtralModel, MixtralPreTrainedModel
+from .modeling.outputs import MoeCausalLMOutputWithPast, MoeModelOutputWithPast
+from .observe.capture import ActivationCache, disable_expert, hooks, run_with_cache
+from .tiny.pretrained import load_tiny
+from .full_size import presets
+from .full_size.sizes import parameter_count
+from .observe.tracer import Trace, trace
 
 __all__ = [
     "Cache", "DynamicCache", "MixtralConfig", "MixtralForCausalLM", "MixtralModel", "MixtralPreTrainedModel",

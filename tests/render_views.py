@@ -3,7 +3,7 @@
     .venv/bin/python tests/render_views.py            # all views
     .venv/bin/python tests/render_views.py mask cache # some
 
-Uses the trained tiny model when it ships (mixtral_edu/tiny_model/), else a small
+Uses the trained tiny model when it ships (mixtral_edu/tiny/model/), else a small
 random model with a real tokenizer. Each figure is written as HTML with plotly.js
 inlined (nothing fetched) and screenshotted in Debian's headless Chromium.
 """
@@ -24,13 +24,13 @@ def model_and_tokenizer():
     """(model, tokenizer, trained?): the trained tiny model, or a seeded random stand-in."""
     import torch
     torch.set_num_threads(1)
-    from mixtral_edu.pretrained import TINY_DIR, load_tiny
+    from mixtral_edu.tiny.pretrained import TINY_DIR, load_tiny
     if os.path.isfile(os.path.join(TINY_DIR, "config.json")):
         model, tok = load_tiny(attn_implementation="eager")
         return model, tok, True
     import mixtral_edu
-    from mixtral_edu.corpus import make_corpus
-    from mixtral_edu.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
+    from mixtral_edu.tiny.corpus import make_corpus
+    from mixtral_edu.tiny.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
     folder = Path(tempfile.gettempdir()) / "mixtral_edu_viz_tokenizer"
     if not (folder / "tokenizer.json").exists():
         save_tokenizer(train_tokenizer([t for _, t in make_corpus(600, 0)], vocab_size=320), str(folder))

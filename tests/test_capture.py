@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import mixtral_edu
-from mixtral_edu.capture import ActivationCache, EagerOnlyError, disable_expert, run_with_cache
-from mixtral_edu.hooks import HookPoint
+from mixtral_edu.observe.capture import ActivationCache, EagerOnlyError, disable_expert, run_with_cache
+from mixtral_edu.modeling.hook_points import HookPoint
 
 PAD, BOS, EOS = 0, 1, 2
 TINY = dict(vocab_size=97, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
@@ -204,7 +204,7 @@ def test_hooks_can_replace_a_tensor_and_are_removed_after_an_exception(model):
 
 
 def test_hooks_module_is_both_importable_and_callable(model):
-    assert mixtral_edu.hooks.HookPoint is HookPoint                       # still the module
+    assert mixtral_edu.modeling.hook_points.HookPoint is HookPoint                       # still the module
     with mixtral_edu.hooks(model, {"hook_logits": lambda x, h: x * 0}):  # and the scoping call
         assert torch.count_nonzero(model(IDS[:, :2]).logits) == 0
     assert_no_hook_fns(model)

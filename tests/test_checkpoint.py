@@ -11,7 +11,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import mixtral_edu
-from mixtral_edu.checkpoint import CheckpointMismatchError
+from mixtral_edu.modeling.checkpoint import CheckpointMismatchError
 
 from conftest import left_padded, make_pair, random_ids
 

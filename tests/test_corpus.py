@@ -3,7 +3,7 @@ import re
 
 import pytest
 
-from mixtral_edu.corpus import (
+from mixtral_edu.tiny.corpus import (
     DOMAINS,
     addition_prompts,
     check_addition,

@@ -20,12 +20,12 @@ from transformers.modeling_attn_mask_utils import (
 from transformers.models.mixtral import modeling_mixtral as hf_mixtral
 
 import mixtral_edu
-from mixtral_edu import attention as our_attention
-from mixtral_edu import decoder as our_decoder
-from mixtral_edu import masks as our_masks
-from mixtral_edu import moe as our_moe
-from mixtral_edu import rotary as our_rotary
-from mixtral_edu.generation import TopKLogitsWarper, TopPLogitsWarper, TemperatureLogitsWarper
+from mixtral_edu.modeling import attention as our_attention
+from mixtral_edu.modeling import decoder as our_decoder
+from mixtral_edu.modeling import masks as our_masks
+from mixtral_edu.modeling import moe as our_moe
+from mixtral_edu.modeling import rotary as our_rotary
+from mixtral_edu.modeling.generation import TopKLogitsWarper, TopPLogitsWarper, TemperatureLogitsWarper
 
 from conftest import (
     PAD,
@@ -817,7 +817,7 @@ def test_grouped_dispatch_equals_loop(overrides):
 def test_mask_values_other_than_one_hide_keys_like_transformers():
     # transformers treats every value that is not 1 as hidden (it fills where 1 - mask != 0)
     from transformers.modeling_attn_mask_utils import _prepare_4d_causal_attention_mask
-    from mixtral_edu.masks import prepare_4d_causal_attention_mask
+    from mixtral_edu.modeling.masks import prepare_4d_causal_attention_mask
     m = torch.tensor([[2, 1, 1], [0, 1, 1]])
     emb = torch.zeros(2, 3, 4)
     assert torch.equal(prepare_4d_causal_attention_mask(m, (2, 3), emb, 0),
@@ -827,7 +827,7 @@ def test_mask_values_other_than_one_hide_keys_like_transformers():
 def test_router_logits_with_cache_and_mask_use_this_calls_columns():
     # transformers 4.41.2 crashes here (huggingface/transformers#30731); ours computes the aux
     # loss over this call's tokens, with the mask's last T columns.
-    from mixtral_edu.moe import load_balancing_loss_func
+    from mixtral_edu.modeling.moe import load_balancing_loss_func
     ours, theirs = make_pair()
     ids, mask = left_padded(2, 6, pads=[0, 2], seed=3)
     with torch.no_grad():

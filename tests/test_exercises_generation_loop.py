@@ -61,7 +61,7 @@ def test_greedy_step_correct_answers_pass():
 
 
 def test_greedy_step_with_the_tiny_model():
-    from mixtral_edu.pretrained import load_tiny
+    from mixtral_edu.tiny.pretrained import load_tiny
     model, _ = load_tiny()
     assert ex.check_greedy_step(greedy_ok, model)
 

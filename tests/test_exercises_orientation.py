@@ -1,7 +1,7 @@
 """mixtral_edu.exercises.orientation: a correct answer passes; typical mistakes fail with a message naming them."""
 import torch
 
-from mixtral_edu import sizes
+from mixtral_edu.full_size import sizes
 from mixtral_edu.exercises import orientation as ex
 
 

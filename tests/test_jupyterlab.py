@@ -26,7 +26,7 @@ import pytest
 import torch
 
 import browser as br  # tests/browser.py (pytest puts tests/ on sys.path)
-from mixtral_edu.masks import mask_reasons
+from mixtral_edu.modeling.masks import mask_reasons
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE = ROOT / "tests" / "fixtures" / "lab_widget_demo.ipynb"

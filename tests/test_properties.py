@@ -13,8 +13,8 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import mixtral_edu
-from mixtral_edu import masks as M
-from mixtral_edu.generation import TopKLogitsWarper, TopPLogitsWarper
+from mixtral_edu.modeling import masks as M
+from mixtral_edu.modeling.generation import TopKLogitsWarper, TopPLogitsWarper
 
 from conftest import PAD, make_pair
 

@@ -7,8 +7,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from mixtral_edu import DynamicCache, MixtralConfig, MixtralForCausalLM
-from mixtral_edu.presets import PRESETS, get_preset, mixtral_8x7b, mixtral_8x22b, tiny
-from mixtral_edu.sizes import (build_on_meta, count_module_parameters, flops_per_token, format_count,
+from mixtral_edu.full_size.presets import PRESETS, get_preset, mixtral_8x7b, mixtral_8x22b, tiny
+from mixtral_edu.full_size.sizes import (build_on_meta, count_module_parameters, flops_per_token, format_count,
                                kv_cache_bytes, kv_cache_bytes_per_token, measure_cache_bytes, meta_forward,
                                parameter_count, shape_table)
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import mixtral_edu
-from mixtral_edu import evaluate
-from mixtral_edu.pretrained import TINY_DIR
-from mixtral_edu.train import Recipe, revive_starved_experts, tiny_config, train
+from mixtral_edu.tiny import evaluate
+from mixtral_edu.tiny.pretrained import TINY_DIR
+from mixtral_edu.tiny.train import Recipe, revive_starved_experts, tiny_config, train
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +97,7 @@ def test_the_card_reports_the_measured_numbers():
 
 
 def test_reviving_a_starved_expert_copies_the_busiest_one():
-    from mixtral_edu.tokenizer import train_tokenizer
+    from mixtral_edu.tiny.tokenizer import train_tokenizer
     r = Recipe(num_hidden_layers=2, hidden_size=32, intermediate_size=32, vocab_size=300)
     tok = train_tokenizer(["12+34=46", "the cat sees a dog ."] * 20, vocab_size=300)
     model = mixtral_edu.MixtralForCausalLM(tiny_config(r, tok))

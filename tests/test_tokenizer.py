@@ -3,8 +3,8 @@ import os
 
 import pytest
 
-from mixtral_edu.corpus import addition_prompts, lang_prompts, make_corpus
-from mixtral_edu.tokenizer import (
+from mixtral_edu.tiny.corpus import addition_prompts, lang_prompts, make_corpus
+from mixtral_edu.tiny.tokenizer import (
     BOS_ID,
     EOS_ID,
     PAD_ID,

@@ -13,8 +13,8 @@ import torch
 from torch import nn
 
 import mixtral_edu
-from mixtral_edu.masks import prepare_4d_causal_attention_mask
-from mixtral_edu.trace import Trace
+from mixtral_edu.modeling.masks import prepare_4d_causal_attention_mask
+from mixtral_edu.observe.tracer import Trace
 
 PAD, BOS, EOS = 0, 1, 2
 TINY = dict(vocab_size=97, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
@@ -286,8 +286,8 @@ def test_nodes_read_late_show_what_they_showed_at_the_time(model, prompt):
 
 
 def test_snapshots_write_out_as_summarize_would():
-    from mixtral_edu.cache import DynamicCache
-    from mixtral_edu.trace_records import _snap, _unsnap, summarize
+    from mixtral_edu.modeling.cache import DynamicCache
+    from mixtral_edu.observe.records import _snap, _unsnap, summarize
     cache = DynamicCache()
     cache.update(torch.zeros(1, 2, 3, 4), torch.zeros(1, 2, 3, 4), 0)
     values = [torch.randn(2, 3), torch.arange(40).reshape(5, 8), torch.randn(4, 8), torch.ones(3, dtype=torch.bfloat16),
@@ -298,7 +298,7 @@ def test_snapshots_write_out_as_summarize_would():
 
 
 def test_snapshots_keep_the_values_of_call_time():
-    from mixtral_edu.trace_records import _snap, _unsnap
+    from mixtral_edu.observe.records import _snap, _unsnap
     x = torch.tensor([[1, 2, 3]])
     first = _snap(x)
     x.add_(10)  # changed in place after the call

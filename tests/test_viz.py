@@ -15,7 +15,7 @@ import pytest
 import torch
 
 import mixtral_edu
-from mixtral_edu import masks as M
+from mixtral_edu.modeling import masks as M
 from mixtral_edu import viz
 from mixtral_edu.viz import widgets as W
 
@@ -29,11 +29,11 @@ CFG = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attent
 @pytest.fixture(scope="module")
 def tok():
     """The shipped tiny model's tokenizer, or one trained here on the corpus."""
-    from mixtral_edu.pretrained import TINY_DIR
-    from mixtral_edu.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
+    from mixtral_edu.tiny.pretrained import TINY_DIR
+    from mixtral_edu.tiny.tokenizer import load_tokenizer, save_tokenizer, train_tokenizer
     if os.path.isfile(os.path.join(TINY_DIR, "tokenizer.json")):
         return load_tokenizer(TINY_DIR)
-    from mixtral_edu.corpus import make_corpus
+    from mixtral_edu.tiny.corpus import make_corpus
     folder = tempfile.mkdtemp(prefix="mxe_viz_tok_")
     save_tokenizer(train_tokenizer([t for _, t in make_corpus(300, 0)], vocab_size=300), folder)
     return load_tokenizer(folder)
@@ -142,13 +142,13 @@ def test_cache_figure_lengths_and_bytes_equal_the_cache(run):
     final = out.past_key_values                                     # the cache generate handed back
     S = out.sequences.shape[1] - 1                                  # the last token was never fed
     assert lengths[-1].tolist() == [k.shape[2] for k, _ in final] == [S] * len(final)
-    assert steps[-1].bytes_after == mixtral_edu.sizes.measure_cache_bytes(final)
+    assert steps[-1].bytes_after == mixtral_edu.full_size.sizes.measure_cache_bytes(final)
     fed = np.asarray(fig.data[0].z)
     assert (fed[0] == viz.cache.FED).sum() == ids.shape[1]          # prefill fed the whole prompt
     assert all((fed[k] == viz.cache.FED).sum() == 1 for k in range(1, len(steps)))
     # the 8x7B panel is sizes.kv_cache_bytes for the same tokens and batch
-    big = mixtral_edu.presets.get_preset("mixtral-8x7b")
-    assert np.allclose(fig.data[3].y, [mixtral_edu.sizes.kv_cache_bytes(big, s.after[0], batch_size=2) / 2**20
+    big = mixtral_edu.full_size.presets.get_preset("mixtral-8x7b")
+    assert np.allclose(fig.data[3].y, [mixtral_edu.full_size.sizes.kv_cache_bytes(big, s.after[0], batch_size=2) / 2**20
                                        for s in steps])
     assert fig.layout.yaxis.autorange == "reversed" and fig.layout.xaxis.title.text.startswith("sequence column")
     first_window = next(s.index for s in steps if s.window_hides)
@@ -225,8 +225,8 @@ def test_balance_numbers_are_the_routers(model, tok):
         # the loss function's value is E * sum_e (K f_e) P_e: the bars are the quantities it combines
         assert np.allclose(b.aux_per_layer, E * K * (b.f * b.P).sum(1), atol=1e-5)
     # independently: the model's own aux_loss and the router's choices for one domain
-    from mixtral_edu.corpus import make_corpus
-    from mixtral_edu.evaluate import EVAL_SEED                      # balance_stats' default: held-out samples
+    from mixtral_edu.tiny.corpus import make_corpus
+    from mixtral_edu.tiny.evaluate import EVAL_SEED                      # balance_stats' default: held-out samples
     ids, mask = W.encode_batch(tok, [t for _, t in make_corpus(6, EVAL_SEED, domains=("kv",))])
     with torch.no_grad():
         out = model(ids, attention_mask=mask, output_router_logits=True)
@@ -289,7 +289,7 @@ def test_sampling_stages_are_generates_warpers(run, tok):
     bars = [t for t in visible_after_slider(fig, active) if t.type == "bar" and t.x[0] is not None]
     assert len(bars) == 4
     scores = rec.logits_last[1:2]
-    for w in mixtral_edu.generation.get_logits_warpers(0.8, 3, 0.9):
+    for w in mixtral_edu.modeling.generation.get_logits_warpers(0.8, 3, 0.9):
         scores = w(None, scores)
     probs = scores.softmax(-1)[0]
     shown = torch.topk(rec.logits_last[1], 10).indices

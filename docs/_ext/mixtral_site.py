@@ -284,7 +284,7 @@ def tiny_model_include() -> str:
     card_dir = ROOT / "mixtral_edu" / "tiny_model"
     card = card_dir / "README.md"
     if not card.is_file():
-        return "The tiny model has not been trained yet: `python -m mixtral_edu.train --out DIR`.\n"
+        return "The tiny model has not been trained yet: `python -m mixtral_edu.tiny.train --out DIR`.\n"
     curves = card_dir / "training_curves.png"
     if curves.is_file():
         target = GENERATED / "tiny_model_training_curves.png"

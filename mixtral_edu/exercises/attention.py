@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from . import ExerciseResult, close, run_cases
-from ..attention import repeat_kv as _repeat_kv
-from ..rotary import MixtralRotaryEmbedding, apply_rotary_pos_emb
+from ..modeling.attention import repeat_kv as _repeat_kv
+from ..modeling.rotary import MixtralRotaryEmbedding, apply_rotary_pos_emb
 
 
 # -- 1. repeat_kv ---------------------------------------------------------------------------------------

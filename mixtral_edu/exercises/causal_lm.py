@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from . import ExerciseResult, close, run_cases
-from ..moe import load_balancing_loss_func
+from ..modeling.moe import load_balancing_loss_func
 
 IGNORE = -100  # the label value cross-entropy skips
 
@@ -155,8 +155,8 @@ def _tiny_model():
     """A minuscule random MixtralForCausalLM (built once): the reference runs it to read the fields."""
     global _TINY
     if _TINY is None:
-        from ..causal_lm import MixtralForCausalLM
-        from ..config import MixtralConfig
+        from ..modeling.causal_lm import MixtralForCausalLM
+        from ..modeling.config import MixtralConfig
         state = torch.random.get_rng_state()
         torch.manual_seed(0)
         config = MixtralConfig(vocab_size=11, hidden_size=8, intermediate_size=8, num_hidden_layers=1,

@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 
 from . import ExerciseResult, close, run_cases
-from ..decoder import MixtralDecoderLayer, MixtralRMSNorm
+from ..modeling.decoder import MixtralDecoderLayer, MixtralRMSNorm
 
 
 def _tolerance(label: str, args: tuple, kwargs: dict) -> float:
@@ -97,7 +97,7 @@ _LAYERS = {}
 def _layer(seed: int) -> MixtralDecoderLayer:
     """A small random eager decoder layer (weights large enough that every wiring mistake shows)."""
     if seed not in _LAYERS:
-        from ..config import MixtralConfig
+        from ..modeling.config import MixtralConfig
         state = torch.random.get_rng_state()
         torch.manual_seed(seed)
         config = MixtralConfig(vocab_size=16, hidden_size=16, intermediate_size=24, num_hidden_layers=1,

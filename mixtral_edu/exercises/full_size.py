@@ -12,9 +12,9 @@ from __future__ import annotations
 from typing import Callable, List, Tuple
 
 from . import ExerciseResult, call_learner
-from ..config import MixtralConfig
-from ..presets import mixtral_8x7b, mixtral_8x22b
-from ..sizes import format_bytes, format_count, kv_cache_bytes_per_token, parameter_count
+from ..modeling.config import MixtralConfig
+from ..full_size.presets import mixtral_8x7b, mixtral_8x22b
+from ..full_size.sizes import format_bytes, format_count, kv_cache_bytes_per_token, parameter_count
 
 
 def _small(**overrides) -> MixtralConfig:
@@ -92,7 +92,7 @@ def check_parameter_count(count: Callable) -> ExerciseResult:
             return ExerciseResult(False, f"case {label}: active {active:,} ({format_count(active)}), expected "
                                          f"{want.active:,} ({format_count(want.active)}).\nHint: "
                                          + _parameter_hint(cfg, active, want.active, "active"))
-    return ExerciseResult(True, f"count agrees with mixtral_edu.sizes.parameter_count on all {len(cases)} configs "
+    return ExerciseResult(True, f"count agrees with mixtral_edu.full_size.sizes.parameter_count on all {len(cases)} configs "
                                 f"(8x7B: {parameter_count(mixtral_8x7b())}).")
 
 
@@ -132,5 +132,5 @@ def check_kv_bytes_per_token(kv_bytes_per_token: Callable) -> ExerciseResult:
         return ExerciseResult(False, f"case {label}: {got:,} bytes, expected {want:,} (ratio {ratio:.3g}).\nHint: "
                                      "2 (key and value) x L layers x Hkv kv heads x D head_dim x bytes per element.")
     per_token = format_bytes(kv_cache_bytes_per_token(mixtral_8x7b(), torch.bfloat16))
-    return ExerciseResult(True, f"kv_bytes_per_token agrees with mixtral_edu.sizes.kv_cache_bytes_per_token on "
+    return ExerciseResult(True, f"kv_bytes_per_token agrees with mixtral_edu.full_size.sizes.kv_cache_bytes_per_token on "
                                 f"all {len(cases)} cases (8x7B in bf16: {per_token} per token).")

@@ -8,7 +8,7 @@
                     eos_token_id, pad_token_id)
             -> (input_ids (B, S + 1), attention_mask (B, S + 1), unfinished (B,))
 
-Both compare the learner's function with what `mixtral_edu.generation.generate` does
+Both compare the learner's function with what `mixtral_edu.modeling.generation.generate` does
 in one turn of its loop, on several cases, and name the mistake when they recognise it.
 """
 from __future__ import annotations
@@ -19,9 +19,9 @@ from typing import Any, Callable, List, Optional, Tuple
 import torch
 
 from . import ExerciseResult, call_learner, dtype_failure, fail
-from ..cache import Cache
-from ..causal_lm import MixtralForCausalLM
-from ..config import MixtralConfig
+from ..modeling.cache import Cache
+from ..modeling.causal_lm import MixtralForCausalLM
+from ..modeling.config import MixtralConfig
 
 PAD, EOS = 3, 2
 
@@ -162,7 +162,7 @@ def check_greedy_step(greedy_step: Callable, model: Optional[MixtralForCausalLM]
 
 def reference_append_step(input_ids: torch.Tensor, attention_mask: torch.Tensor, next_tokens: torch.Tensor,
                           unfinished: torch.Tensor, eos_token_id: int, pad_token_id: int):
-    """What generate does after choosing next_tokens (see mixtral_edu.generation.generate)."""
+    """What generate does after choosing next_tokens (see mixtral_edu.modeling.generation.generate)."""
     next_tokens = next_tokens * unfinished + pad_token_id * (1 - unfinished)       # finished rows get pad
     input_ids = torch.cat([input_ids, next_tokens[:, None]], dim=-1)              # (B, S + 1)
     attention_mask = torch.cat([attention_mask, attention_mask.new_ones((attention_mask.shape[0], 1))], dim=-1)

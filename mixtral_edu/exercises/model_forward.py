@@ -14,7 +14,7 @@ from typing import Callable, Optional
 import torch
 
 from . import ExerciseResult, run_cases
-from ..masks import prepare_4d_causal_attention_mask
+from ..modeling.masks import prepare_4d_causal_attention_mask
 
 
 # -- 1. the 4D additive mask ---------------------------------------------------------------------

@@ -3,7 +3,7 @@
     check_route(route)        route(router_logits (N, E), top_k) -> (weights (N, K), experts (N, K))
     check_dispatch(dispatch)  dispatch(x (N, C), weights (N, K), experts (N, K), expert_modules) -> (N, C)
 
-Both compare the learner's function with `mixtral_edu.moe.MixtralSparseMoeBlock` on
+Both compare the learner's function with `mixtral_edu.modeling.moe.MixtralSparseMoeBlock` on
 several cases. When the answer matches a mistake we know, the message names it.
 """
 from __future__ import annotations
@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from . import ExerciseResult, call_learner, dtype_failure
-from ..config import MixtralConfig
-from ..moe import MixtralSparseMoeBlock
+from ..modeling.config import MixtralConfig
+from ..modeling.moe import MixtralSparseMoeBlock
 
 
 def _close(a: torch.Tensor, b: torch.Tensor, atol: float) -> bool:

@@ -6,7 +6,7 @@
         active_parameters(config: MixtralConfig) -> int, the parameters one token uses
 
 The references are the tiny model's own tokenizer (`tokenizer.pad`, left padding) and
-`mixtral_edu.sizes.parameter_count`. The checks name the mistake when they recognise it.
+`mixtral_edu.full_size.sizes.parameter_count`. The checks name the mistake when they recognise it.
 """
 from __future__ import annotations
 
@@ -16,17 +16,17 @@ from typing import Callable, List, Tuple
 import torch
 
 from . import ExerciseResult, call_learner, fail
-from .. import sizes
-from ..config import MixtralConfig
-from ..presets import get_preset
+from ..full_size import sizes
+from ..modeling.config import MixtralConfig
+from ..full_size.presets import get_preset
 
 
 # -- left padding -----------------------------------------------------------------------------------
 
 @functools.lru_cache(maxsize=1)
 def _tokenizer():
-    from ..pretrained import TINY_DIR
-    from ..tokenizer import load_tokenizer
+    from ..tiny.pretrained import TINY_DIR
+    from ..tiny.tokenizer import load_tokenizer
     tok = load_tokenizer(TINY_DIR)
     tok.deprecation_warnings["Asking-to-pad-a-fast-tokenizer"] = True  # pad() on ids is what we want here
     return tok

@@ -16,7 +16,7 @@ from typing import Callable, List, Optional, Tuple
 import torch
 
 from . import ExerciseResult, call_learner, dtype_failure, fail
-from ..causal_lm import MixtralForCausalLM
+from ..modeling.causal_lm import MixtralForCausalLM
 
 PAD = 3
 

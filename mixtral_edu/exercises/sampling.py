@@ -14,7 +14,7 @@ from typing import Callable, List, Tuple
 import torch
 
 from . import ExerciseResult, call_learner, dtype_failure
-from ..generation import TemperatureLogitsWarper, TopPLogitsWarper
+from ..modeling.generation import TemperatureLogitsWarper, TopPLogitsWarper
 
 
 def _same(a: torch.Tensor, b: torch.Tensor, atol: float = 1e-6) -> bool:

@@ -14,7 +14,7 @@ from typing import Callable, List, Tuple
 import torch
 
 from . import ExerciseResult, call_learner
-from ..train import Recipe, lr_at
+from ..tiny.train import Recipe, lr_at
 
 
 # -- the learning-rate schedule -----------------------------------------------------
@@ -69,7 +69,7 @@ def check_lr_schedule(lr_schedule: Callable) -> ExerciseResult:
         return ExerciseResult(False, f"case {label}: {got:.6g}, expected {want:.6g}.\nHint: before `warmup`: "
                                      "lr * (step + 1) / warmup; after: min_lr + 0.5 * (lr - min_lr) * "
                                      "(1 + cos(pi * (step - warmup) / (steps - warmup))).")
-    return ExerciseResult(True, f"lr_schedule agrees with mixtral_edu.train.lr_at on all {len(cases)} cases.")
+    return ExerciseResult(True, f"lr_schedule agrees with mixtral_edu.tiny.train.lr_at on all {len(cases)} cases.")
 
 
 # -- consecutive tokens and their experts ---------------------------------------------

@@ -17,8 +17,8 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from .. import masks as M
-from ..attention import repeat_kv
+from ..modeling import masks as M
+from ..modeling.attention import repeat_kv
 from . import palette as pal
 from .masks import reasons_for_step
 from .widgets import encode_batch, pick_step, sequence_ids, visibility_slider

@@ -9,7 +9,7 @@ For layer l and expert e, over the real (non-pad) tokens of a domain:
   P[l, e]  mean router probability of e (sums to 1 over e; even = 1/E)
 The load-balancing loss is E * sum_e (K f_e) P_e: K for a perfectly even router,
 up to E*K for one that sends everything to K experts. The loss per layer comes
-from `mixtral_edu.moe.load_balancing_loss_func`, the total from the model's own
+from `mixtral_edu.modeling.moe.load_balancing_loss_func`, the total from the model's own
 `aux_loss` output; f and P are counted from the router's recorded top-k and probabilities.
 """
 from __future__ import annotations
@@ -22,8 +22,8 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from ..corpus import DOMAINS, make_corpus
-from ..evaluate import EVAL_SEED
+from ..tiny.corpus import DOMAINS, make_corpus
+from ..tiny.evaluate import EVAL_SEED
 from . import palette as pal
 
 DOMAIN_COLORS = {"arith": pal.OKABE_ITO["orange"], "lang": pal.OKABE_ITO["blue"], "kv": pal.OKABE_ITO["bluish_green"]}
@@ -53,8 +53,8 @@ class BalanceStats:
 
 def domain_balance(model, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> DomainBalance:
     """Run the model once on a batch and read f, P and the losses (see the module docstring)."""
-    from ..capture import run_with_cache
-    from ..moe import load_balancing_loss_func
+    from ..observe.capture import run_with_cache
+    from ..modeling.moe import load_balancing_loss_func
     cfg = model.config
     E, K, L = cfg.num_local_experts, cfg.num_experts_per_tok, cfg.num_hidden_layers
     with torch.no_grad():
@@ -138,7 +138,7 @@ def balance_explorer(model, tokenizer, n_samples: int = 24):
     """Live load balance: number of samples per domain, seed, and one expert switched off in every
     layer (its f drops to 0 and the loss rises). Each change re-runs the model.
     Returns a LiveView (`.figure` is the figure on screen)."""
-    from ..capture import disable_expert, hooks
+    from ..observe.capture import disable_expert, hooks
     from .widgets import dropdown, make_live_view, slider
     E = model.config.num_local_experts
     controls = {"n_samples": slider("samples per domain", n_samples, 4, 64, step=4),

@@ -7,7 +7,7 @@ Per step, read from the trace: which slice of the sequence was fed and with
 which position_ids, each layer's cache length before -> after, the bytes the
 cache holds (cached tokens x the recorded key shape), and the first step at
 which the sliding window hides a key. Beside it, the bytes Mixtral 8x7B would
-hold for the same tokens (`mixtral_edu.sizes.kv_cache_bytes`).
+hold for the same tokens (`mixtral_edu.full_size.sizes.kv_cache_bytes`).
 """
 from __future__ import annotations
 
@@ -19,9 +19,9 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from .. import masks as M
-from .. import sizes
-from ..presets import get_preset
+from ..modeling import masks as M
+from ..full_size import sizes
+from ..full_size.presets import get_preset
 from . import palette as pal
 from .masks import reasons_for_step
 from .widgets import sequence_ids

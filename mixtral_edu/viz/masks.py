@@ -4,7 +4,7 @@
     fig = mask_figure(tr, step=0)         # one step
     mask_explorer(model, tokenizer)       # live: past length, sliding window, pads per row
 
-The colours come from `mixtral_edu.masks.mask_reasons`, checked cell by cell
+The colours come from `mixtral_edu.modeling.masks.mask_reasons`, checked cell by cell
 against the 4D mask the model really used (read from the trace); they are
 never worked out here.
 """
@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from .. import masks as M
+from ..modeling import masks as M
 from . import palette as pal
 from .widgets import Source, config_of, pick_step, sequence_ids
 
@@ -202,7 +202,7 @@ def run_mask_case(model, ids: Sequence[int], pads: Sequence[int], past_length: i
     prepare_inputs_for_generation would feed it. Returns (trace of the second
     call, full input_ids (B, S)).
     """
-    from ..trace import trace
+    from ..observe.tracer import trace
     from .widgets import config_values, left_pad
     input_ids, mask = left_pad(ids, pads, pad_id)
     P = max(0, min(int(past_length), input_ids.shape[1] - 1))

@@ -33,7 +33,7 @@ EXPERT_COLORS: List[str] = [OKABE_ITO[k] for k in
                             ("orange", "sky_blue", "bluish_green", "yellow", "blue", "vermillion",
                              "reddish_purple", "black")]
 
-# Why a mask cell is hidden; keys are mixtral_edu.masks.VISIBLE / FUTURE / WINDOW / PADDING (0..3).
+# Why a mask cell is hidden; keys are mixtral_edu.modeling.masks.VISIBLE / FUTURE / WINDOW / PADDING (0..3).
 MASK_COLORS: Dict[int, str] = {
     0: OKABE_ITO["bluish_green"],  # visible
     1: GREY,                       # future (causal)

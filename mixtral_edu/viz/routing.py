@@ -152,7 +152,7 @@ def routing_explorer(model, tokenizer, prompt: str = "the small cat sees", max_n
     """Live routing view: edit the prompt, the number of generated tokens, the layer, and switch one
     expert off in every layer (mixtral_edu.disable_expert); each change re-runs generate.
     Returns a LiveView (`.figure` is the figure on screen)."""
-    from ..capture import disable_expert, hooks
+    from ..observe.capture import disable_expert, hooks
     from .widgets import dropdown, make_live_view, slider, text_box, traced_generate
     E, L = model.config.num_local_experts, model.config.num_hidden_layers
     controls = {"prompt": text_box("prompt", prompt),

@@ -3,7 +3,7 @@
     fig = sampling_figure(tr, step=0, temperature=0.8, top_k=20, top_p=0.9, tokenizer=tok)
     sampling_explorer(model, tokenizer)   # live: each change draws a token with generate(do_sample=True)
 
-Stages are the warpers `mixtral_edu.generation.get_logits_warpers` builds, in
+Stages are the warpers `mixtral_edu.modeling.generation.get_logits_warpers` builds, in
 the order generate applies them (a neutral setting adds none, shown as
 "unchanged"). The logits are the trace's last-position logits; the token marked
 "chosen" is the one generate appended (trace.next_tokens).
@@ -17,7 +17,7 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from ..generation import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper, get_logits_warpers
+from ..modeling.generation import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper, get_logits_warpers
 from . import palette as pal
 from .widgets import encode_batch, pick_step, visibility_slider
 

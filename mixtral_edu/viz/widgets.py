@@ -16,7 +16,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 import torch
 
-from ..trace import StepRecord, Trace
+from ..observe.tracer import StepRecord, Trace
 
 Source = Union[Trace, StepRecord]
 
@@ -121,7 +121,7 @@ def config_values(model, **fields: Any) -> Iterator[None]:
 def traced_generate(model, input_ids: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
                     **generate_kwargs: Any) -> Tuple[Trace, Any]:
     """Run model.generate inside a trace; returns (trace, generate's output)."""
-    from ..trace import trace
+    from ..observe.tracer import trace
     with torch.no_grad(), trace(model) as tr:
         out = model.generate(input_ids, attention_mask=attention_mask, **generate_kwargs)
     return tr, out

@@ -2,13 +2,11 @@
 
 A `HookPoint` returns its input unchanged. With no hook attached that is all
 it does (one attribute check), so the model pays nothing for being observable.
-Hooks are attached through `mixtral_edu.capture` (scoped, always removed); a
+Hooks are attached through `mixtral_edu.observe.capture` (scoped, always removed); a
 hook may read the tensor or return a replacement for it.
 """
 from __future__ import annotations
 
-import sys
-import types
 from typing import Callable, List, Optional
 
 import torch
@@ -53,15 +51,3 @@ def name_hook_points(model: nn.Module) -> None:
                 # the slow path every submodule access takes; hook points are read on every forward.
                 # nn.Module.__setattr__ drops this entry if the attribute is ever reassigned.
                 module.__dict__[child_name] = child
-
-
-class _CallableModule(types.ModuleType):
-    """Makes `mixtral_edu.hooks(model, {name: fn})` scope hooks (see `capture.hooks`) while
-    `mixtral_edu.hooks.HookPoint` keeps working: the module itself is what gets called."""
-
-    def __call__(self, model, *specs, **kwargs):
-        from .capture import hooks
-        return hooks(model, *specs, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule

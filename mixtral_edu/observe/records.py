@@ -16,8 +16,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import torch
 
-from .cache import Cache, DynamicCache
-from .outputs import ModelOutput
+from ..modeling.cache import Cache, DynamicCache
+from ..modeling.outputs import ModelOutput
 
 HF = "transformers.models.mixtral.modeling_mixtral."
 GEN = "transformers.generation.utils.GenerationMixin."

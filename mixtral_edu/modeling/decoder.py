@@ -13,7 +13,7 @@ from torch import nn
 from .attention import MIXTRAL_ATTENTION_CLASSES
 from .cache import Cache
 from .config import MixtralConfig
-from .hooks import HookPoint
+from .hook_points import HookPoint
 from .moe import MixtralSparseMoeBlock
 
 

@@ -46,10 +46,10 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional
 import torch
 from torch import nn
 
-from .cache import Cache
+from ..modeling.cache import Cache
 from .capture import _remove_fn
-from .hooks import HookPoint
-from .trace_records import (  # what a trace records into, and how it is written out
+from ..modeling.hook_points import HookPoint
+from .records import (  # what a trace records into, and how it is written out
     GEN, HF, MASKS, Node, ROLES, StepRecord, _CSS, _PLAIN, _attn_facts, _expert_facts,
     _html, _is_legacy_cache, _is_meta, _keep, _logits_facts, _mask_facts, _next_token_facts, _now,
     _prepare_facts, _prepare_info, _routing_facts, _snap, _text, summarize,
@@ -70,8 +70,8 @@ class Trace:
 
     def __init__(self, model: nn.Module, depth: Optional[int] = None,
                  layers: Optional[Iterable[int]] = None, steps: Optional[Iterable[int]] = None):
-        from .causal_lm import MixtralForCausalLM
-        from .model import MixtralModel
+        from ..modeling.causal_lm import MixtralForCausalLM
+        from ..modeling.model import MixtralModel
         if not isinstance(model, (MixtralForCausalLM, MixtralModel)):
             raise TypeError(f"trace() needs a mixtral_edu MixtralForCausalLM or MixtralModel, "
                             f"got {type(model).__name__}.")

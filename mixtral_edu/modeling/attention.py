@@ -15,7 +15,7 @@ from torch import nn
 
 from .cache import Cache
 from .config import MixtralConfig
-from .hooks import HookPoint
+from .hook_points import HookPoint
 from .rotary import MixtralRotaryEmbedding, apply_rotary_pos_emb
 
 

@@ -13,7 +13,7 @@ from torch import nn
 
 from .cache import Cache
 from .config import MixtralConfig
-from .hooks import HookPoint, name_hook_points
+from .hook_points import HookPoint, name_hook_points
 from .model import MixtralModel, MixtralPreTrainedModel
 from .moe import load_balancing_loss_func
 from .outputs import MoeCausalLMOutputWithPast
@@ -199,6 +199,6 @@ class MixtralForCausalLM(MixtralPreTrainedModel):
 
     @torch.no_grad()
     def generate(self, input_ids=None, attention_mask=None, **kwargs):
-        """Autoregressive generation; see `mixtral_edu.generation.generate` for the arguments."""
+        """Autoregressive generation; see `mixtral_edu.modeling.generation.generate` for the arguments."""
         from .generation import generate
         return generate(self, input_ids, attention_mask=attention_mask, **kwargs)

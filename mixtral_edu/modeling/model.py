@@ -14,7 +14,7 @@ from torch.utils.checkpoint import checkpoint
 from .cache import Cache, DynamicCache
 from .config import MixtralConfig
 from .decoder import MixtralDecoderLayer, MixtralRMSNorm
-from .hooks import HookPoint, name_hook_points
+from .hook_points import HookPoint, name_hook_points
 from .masks import prepare_4d_causal_attention_mask, prepare_4d_causal_attention_mask_for_sdpa
 from .outputs import MoeModelOutputWithPast
 

@@ -1,7 +1,7 @@
 """Train the tiny Mixtral on the synthetic corpus, with the real loss.
 
-    python -m mixtral_edu.train --out runs/tiny            # the shipped recipe
-    python -m mixtral_edu.train --out /tmp/t --steps 20    # a quick look
+    python -m mixtral_edu.tiny.train --out runs/tiny            # the shipped recipe
+    python -m mixtral_edu.tiny.train --out /tmp/t --steps 20    # a quick look
 
 Loss = cross-entropy + router_aux_loss_coef * load-balancing loss, exactly as
 `MixtralForCausalLM.forward` computes it when given labels and asked for router
@@ -21,8 +21,8 @@ from typing import List, Optional
 
 import torch
 
-from .causal_lm import MixtralForCausalLM
-from .config import MixtralConfig
+from ..modeling.causal_lm import MixtralForCausalLM
+from ..modeling.config import MixtralConfig
 from . import corpus as corpus_mod
 from .tokenizer import save_tokenizer, train_tokenizer
 

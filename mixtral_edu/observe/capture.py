@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 import torch
 from torch import nn
 
-from .hooks import HookFn, HookPoint
+from ..modeling.hook_points import HookFn, HookPoint
 
 EAGER_ONLY = ("hook_attn_scores", "hook_pattern")
 Names = Union[None, str, Sequence[str], Callable[[str], bool]]
@@ -62,7 +62,7 @@ def resolve_names(model: nn.Module, names: Names) -> List[str]:
 
 def _silent_in_sdpa(model: nn.Module, name: str, output_attentions: bool) -> bool:
     """True for an eager-only point that will not fire: the attention is sdpa and weights are not asked for."""
-    from .attention import MixtralSdpaAttention
+    from ..modeling.attention import MixtralSdpaAttention
     if not name.endswith(EAGER_ONLY) or output_attentions or model.config.output_attentions:
         return False
     return isinstance(model.get_submodule(name.rsplit(".", 1)[0]), MixtralSdpaAttention)

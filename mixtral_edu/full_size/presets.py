@@ -3,7 +3,7 @@
 Each preset is a function returning a *fresh* MixtralConfig, so a caller may
 change fields without touching anybody else's copy.
 
-    >>> from mixtral_edu.presets import get_preset
+    >>> from mixtral_edu.full_size.presets import get_preset
     >>> get_preset("mixtral-8x7b").num_local_experts
     8
 """
@@ -12,10 +12,10 @@ from __future__ import annotations
 import os
 from typing import Callable, Dict
 
-from .config import MixtralConfig
+from ..modeling.config import MixtralConfig
 
 # Where the trained tiny model's config will live once it ships with the package.
-TINY_CONFIG_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tiny_model", "config.json")
+TINY_CONFIG_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tiny", "model", "config.json")
 
 
 def mixtral_8x7b() -> MixtralConfig:
@@ -67,7 +67,7 @@ def mixtral_8x22b() -> MixtralConfig:
 def tiny() -> MixtralConfig:
     """A small Mixtral for tests and notebooks (the default has 0.90M parameters).
 
-    If the trained tiny model ships with the package (`mixtral_edu/tiny_model/config.json`),
+    If the trained tiny model ships with the package (`mixtral_edu/tiny/model/config.json`),
     its config is returned, so that a model built from this preset can load those
     weights. Otherwise a small default with the same structure as the real thing:
     GQA, 8 experts, top-2 and a sliding window short enough to matter.

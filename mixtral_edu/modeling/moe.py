@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import MixtralConfig
-from .hooks import HookPoint
+from .hook_points import HookPoint
 
 DISPATCH_MODES = ("loop", "grouped")
 

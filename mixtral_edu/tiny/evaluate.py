@@ -1,7 +1,7 @@
 """Score a trained tiny model: can it add, does it speak the grammar, how does it route?
 
-    python -m mixtral_edu.evaluate mixtral_edu/tiny_model            # print the metrics
-    python -m mixtral_edu.evaluate DIR --write-card                   # also write DIR/README.md
+    python -m mixtral_edu.tiny.evaluate mixtral_edu/tiny/model            # print the metrics
+    python -m mixtral_edu.tiny.evaluate DIR --write-card                   # also write DIR/README.md
 
 All prompts come from a seed different from training's. Routing statistics are
 read from the router logits the model returns (`output_router_logits=True`).
@@ -18,7 +18,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 
 from . import corpus
-from .causal_lm import MixtralForCausalLM
+from ..modeling.causal_lm import MixtralForCausalLM
 
 EVAL_SEED = 20261125  # training uses small seeds (0 by default); held-out prompts use this one
 
@@ -149,8 +149,8 @@ def write_card(directory: str, metrics: Dict) -> None:
         training = json.load(f)
     r, curves = training["recipe"], training["curves"]
     cfg = json.load(open(os.path.join(directory, "config.json")))
-    from .sizes import parameter_count  # noqa: WPS433 (kept local: sizes is optional for training)
-    from .config import MixtralConfig
+    from ..full_size.sizes import parameter_count  # noqa: WPS433 (kept local: sizes is optional for training)
+    from ..modeling.config import MixtralConfig
     pc = parameter_count(MixtralConfig.from_dict(cfg))
     dom = metrics["domains"]
     rows = "\n".join(f"| {d} | {dom[d]['perplexity']:.3f} | {dom[d]['tokens']} |" for d in dom)
@@ -194,7 +194,7 @@ transformers 4.41.2's `AutoModelForCausalLM` / `AutoTokenizer` on this directory
 
 ## Training recipe
 
-`python -m mixtral_edu.train --out DIR` (defaults are this recipe): seed {r['seed']}, {r['steps']} steps of
+`python -m mixtral_edu.tiny.train --out DIR` (defaults are this recipe): seed {r['seed']}, {r['steps']} steps of
 AdamW (lr {r['lr']} with {r['warmup']} warm-up steps and cosine decay to {r['min_lr']}, weight decay
 {r['weight_decay']}, gradient clip {r['grad_clip']}), batches of {r['batch_size']} x {r['seq_len']} packed tokens
 from {r['n_samples']} samples, byte-level BPE vocabulary of {cfg['vocab_size']}. Loss = cross-entropy +
@@ -205,7 +205,7 @@ Final loss {curves['loss'][-1]:.3f}, aux loss {curves['aux_loss'][-1]:.3f} (2.0 
 
 ![training curves](training_curves.png)
 
-## Measured (`python -m mixtral_edu.evaluate DIR`, prompts from seed {EVAL_SEED})
+## Measured (`python -m mixtral_edu.tiny.evaluate DIR`, prompts from seed {EVAL_SEED})
 
 | metric | value |
 |---|---|
