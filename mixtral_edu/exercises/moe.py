@@ -25,12 +25,12 @@ def _close(a: torch.Tensor, b: torch.Tensor, atol: float) -> bool:
 # -- routing --------------------------------------------------------------------------
 
 def reference_route(router_logits: torch.Tensor, top_k: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The package's answer: MixtralSparseMoeBlock.route, with its gate replaced by the identity
-    so that the given logits are what the router scores."""
+    """The package's answer: what MixtralSparseMoeBlock.forward passes its hook_topk_weights and
+    hook_topk_indices, with its gate replaced by the identity so that the given logits are the scores."""
     n_experts = router_logits.shape[-1]
-    block = _block(0, n_experts, top_k)
+    block = _block(0, n_experts, top_k, hidden_size=n_experts).to(router_logits.dtype)
     block.gate = torch.nn.Identity()
-    _, weights, experts = block.route(router_logits)
+    _, weights, experts = _run_block(block, router_logits)
     return weights, experts
 
 
@@ -99,14 +99,14 @@ def check_route(route: Callable) -> ExerciseResult:
             err_ = (w.float() - want_w.float()).abs().max().item()
             return ExerciseResult(False, f"case {label}: weights differ by up to {err_:.3g}.\n"
                                          f"Hint: {_route_hint(logits, k, w, want_w)}")
-    return ExerciseResult(True, "route agrees with MixtralSparseMoeBlock.route on all 4 cases "
+    return ExerciseResult(True, "route agrees with MixtralSparseMoeBlock's router on all 4 cases "
                                 "(float32 and bfloat16, top_k 1 to 3).")
 
 
 # -- dispatch -------------------------------------------------------------------------
 
-def _block(seed: int, n_experts: int = 4, top_k: int = 2) -> MixtralSparseMoeBlock:
-    cfg = MixtralConfig(vocab_size=16, hidden_size=8, intermediate_size=12, num_hidden_layers=1,
+def _block(seed: int, n_experts: int = 4, top_k: int = 2, hidden_size: int = 8) -> MixtralSparseMoeBlock:
+    cfg = MixtralConfig(vocab_size=16, hidden_size=hidden_size, intermediate_size=12, num_hidden_layers=1,
                         num_attention_heads=2, num_key_value_heads=1, num_local_experts=n_experts,
                         num_experts_per_tok=top_k, initializer_range=0.5)
     with torch.random.fork_rng(devices=[]):  # leave the learner's random stream alone
@@ -117,12 +117,36 @@ def _block(seed: int, n_experts: int = 4, top_k: int = 2) -> MixtralSparseMoeBlo
     return block
 
 
+def _run_block(block: MixtralSparseMoeBlock, x: torch.Tensor, routing_weights=None, selected_experts=None):
+    """block.forward on x (N, C): (output (N, C), routing weights (N, K), selected experts (N, K)).
+
+    Routing given here replaces the router's own at the block's hook points.
+    """
+    seen = {}
+
+    def at(key, given):
+        def hook(t, point):
+            seen[key] = t if given is None else given
+            return given
+        return hook
+
+    block.hook_topk_weights.fns.append(at("weights", routing_weights))
+    block.hook_topk_indices.fns.append(at("experts", selected_experts))
+    try:
+        with torch.no_grad():
+            out, _ = block(x[None])                                   # (1, N, C)
+    finally:
+        block.hook_topk_weights.fns.clear()
+        block.hook_topk_indices.fns.clear()
+    return out[0], seen["weights"], seen["experts"]
+
+
 def reference_dispatch(x, routing_weights, selected_experts, experts) -> torch.Tensor:
-    """The package's readable loop (MixtralSparseMoeBlock._dispatch_loop) on these experts."""
+    """The package's answer: MixtralSparseMoeBlock.forward's expert loop on these experts and this routing."""
     n_experts, top_k = len(experts), selected_experts.shape[1]
-    block = _block(0, n_experts, top_k)
+    block = _block(0, n_experts, top_k, hidden_size=x.shape[-1])
     block.experts = experts
-    return block._dispatch_loop(x, routing_weights, selected_experts)
+    return _run_block(block, x, routing_weights, selected_experts)[0]
 
 
 def _dispatch_cases():

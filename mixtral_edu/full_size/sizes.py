@@ -221,8 +221,6 @@ def meta_forward(config: MixtralConfig, batch_size: int = 1, seq_len: int = 16, 
     # loop's torch.where cannot know its output size. This torch flag lets it assume
     # every entry is chosen, so each expert sees all N*K (token, slot) pairs. That
     # misstates the per-expert row counts but not any shape returned here.
-    # (The "grouped" dispatch needs bincount(...).tolist(), impossible on meta.)
-    model.set_moe_dispatch("loop")
     B, T, S = batch_size, seq_len, past_len + seq_len
     cache = DynamicCache()
     for layer in range(config.num_hidden_layers):

@@ -21,11 +21,12 @@ from .rotary import MixtralRotaryEmbedding, apply_rotary_pos_emb
 
 def repeat_kv(hidden_states: torch.Tensor, n_rep: int) -> torch.Tensor:
     """(B, Hkv, S, D) -> (B, Hkv * n_rep, S, D): each kv head repeated for its G query heads."""
+    batch, num_key_value_heads, slen, head_dim = hidden_states.shape
     if n_rep == 1:
         return hidden_states
-    b, hkv, s, d = hidden_states.shape
-    expanded = hidden_states[:, :, None, :, :].expand(b, hkv, n_rep, s, d)  # (B, Hkv, G, S, D), no copy yet
-    return expanded.reshape(b, hkv * n_rep, s, d)                           # (B, H, S, D)
+    # (B, Hkv, S, D) -> (B, Hkv, G, S, D), a view (no copy yet) -> (B, H, S, D)
+    hidden_states = hidden_states[:, :, None, :, :].expand(batch, num_key_value_heads, n_rep, slen, head_dim)
+    return hidden_states.reshape(batch, num_key_value_heads * n_rep, slen, head_dim)
 
 
 class MixtralAttention(nn.Module):
@@ -58,46 +59,6 @@ class MixtralAttention(nn.Module):
         self.hook_pattern = HookPoint("(B, H, T, S) attention weights after softmax (eager only)")
         self.hook_z = HookPoint("(B, T, H*D) heads' outputs side by side, before o_proj")
 
-    def _project(self, hidden_states, position_ids, past_key_value):
-        """Shared by both implementations: q/k/v, rotary, cache. Returns q, k, v, S."""
-        bsz, q_len, _ = hidden_states.shape
-        # (B, T, C) -> (B, T, H, D) -> (B, H, T, D): heads become a batch dimension
-        query_states = self.q_proj(hidden_states).view(bsz, q_len, self.num_heads, self.head_dim).transpose(1, 2)
-        key_states = self.k_proj(hidden_states).view(bsz, q_len, self.num_key_value_heads, self.head_dim).transpose(1, 2)
-        value_states = self.v_proj(hidden_states).view(bsz, q_len, self.num_key_value_heads, self.head_dim).transpose(1, 2)
-
-        kv_seq_len = q_len
-        if past_key_value is not None:
-            if self.layer_idx is None:
-                raise ValueError("MixtralAttention needs `layer_idx` to use a cache; build it with one.")
-            kv_seq_len += past_key_value.get_usable_length(q_len, self.layer_idx)
-        cos, sin = self.rotary_emb(value_states, seq_len=kv_seq_len)   # (S, D) each
-        query_states, key_states = apply_rotary_pos_emb(query_states, key_states, cos, sin, position_ids)
-        query_states = self.hook_q(query_states)
-        key_states = self.hook_k(key_states)
-        value_states = self.hook_v(value_states)
-
-        if past_key_value is not None:
-            # (B, Hkv, T, D) new -> (B, Hkv, S, D) everything this layer has seen
-            key_states, value_states = past_key_value.update(
-                key_states, value_states, self.layer_idx, {"sin": sin, "cos": cos})
-        # (B, Hkv, S, D) -> (B, H, S, D): query head h reads kv head h // G
-        key_states = repeat_kv(key_states, self.num_key_value_groups)
-        value_states = repeat_kv(value_states, self.num_key_value_groups)
-        return query_states, key_states, value_states, kv_seq_len
-
-    def _check_mask(self, attention_mask, bsz, q_len, kv_seq_len):
-        if attention_mask is not None and attention_mask.size() != (bsz, 1, q_len, kv_seq_len):
-            raise ValueError(
-                f"Attention mask should be of size {(bsz, 1, q_len, kv_seq_len)}, but is {tuple(attention_mask.size())}"
-            )
-
-    def _merge_heads(self, attn_output: torch.Tensor) -> torch.Tensor:
-        bsz, _, q_len, _ = attn_output.shape
-        # (B, H, T, D) -> (B, T, H, D) -> (B, T, H*D)
-        attn_output = attn_output.transpose(1, 2).contiguous().reshape(bsz, q_len, self.num_heads * self.head_dim)
-        return self.o_proj(self.hook_z(attn_output))                  # (B, T, C)
-
     def forward(
         self,
         hidden_states: torch.Tensor,
@@ -111,42 +72,154 @@ class MixtralAttention(nn.Module):
 
         Returns (output (B, T, C), weights (B, H, T, S) or None, the cache).
         """
-        bsz, q_len, _ = hidden_states.shape
-        q, k, v, kv_seq_len = self._project(hidden_states, position_ids, past_key_value)
+        bsz, q_len, _ = hidden_states.size()
 
-        attn_weights = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(self.head_dim)  # (B, H, T, S)
-        self._check_mask(attention_mask, bsz, q_len, kv_seq_len)
+        query_states = self.q_proj(hidden_states)                    # (B, T, H*D)
+        key_states = self.k_proj(hidden_states)                      # (B, T, Hkv*D)
+        value_states = self.v_proj(hidden_states)                    # (B, T, Hkv*D)
+
+        # (B, T, H*D) -> (B, T, H, D) -> (B, H, T, D): heads become a batch dimension
+        query_states = query_states.view(bsz, q_len, self.num_heads, self.head_dim).transpose(1, 2)
+        key_states = key_states.view(bsz, q_len, self.num_key_value_heads, self.head_dim).transpose(1, 2)
+        value_states = value_states.view(bsz, q_len, self.num_key_value_heads, self.head_dim).transpose(1, 2)
+
+        kv_seq_len = key_states.shape[-2]                            # T, and S once the cache is counted
+        if past_key_value is not None:
+            if self.layer_idx is None:
+                raise ValueError(f"{type(self).__name__} needs `layer_idx` to use a cache; build it with one.")
+            kv_seq_len += past_key_value.get_usable_length(kv_seq_len, self.layer_idx)
+        cos, sin = self.rotary_emb(value_states, seq_len=kv_seq_len)  # (S, D) each
+        query_states, key_states = apply_rotary_pos_emb(query_states, key_states, cos, sin, position_ids)
+        query_states = self.hook_q(query_states)
+        key_states = self.hook_k(key_states)
+        value_states = self.hook_v(value_states)
+
+        if past_key_value is not None:
+            cache_kwargs = {"sin": sin, "cos": cos}
+            # (B, Hkv, T, D) new -> (B, Hkv, S, D): everything this layer has seen
+            key_states, value_states = past_key_value.update(key_states, value_states, self.layer_idx, cache_kwargs)
+
+        # (B, Hkv, S, D) -> (B, H, S, D): query head h reads kv head h // G
+        key_states = repeat_kv(key_states, self.num_key_value_groups)
+        value_states = repeat_kv(value_states, self.num_key_value_groups)
+
+        attn_weights = torch.matmul(query_states, key_states.transpose(2, 3)) / math.sqrt(self.head_dim)
+
+        if attn_weights.size() != (bsz, self.num_heads, q_len, kv_seq_len):
+            raise ValueError(f"attention scores are {tuple(attn_weights.size())}, expected (B, H, T, S) = "
+                             f"{(bsz, self.num_heads, q_len, kv_seq_len)}")
+
         if attention_mask is not None:
-            attn_weights = attn_weights + attention_mask
+            if attention_mask.size() != (bsz, 1, q_len, kv_seq_len):
+                raise ValueError(f"attention_mask is {tuple(attention_mask.size())}, expected (B, 1, T, S) = "
+                                 f"{(bsz, 1, q_len, kv_seq_len)}")
+            attn_weights = attn_weights + attention_mask             # (B, H, T, S): hidden keys get dtype min
         attn_weights = self.hook_attn_scores(attn_weights)
+
         # softmax in fp32 whatever the model dtype: bf16 exponentials lose too much
-        attn_weights = nn.functional.softmax(attn_weights, dim=-1, dtype=torch.float32).to(q.dtype)
+        attn_weights = nn.functional.softmax(attn_weights, dim=-1, dtype=torch.float32).to(query_states.dtype)
         attn_weights = nn.functional.dropout(attn_weights, p=self.attention_dropout, training=self.training)
         attn_weights = self.hook_pattern(attn_weights)
-        attn_output = torch.matmul(attn_weights, v)                                    # (B, H, T, D)
+        attn_output = torch.matmul(attn_weights, value_states)       # (B, H, T, D)
 
-        return self._merge_heads(attn_output), (attn_weights if output_attentions else None), past_key_value
+        if attn_output.size() != (bsz, self.num_heads, q_len, self.head_dim):
+            raise ValueError(f"attention output is {tuple(attn_output.size())}, expected (B, H, T, D) = "
+                             f"{(bsz, self.num_heads, q_len, self.head_dim)}")
+
+        # (B, H, T, D) -> (B, T, H, D) -> (B, T, C): the heads side by side again
+        attn_output = attn_output.transpose(1, 2).contiguous()
+        attn_output = attn_output.reshape(bsz, q_len, self.hidden_size)
+
+        attn_output = self.o_proj(self.hook_z(attn_output))          # (B, T, C)
+
+        if not output_attentions:
+            attn_weights = None
+
+        return attn_output, attn_weights, past_key_value
 
 
 class MixtralSdpaAttention(MixtralAttention):
-    """Same maths through PyTorch's fused kernel. Falls back to eager for `output_attentions`."""
+    """The same maths through PyTorch's fused kernel; falls back to eager for `output_attentions`.
 
-    def forward(self, hidden_states, attention_mask=None, position_ids=None, past_key_value=None,
-                output_attentions=False, use_cache=False):
-        if output_attentions:  # the fused kernel never materialises the weights
-            return super().forward(hidden_states, attention_mask, position_ids, past_key_value,
-                                   output_attentions, use_cache)
-        bsz, q_len, _ = hidden_states.shape
-        q, k, v, kv_seq_len = self._project(hidden_states, position_ids, past_key_value)
-        self._check_mask(attention_mask, bsz, q_len, kv_seq_len)
+    This forward is MixtralAttention.forward line for line (as in transformers) except the
+    kernel: one `scaled_dot_product_attention` call in place of matmul, mask, softmax, matmul.
+    """
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        attention_mask: Optional[torch.Tensor] = None,
+        position_ids: Optional[torch.LongTensor] = None,
+        past_key_value: Optional[Cache] = None,
+        output_attentions: bool = False,
+        use_cache: bool = False,
+    ) -> Tuple[torch.Tensor, Optional[torch.Tensor], Optional[Cache]]:
+        if output_attentions:  # the fused kernel never forms the weights: the eager forward does it
+            return super().forward(
+                hidden_states=hidden_states,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                past_key_value=past_key_value,
+                output_attentions=output_attentions,
+                use_cache=use_cache,
+            )
+
+        bsz, q_len, _ = hidden_states.size()
+
+        query_states = self.q_proj(hidden_states)                    # (B, T, H*D)
+        key_states = self.k_proj(hidden_states)                      # (B, T, Hkv*D)
+        value_states = self.v_proj(hidden_states)                    # (B, T, Hkv*D)
+
+        # (B, T, H*D) -> (B, T, H, D) -> (B, H, T, D)
+        query_states = query_states.view(bsz, q_len, self.num_heads, self.head_dim).transpose(1, 2)
+        key_states = key_states.view(bsz, q_len, self.num_key_value_heads, self.head_dim).transpose(1, 2)
+        value_states = value_states.view(bsz, q_len, self.num_key_value_heads, self.head_dim).transpose(1, 2)
+
+        kv_seq_len = key_states.shape[-2]
+        if past_key_value is not None:
+            kv_seq_len += past_key_value.get_usable_length(kv_seq_len, self.layer_idx)
+        cos, sin = self.rotary_emb(value_states, seq_len=kv_seq_len)  # (S, D) each
+
+        query_states, key_states = apply_rotary_pos_emb(query_states, key_states, cos, sin, position_ids)
+        query_states = self.hook_q(query_states)
+        key_states = self.hook_k(key_states)
+        value_states = self.hook_v(value_states)
+
+        if past_key_value is not None:
+            cache_kwargs = {"sin": sin, "cos": cos}
+            key_states, value_states = past_key_value.update(key_states, value_states, self.layer_idx, cache_kwargs)
+
+        key_states = repeat_kv(key_states, self.num_key_value_groups)    # (B, H, S, D)
+        value_states = repeat_kv(value_states, self.num_key_value_groups)
+
+        if attention_mask is not None:
+            if attention_mask.size() != (bsz, 1, q_len, kv_seq_len):
+                raise ValueError(f"attention_mask is {tuple(attention_mask.size())}, expected (B, 1, T, S) = "
+                                 f"{(bsz, 1, q_len, kv_seq_len)}")
+
+        # on CUDA with a custom mask, torch 2.1's memory-efficient kernel mishandles non-contiguous inputs
+        if query_states.device.type == "cuda" and attention_mask is not None:
+            query_states = query_states.contiguous()
+            key_states = key_states.contiguous()
+            value_states = value_states.contiguous()
+
         attn_output = nn.functional.scaled_dot_product_attention(
-            q, k, v,
+            query_states,
+            key_states,
+            value_states,
             attn_mask=attention_mask,
             dropout_p=self.attention_dropout if self.training else 0.0,
-            # with no mask, a single new token sees everything: causal only matters for T > 1
+            # with no mask a single new token sees every key: causal only matters for T > 1
             is_causal=self.is_causal and attention_mask is None and q_len > 1,
-        )                                                                              # (B, H, T, D)
-        return self._merge_heads(attn_output), None, past_key_value
+        )                                                                # (B, H, T, D)
+
+        # (B, H, T, D) -> (B, T, H, D) -> (B, T, C)
+        attn_output = attn_output.transpose(1, 2).contiguous()
+        attn_output = attn_output.view(bsz, q_len, self.hidden_size)
+
+        attn_output = self.o_proj(self.hook_z(attn_output))              # (B, T, C)
+
+        return attn_output, None, past_key_value
 
 
 MIXTRAL_ATTENTION_CLASSES = {"eager": MixtralAttention, "sdpa": MixtralSdpaAttention}

@@ -131,13 +131,16 @@ def load_pretrained(cls, directory: str, torch_dtype: Optional[torch.dtype] = No
                                 "and model.safetensors (we load from disk only, never from a hub).")
     config = MixtralConfig.from_pretrained(directory, **config_overrides)
     tensors = read_safetensors(directory)
-    # a bare MixtralModel saved by transformers has no "model." prefix; the causal LM needs it
-    from .causal_lm import MixtralForCausalLM
-    if cls is MixtralForCausalLM and not any(k.startswith("model.") for k in tensors):
-        tensors = {f"model.{k}": v for k, v in tensors.items()}
-    elif cls is not MixtralForCausalLM and all(k.startswith(("model.", "lm_head.")) for k in tensors):
-        tensors = {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
     model = cls(config)
+    # As transformers decides it: a model that holds its backbone under `base_model_prefix`
+    # (MixtralForCausalLM.model) loads a bare backbone's keys with "model." put in front; the
+    # backbone itself loads a causal LM's "model." keys without it (and leaves its lm_head out).
+    prefix = cls.base_model_prefix + "."
+    expects_prefix = hasattr(model, cls.base_model_prefix)
+    if expects_prefix and not any(k.startswith(prefix) for k in tensors):
+        tensors = {prefix + k: v for k, v in tensors.items()}
+    elif not expects_prefix and any(k.startswith(prefix) for k in tensors):
+        tensors = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
     load_state_dict_strict(model, tensors)
     if torch_dtype is not None:
         model = model.to(torch_dtype)

@@ -2,8 +2,9 @@
 
 A `HookPoint` returns its input unchanged. With no hook attached that is all
 it does (one attribute check), so the model pays nothing for being observable.
-Hooks are attached through `mixtral_edu.observe.capture` (scoped, always removed); a
-hook may read the tensor or return a replacement for it.
+Hooks are attached through `mixtral_edu.hooks` / `run_with_cache` (scoped, always
+removed); a hook may read the tensor or return a replacement for it. PyTorch's
+`register_forward_hook` on a HookPoint works as well (see HookPoint).
 """
 from __future__ import annotations
 
@@ -16,7 +17,12 @@ HookFn = Callable[[torch.Tensor, "HookPoint"], Optional[torch.Tensor]]
 
 
 class HookPoint(nn.Module):
-    """An identity with a name. `fns` run in order; one returning a tensor replaces x."""
+    """An identity with a name. `fns` run in order; one returning a tensor replaces x.
+
+    PyTorch's own module hooks work too: `point.register_forward_hook(fn)` fires on every
+    call (fn(point, (x,), x) may return a replacement), and its handle's remove() stops it.
+    They run through `nn.Module.__call__`, so they cost nothing while none is registered.
+    """
 
     def __init__(self, doc: str = "") -> None:
         super().__init__()
@@ -34,10 +40,43 @@ class HookPoint(nn.Module):
         return x
 
     def forward(self, x):
-        return self(x)
+        return x
+
+    # -- PyTorch's module hooks -------------------------------------------------------------------
+    # __call__ above skips nn.Module.__call__, where torch runs its hooks. Registering one also
+    # puts `run_torch_hooks` among `fns`, which sends the tensor through nn.Module.__call__
+    # (forward is the identity) so torch runs them; it takes itself out once none is left.
+    def register_forward_pre_hook(self, *args, **kwargs):
+        return self._with_torch_hooks(super().register_forward_pre_hook(*args, **kwargs))
+
+    def register_forward_hook(self, *args, **kwargs):
+        return self._with_torch_hooks(super().register_forward_hook(*args, **kwargs))
+
+    def register_full_backward_pre_hook(self, *args, **kwargs):
+        return self._with_torch_hooks(super().register_full_backward_pre_hook(*args, **kwargs))
+
+    def register_full_backward_hook(self, *args, **kwargs):
+        return self._with_torch_hooks(super().register_full_backward_hook(*args, **kwargs))
+
+    def _with_torch_hooks(self, handle):
+        if run_torch_hooks not in self.fns:
+            self.fns.append(run_torch_hooks)
+        return handle
+
+    def _has_torch_hooks(self) -> bool:
+        return bool(self._forward_pre_hooks or self._forward_hooks
+                    or self._backward_pre_hooks or self._backward_hooks)
 
     def extra_repr(self) -> str:
         return self.doc
+
+
+def run_torch_hooks(x: torch.Tensor, point: HookPoint) -> Optional[torch.Tensor]:
+    """The `fns` entry that runs the point's PyTorch hooks (see HookPoint)."""
+    if not point._has_torch_hooks():
+        point.fns.remove(run_torch_hooks)  # every handle was removed: back to the free path
+        return None
+    return nn.Module.__call__(point, x)
 
 
 def name_hook_points(model: nn.Module) -> None:

@@ -14,9 +14,24 @@ from torch.utils.checkpoint import checkpoint
 from .cache import Cache, DynamicCache
 from .config import MixtralConfig
 from .decoder import MixtralDecoderLayer, MixtralRMSNorm
-from .hook_points import HookPoint, name_hook_points
+from .hook_points import HookPoint, run_torch_hooks, name_hook_points
 from .masks import prepare_4d_causal_attention_mask, prepare_4d_causal_attention_mask_for_sdpa
 from .outputs import MoeModelOutputWithPast
+
+
+def check_position_ids(position_ids: torch.Tensor, kv_seq_len: int) -> None:
+    """Given position ids must index the rotary tables, which cover the S = P + T keys.
+
+    Checked once per call here, not in every layer: reading a tensor's values is a device sync.
+    """
+    if position_ids.device.type == "meta" or position_ids.numel() == 0:
+        return
+    low, high = (int(v) for v in torch.aminmax(position_ids))
+    if low < 0 or high >= kv_seq_len:
+        raise ValueError(
+            f"position_ids lie in [{low}, {high}], but the keys (cache + new tokens) cover positions "
+            f"0 .. {kv_seq_len - 1}. Position ids count from 0 at the first non-pad token: build them "
+            "with attention_mask.long().cumsum(-1) - 1, or leave them out.")
 
 
 class MixtralPreTrainedModel(nn.Module):
@@ -62,18 +77,9 @@ class MixtralPreTrainedModel(nn.Module):
         return {n: m.doc for n, m in self.hook_points().items()}
 
     def reset_hooks(self) -> None:
+        """Take every hook fn off every hook point (PyTorch hooks stay: their handles remove them)."""
         for point in self.hook_points().values():
-            point.fns.clear()
-
-    # -- MoE dispatch -------------------------------------------------------------
-    def set_moe_dispatch(self, mode: str) -> None:
-        """"loop" (readable default) or "grouped" (tokens sorted by expert); same results."""
-        from .moe import DISPATCH_MODES, MixtralSparseMoeBlock
-        if mode not in DISPATCH_MODES:
-            raise ValueError(f"MoE dispatch must be one of {DISPATCH_MODES}, got {mode!r}.")
-        for m in self.modules():
-            if isinstance(m, MixtralSparseMoeBlock):
-                m.dispatch = mode
+            point.fns[:] = [fn for fn in point.fns if fn is run_torch_hooks]
 
     # -- gradient checkpointing -----------------------------------------------------
     def gradient_checkpointing_enable(self) -> None:
@@ -198,6 +204,7 @@ class MixtralModel(MixtralPreTrainedModel):
                                         dtype=torch.long, device=device).unsqueeze(0)       # (1, T)
         else:
             position_ids = position_ids.view(-1, seq_length).long()                          # (B, T)
+            check_position_ids(position_ids, past_key_values_length + seq_length)
 
         if inputs_embeds is None:
             inputs_embeds = self.embed_tokens(input_ids)                                     # (B, T, C)

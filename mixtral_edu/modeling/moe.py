@@ -16,9 +16,6 @@ from torch import nn
 from .config import MixtralConfig
 from .hook_points import HookPoint
 
-DISPATCH_MODES = ("loop", "grouped")
-
-
 class MixtralBlockSparseTop2MLP(nn.Module):
     """One expert: a SwiGLU MLP, w2(silu(w1 x) * w3 x). w1, w3: (I, C); w2: (C, I)."""
 
@@ -30,21 +27,23 @@ class MixtralBlockSparseTop2MLP(nn.Module):
         self.w2 = nn.Linear(self.ffn_dim, self.hidden_dim, bias=False)
         self.w3 = nn.Linear(self.hidden_dim, self.ffn_dim, bias=False)
         self.act_fn = nn.SiLU()
-        self.hook_in = HookPoint("(n_e, C) the tokens routed to this expert")
+        self.hook_in = HookPoint("(n_e, C) the tokens routed to this expert (n_e = 0 when none chose it)")
         self.hook_out = HookPoint("(n_e, C) this expert's output, before the routing weight")
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
-        """(n, C) -> (n, C)."""
+        """(n_e, C) -> (n_e, C)."""
         hidden_states = self.hook_in(hidden_states)
-        return self.hook_out(self.w2(self.act_fn(self.w1(hidden_states)) * self.w3(hidden_states)))
+        current_hidden_states = self.act_fn(self.w1(hidden_states)) * self.w3(hidden_states)  # (n_e, I)
+        current_hidden_states = self.w2(current_hidden_states)                                # (n_e, C)
+        return self.hook_out(current_hidden_states)
 
 
 class MixtralSparseMoeBlock(nn.Module):
     """Router + E experts. forward: (B, T, C) -> ((B, T, C), router_logits (N, E)).
 
-    `dispatch` chooses how tokens reach experts: "loop" (default, the readable
-    per-expert loop of transformers) or "grouped" (sort tokens by expert once);
-    both give the same result.
+    Tokens reach the experts as in transformers: a loop over all E experts, each called
+    on the tokens that chose it (an empty (0, C) batch when none did). A faster dispatch
+    with the same results lives outside the teaching code: mixtral_edu.fast.grouped_moe.
     """
 
     def __init__(self, config: MixtralConfig):
@@ -56,7 +55,6 @@ class MixtralSparseMoeBlock(nn.Module):
         self.gate = nn.Linear(self.hidden_dim, self.num_experts, bias=False)
         self.experts = nn.ModuleList([MixtralBlockSparseTop2MLP(config) for _ in range(self.num_experts)])
         self.jitter_noise = config.router_jitter_noise
-        self.dispatch = "loop"
 
         self.hook_router_logits = HookPoint("(N, E) router scores, model dtype, before softmax")
         self.hook_router_probs = HookPoint("(N, E) router probabilities, fp32")
@@ -64,65 +62,44 @@ class MixtralSparseMoeBlock(nn.Module):
         self.hook_topk_weights = HookPoint("(N, K) their weights, renormalised to sum to 1")
         self.hook_out = HookPoint("(B, T, C) the block's output, before the residual add")
 
-    def route(self, hidden_states: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(N, C) -> router_logits (N, E), weights (N, K), selected experts (N, K)."""
-        router_logits = self.hook_router_logits(self.gate(hidden_states))
-        probs = self.hook_router_probs(F.softmax(router_logits, dim=1, dtype=torch.float))
-        routing_weights, selected_experts = torch.topk(probs, self.top_k, dim=-1)
-        selected_experts = self.hook_topk_indices(selected_experts)
-        # keep the K chosen experts' shares only, rescaled so they sum to 1
-        routing_weights = routing_weights / routing_weights.sum(dim=-1, keepdim=True)
-        routing_weights = self.hook_topk_weights(routing_weights.to(hidden_states.dtype))
-        return router_logits, routing_weights, selected_experts
-
     def forward(self, hidden_states: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         batch_size, sequence_length, hidden_dim = hidden_states.shape
         if self.training and self.jitter_noise > 0:
-            # multiplicative noise on the router's input, training only
+            # multiplicative noise on the router's input, training only. (transformers multiplies in
+            # place, `*=`; a new tensor here, so the caller's tensor, perhaps held by a hook, stays as it was)
             hidden_states = hidden_states * torch.empty_like(hidden_states).uniform_(
                 1.0 - self.jitter_noise, 1.0 + self.jitter_noise)
         hidden_states = hidden_states.view(-1, hidden_dim)                     # (B, T, C) -> (N, C)
-        router_logits, routing_weights, selected_experts = self.route(hidden_states)
-        if self.dispatch == "loop":
-            out = self._dispatch_loop(hidden_states, routing_weights, selected_experts)
-        elif self.dispatch == "grouped":
-            out = self._dispatch_grouped(hidden_states, routing_weights, selected_experts)
-        else:
-            raise ValueError(f"dispatch must be one of {DISPATCH_MODES}, got {self.dispatch!r}.")
-        out = out.reshape(batch_size, sequence_length, hidden_dim)             # (N, C) -> (B, T, C)
-        return self.hook_out(out), router_logits
+        router_logits = self.hook_router_logits(self.gate(hidden_states))      # (N, E)
 
-    def _dispatch_loop(self, x, routing_weights, selected_experts):
-        """Visit every expert; send it the tokens that chose it; add its weighted output back."""
-        final = torch.zeros_like(x)                                            # (N, C)
-        # (N, K, E) one-hot -> (E, K, N): expert_mask[e, k, n] = token n's k-th choice is e
+        routing_weights = self.hook_router_probs(F.softmax(router_logits, dim=1, dtype=torch.float))  # (N, E)
+        routing_weights, selected_experts = torch.topk(routing_weights, self.top_k, dim=-1)         # (N, K) each
+        selected_experts = self.hook_topk_indices(selected_experts)
+        # keep the K chosen experts' shares only, rescaled so they sum to 1
+        routing_weights /= routing_weights.sum(dim=-1, keepdim=True)
+        # back to the model dtype before the weights scale the experts' outputs
+        routing_weights = self.hook_topk_weights(routing_weights.to(hidden_states.dtype))
+
+        final_hidden_states = torch.zeros(
+            (batch_size * sequence_length, hidden_dim), dtype=hidden_states.dtype, device=hidden_states.device
+        )                                                                      # (N, C)
+
+        # (N, K, E) one-hot -> (E, K, N): expert_mask[e, k, n] = 1 when token n's k-th choice is e
         expert_mask = F.one_hot(selected_experts, num_classes=self.num_experts).permute(2, 1, 0)
-        for expert_idx, expert in enumerate(self.experts):
-            slot, token = torch.where(expert_mask[expert_idx])                 # (n_e,), (n_e,)
-            if token.numel() == 0 and not expert.hook_in.fns:
-                continue  # nobody chose this expert; the sum would add nothing
-            expert_out = expert(x[token])                                      # (n_e, C)
-            expert_out = expert_out * routing_weights[token, slot, None]        # weight of that choice
-            final.index_add_(0, token, expert_out.to(x.dtype))                  # scatter back, summing
-        return final
 
-    def _dispatch_grouped(self, x, routing_weights, selected_experts):
-        """Sort the N*K (token, expert) pairs by expert, run each expert once on a contiguous slice."""
-        flat_expert = selected_experts.reshape(-1)                             # (N*K,)
-        order = torch.argsort(flat_expert, stable=True)                        # pairs grouped by expert
-        token = order // self.top_k                                            # (N*K,) token of each pair
-        weight = routing_weights.reshape(-1)[order, None]                       # (N*K, 1)
-        counts = torch.bincount(flat_expert, minlength=self.num_experts).tolist()
-        xs = x[token]                                                          # (N*K, C) in expert order
-        outs = []
-        start = 0
-        for expert, n in zip(self.experts, counts):
-            if n or expert.hook_in.fns:
-                outs.append(expert(xs[start:start + n]))
-            start += n
-        final = torch.zeros_like(x)
-        final.index_add_(0, token, (torch.cat(outs) * weight).to(x.dtype))
-        return final
+        # every expert runs, even on no tokens, as in transformers: a hook on it always fires
+        for expert_idx in range(self.num_experts):
+            expert_layer = self.experts[expert_idx]
+            idx, top_x = torch.where(expert_mask[expert_idx])                  # slot k, token n: (n_e,) each
+
+            # gather the tokens that chose this expert, run it, scale each row by the weight of that choice
+            current_state = hidden_states[None, top_x].reshape(-1, hidden_dim)  # (n_e, C)
+            current_hidden_states = expert_layer(current_state) * routing_weights[top_x, idx, None]
+
+            # scatter back, summing: a token's K contributions add up
+            final_hidden_states.index_add_(0, top_x, current_hidden_states.to(hidden_states.dtype))
+        final_hidden_states = final_hidden_states.reshape(batch_size, sequence_length, hidden_dim)  # (B, T, C)
+        return self.hook_out(final_hidden_states), router_logits
 
 
 def load_balancing_loss_func(gate_logits, num_experts: int, top_k: int = 2,

@@ -49,18 +49,19 @@ class MixtralRotaryEmbedding(nn.Module):
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:
     """(..., D) -> (..., D): [x1, x2] becomes [-x2, x1], a 90-degree turn of each (d, d + D/2) pair."""
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    x1 = x[..., : x.shape[-1] // 2]
+    x2 = x[..., x.shape[-1] // 2:]
+    return torch.cat((-x2, x1), dim=-1)
 
 
 def apply_rotary_pos_emb(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                          position_ids: torch.Tensor, unsqueeze_dim: int = 1) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Rotate q (B, H, T, D) and k (B, Hkv, T, D) by the angles of their positions (B, T)."""
-    if position_ids.device.type != "meta" and position_ids.numel() and int(position_ids.max()) >= cos.shape[0]:
-        raise ValueError(
-            f"position id {int(position_ids.max())} is beyond the {cos.shape[0]} positions covered by the "
-            "keys (cache + new tokens). Position ids count from 0 at the first non-pad token."
-        )
-    cos = cos[position_ids].unsqueeze(unsqueeze_dim)  # (B, 1, T, D): broadcast over heads
+    """Rotate q (B, H, T, D) and k (B, Hkv, T, D) by the angles of their positions (B, T).
+
+    position_ids must index rows of cos/sin; MixtralModel.forward checks that once per call.
+    """
+    cos = cos[position_ids].unsqueeze(unsqueeze_dim)  # (B, T, D) -> (B, 1, T, D): broadcast over heads
     sin = sin[position_ids].unsqueeze(unsqueeze_dim)
-    return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+    q_embed = (q * cos) + (rotate_half(q) * sin)
+    k_embed = (k * cos) + (rotate_half(k) * sin)
+    return q_embed, k_embed
