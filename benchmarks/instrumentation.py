@@ -2,9 +2,9 @@
 
 (a) Nothing attached. Every HookPoint stays in the model, so there is no "plain" build of
     the same code to time against. Two measurements stand in for one:
-      - an upper bound: [(HookPoint calls per forward) x (one `self.hook_x(x)` with nothing
-        attached) + (experts left without tokens) x (one `expert.hook_in.fns` check in the
-        MoE loop)] / (time of that forward), costs micro-benchmarked;
+      - an upper bound: (HookPoint calls per forward) x (one `self.hook_x(x)` with nothing
+        attached) / (time of that forward), the call micro-benchmarked (the MoE loop calls
+        every expert, as transformers does: no other check depends on hooks);
       - transformers' model (no hook points at all) as the plain reference: the speed
         ratio ours/theirs of one forward on the same weights, prefill and one decode step
         (> 1: ours is faster).
@@ -31,13 +31,11 @@ from mixtral_edu.modeling.hook_points import HookPoint, name_hook_points
 from .common import Settings, Stats, build_pair, compare, greedy, paired, prompt
 
 
-def hook_call_cost(block, number: int = 200_000, repeat: int = 5) -> dict:
+def hook_call_cost(number: int = 200_000, repeat: int = 5) -> dict:
     """Seconds per at-rest cost item, loop overhead included (timeit, median of `repeat`).
 
     hookpoint_call_s: `self.hook_x(x)` as the model code does it: the attribute lookup (a plain
-    instance attribute, see hooks.name_hook_points), then HookPoint.__call__ finding no fns.
-    expert_check_s: `expert.hook_in.fns`, which the MoE loop evaluates for each expert that
-    got no token (transformers skips such an expert on the token count alone).
+    instance attribute, see hook_points.name_hook_points), then HookPoint.__call__ finding no fns.
     python_identity_call_s: a bare Python function call, for scale.
     """
     holder = nn.Module()
@@ -49,22 +47,11 @@ def hook_call_cost(block, number: int = 200_000, repeat: int = 5) -> dict:
         return Stats([t / number for t in timeit.Timer(stmt, globals=g).repeat(repeat=repeat, number=number)]).to_dict()
 
     return {"hookpoint_call_s": per_call("h.hook_x(x)", {"h": holder, "x": x}),
-            "expert_check_s": per_call("e.hook_in.fns", {"e": block.experts[block.num_experts - 1]}),
             "python_identity_call_s": per_call("f(x)", {"f": _identity, "x": x})}
 
 
 def _identity(x):
     return x
-
-
-def count_empty_expert_checks(model, fn) -> int:
-    """Experts that got no token, summed over layers and forward calls of fn (each costs one check)."""
-    _, cache = mixtral_edu.run_with_cache(model, fn, names="*.hook_topk_indices")
-    total = 0
-    for name in cache.keys():
-        for chosen in cache.calls(name):
-            total += model.config.num_local_experts - int(torch.unique(chosen).numel())
-    return total
 
 
 def count_hook_calls(fn) -> int:
@@ -91,10 +78,9 @@ def run(settings: Settings, log=print) -> dict:
     for name in s.models:
         ours, theirs = build_pair(name, "sdpa", s.seed)
         if cost is None:
-            cost = hook_call_cost(ours.model.layers[0].block_sparse_moe, number=5_000 if s.quick else 200_000,
-                                  repeat=3 if s.quick else 5)
-            per_call, per_check = cost["hookpoint_call_s"]["median"], cost["expert_check_s"]["median"]
-            log(f"  empty HookPoint call: {per_call * 1e9:.0f} ns; empty-expert hook check: {per_check * 1e9:.0f} ns")
+            cost = hook_call_cost(number=5_000 if s.quick else 200_000, repeat=3 if s.quick else 5)
+            per_call = cost["hookpoint_call_s"]["median"]
+            log(f"  empty HookPoint call: {per_call * 1e9:.0f} ns")
         ids, mask = prompt(1, s.prompt_len, ours.config.vocab_size, s.seed)
         with torch.no_grad():
             legacy_ours = ours(ids, attention_mask=mask, use_cache=True).past_key_values  # no cache in: a tuple out
@@ -120,10 +106,9 @@ def run(settings: Settings, log=print) -> dict:
         runs = {"prefill": prefill(ours), "decode_step": step(ours, legacy_ours),
                 "generate": lambda: greedy(ours, ids, mask, s.trace_new_tokens)}
         calls = {k: count_hook_calls(f) for k, f in runs.items()}
-        checks = {k: count_empty_expert_checks(ours, f) for k, f in runs.items()}
 
         def bound(kind, time_s):
-            return (calls[kind] * per_call + checks[kind] * per_check) / time_s
+            return calls[kind] * per_call / time_s
 
         def traced_generate():
             with mixtral_edu.trace(ours):
@@ -160,7 +145,6 @@ def run(settings: Settings, log=print) -> dict:
             "generate_new_tokens": s.trace_new_tokens,
             "hook_points": len(ours.hook_points()),
             "hook_calls": calls,
-            "empty_expert_checks": checks,
             "captured_points": len(captured),
             "times": {k: v.to_dict() for k, v in t.items()},
             # upper bound of hooks-at-rest overhead, as a fraction of our own forward time

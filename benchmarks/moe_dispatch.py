@@ -2,31 +2,38 @@
 
 One MixtralSparseMoeBlock (layer 0 of the model, with its weights) runs forward on
 (1, N, C) random hidden states for several token counts N. Three variants on the same
-weights, timed side by side: ours with dispatch="loop" (the default, transformers' loop),
-ours with dispatch="grouped", and transformers' own MixtralSparseMoeBlock as reference.
+weights, timed side by side: ours (mixtral_edu.modeling.moe, transformers' per-expert loop),
+ours grouped (mixtral_edu.fast.grouped_moe: tokens sorted by expert once), and transformers'
+own MixtralSparseMoeBlock as reference.
 Small N calls are batched so that one sample lasts at least `moe_min_sample_s`; the
 time reported is per forward call.
 """
 from __future__ import annotations
 
 import copy
+from contextlib import ExitStack
 from typing import List
 
 import torch
+
+from mixtral_edu.fast.grouped_moe import grouped_moe
 
 from .common import Settings, build_pair, calibrate, compare, paired
 
 
 def run(settings: Settings, log=print) -> dict:
-    s = settings
+    with ExitStack() as stack:  # the grouped copies run grouped until the end
+        return _run(settings, stack, log)
+
+
+def _run(s: Settings, stack: ExitStack, log) -> dict:
     rows: List[dict] = []
     configs = []
     for name in s.models:
         ours, theirs = build_pair(name, "sdpa", s.seed)
         loop = copy.deepcopy(ours.model.layers[0].block_sparse_moe)
-        loop.dispatch = "loop"
         grouped = copy.deepcopy(loop)
-        grouped.dispatch = "grouped"
+        stack.enter_context(grouped_moe(grouped))
         reference = copy.deepcopy(theirs.model.layers[0].block_sparse_moe)
         del ours, theirs
         cfg = {"model": name, "hidden_size": loop.hidden_dim, "intermediate_size": loop.ffn_dim,
@@ -61,7 +68,7 @@ def run(settings: Settings, log=print) -> dict:
 
 
 def _busy_experts(block, x: torch.Tensor) -> int:
-    """How many experts got at least one token (the loop skips the others)."""
+    """How many experts got at least one token (the others run on an empty batch)."""
     with torch.no_grad():
-        _, _, selected = block.route(x.view(-1, x.shape[-1]))
-    return int(torch.unique(selected).numel())
+        router_logits = block.gate(x.view(-1, x.shape[-1]))                     # (N, E)
+    return int(torch.unique(torch.topk(router_logits, block.top_k, dim=-1).indices).numel())

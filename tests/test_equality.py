@@ -7,7 +7,6 @@ fp32 logits must agree within 1e-5 absolute; things that are exact by constructi
 """
 from __future__ import annotations
 
-import copy
 import itertools
 
 import pytest
@@ -791,27 +790,27 @@ def test_bf16_moe_block_equal():
 
 
 # --------------------------------------------------------------------------------------------
-# MoE dispatch
+# The teaching forwards compute what transformers' do, bit for bit
 # --------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("overrides", [{}, dict(num_experts_per_tok=1), dict(num_local_experts=8, num_experts_per_tok=3)],
-                         ids=["top2", "top1", "8experts-top3"])
-def test_grouped_dispatch_equals_loop(overrides):
-    loop, theirs = make_pair(**overrides)
-    grouped = copy.deepcopy(loop)
-    grouped.set_moe_dispatch("grouped")
-    assert all(m.dispatch == "grouped" for m in grouped.modules() if isinstance(m, our_moe.MixtralSparseMoeBlock))
-    ids, mask = left_padded(3, 10, pads=[0, 2, 6], seed=21)
-    single = random_ids(1, 1, seed=22)          # one token: most experts receive nobody
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("impl", ["eager", "sdpa"])
+def test_attention_and_moe_block_bit_equal(impl, dtype):
+    """Same statements in the same order: the same bits, not just within a tolerance."""
+    ours, theirs = make_pair(attn_implementation=impl, num_local_experts=8)
+    ours, theirs = ours.to(dtype), theirs.to(dtype)
+    x = torch.randn(2, 9, 32).to(dtype)
+    ids, mask = left_padded(2, 9, pads=[0, 3], seed=4)
+    pos = positions_from_mask(mask)
+    mask4d = our_masks.prepare_4d_causal_attention_mask(mask, (2, 9), x, 0)
     with torch.no_grad():
-        for x, m in ((ids, mask), (single, None)):
-            a = loop(x, attention_mask=m, output_router_logits=True)
-            b = grouped(x, attention_mask=m, output_router_logits=True)
-            torch.testing.assert_close(b.logits, a.logits, atol=1e-6, rtol=0)
-            assert_same_structure(b.router_logits, a.router_logits)
-            close(b.logits, theirs(x, attention_mask=m).logits)
-    with pytest.raises(ValueError):
-        grouped.set_moe_dispatch("scatter")
+        for o_layer, t_layer in zip(ours.model.layers, theirs.model.layers):
+            a, b = o_layer.block_sparse_moe(x), t_layer.block_sparse_moe(x.clone())
+            assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+            a = o_layer.self_attn(x, attention_mask=mask4d, position_ids=pos)
+            b = t_layer.self_attn(x, attention_mask=mask4d, position_ids=pos)
+            assert torch.equal(a[0], b[0])
+        assert torch.equal(ours(ids, attention_mask=mask).logits, theirs(ids, attention_mask=mask).logits)
 
 
 def test_mask_values_other_than_one_hide_keys_like_transformers():

@@ -7,10 +7,11 @@ The teaching block (`mixtral_edu.modeling.moe`) follows transformers 4.41.2: for
 the E experts it scans the whole (K, N) expert mask with `torch.where`, gathers that
 expert's rows and scatters them back, E passes over the bookkeeping. Here one stable
 argsort of the N*K chosen experts puts each expert's tokens in one contiguous slice;
-each expert runs once on its slice and a single `index_add_` sums everything back. A
-token's K contributions are added in the same order (by expert index), so the result is
-the loop's. The same hook points fire in the same order, and every expert is called,
-even on no tokens, as in the loop. tests/fast checks both against the loop.
+each expert runs once on its slice and a single `index_add_` sums everything back. Each
+expert sees its rows in the loop's order and a token's K contributions are added in the
+loop's order (by expert), so the result is the loop's, bit for bit. The same hook points
+fire in the same order, and every expert is called, even on no tokens, as in the loop.
+tests/fast checks both against the loop.
 """
 from __future__ import annotations
 
@@ -27,13 +28,15 @@ from ..modeling.moe import MixtralSparseMoeBlock
 def grouped_dispatch(hidden_states: torch.Tensor, routing_weights: torch.Tensor, selected_experts: torch.Tensor,
                      experts: nn.ModuleList) -> torch.Tensor:
     """x (N, C), weights and choices (N, K) -> (N, C): each expert's weighted outputs summed per token."""
-    top_k = selected_experts.shape[1]
-    flat_expert = selected_experts.reshape(-1)                             # (N*K,) pair j = n * K + k
+    n_tokens = selected_experts.shape[0]
+    # pair j = k * N + n, slot-major as torch.where lists them in the loop, so that each expert
+    # receives its rows in the loop's order and the results agree bit for bit
+    flat_expert = selected_experts.t().reshape(-1)                         # (K*N,)
     order = torch.argsort(flat_expert, stable=True)                        # pairs grouped by expert
-    token = order // top_k                                                 # (N*K,) token of each sorted pair
-    weight = routing_weights.reshape(-1)[order, None]                      # (N*K, 1)
+    token = order % n_tokens                                               # (K*N,) token of each sorted pair
+    weight = routing_weights.t().reshape(-1)[order, None]                  # (K*N, 1)
     counts = torch.bincount(flat_expert, minlength=len(experts)).tolist()  # tokens per expert, (E,)
-    rows = hidden_states[token]                                            # (N*K, C) in expert order
+    rows = hidden_states[token]                                            # (K*N, C) in expert order
     outs: List[torch.Tensor] = []
     start = 0
     for expert, n in zip(experts, counts):
