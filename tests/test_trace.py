@@ -287,23 +287,23 @@ def test_nodes_read_late_show_what_they_showed_at_the_time(model, prompt):
 
 def test_snapshots_write_out_as_summarize_would():
     from mixtral_edu.modeling.cache import DynamicCache
-    from mixtral_edu.observe.records import _snap, _unsnap, summarize
+    from mixtral_edu.observe.records import snapshot, summarize, unsnap
     cache = DynamicCache()
     cache.update(torch.zeros(1, 2, 3, 4), torch.zeros(1, 2, 3, 4), 0)
     values = [torch.randn(2, 3), torch.arange(40).reshape(5, 8), torch.randn(4, 8), torch.ones(3, dtype=torch.bfloat16),
               torch.tensor([float("inf"), float("nan")]), torch.empty(2, 3, device="meta"), torch.tensor(True),
               None, 3, "x", (torch.randn(2), None, cache), cache, ((torch.zeros(1, 2, 5, 4), torch.zeros(1, 2, 5, 4)),)]
     for x in values:
-        assert _unsnap(_snap(x)) == summarize(x), x
+        assert unsnap(snapshot(x)) == summarize(x), x
 
 
 def test_snapshots_keep_the_values_of_call_time():
-    from mixtral_edu.observe.records import _snap, _unsnap
+    from mixtral_edu.observe.records import snapshot, unsnap
     x = torch.tensor([[1, 2, 3]])
-    first = _snap(x)
+    first = snapshot(x)
     x.add_(10)  # changed in place after the call
-    assert _unsnap(first)["values"] == [[1, 2, 3]]
-    assert _unsnap(_snap(x))["values"] == [[11, 12, 13]]
+    assert unsnap(first)["values"] == [[1, 2, 3]]
+    assert unsnap(snapshot(x))["values"] == [[11, 12, 13]]
 
 
 def test_nodes_read_while_their_call_is_open_still_get_their_result(model, prompt):

@@ -98,7 +98,8 @@ def _eager_only_error(names: List[str]) -> EagerOnlyError:
         "(sdpa then falls back to eager for it).")
 
 
-def _remove_fn(point: HookPoint, fn: Callable) -> None:
+def remove_fn(point: HookPoint, fn: Callable) -> None:
+    """Take fn off the point: this very function object, not an equal one."""
     for i, f in enumerate(point.fns):
         if f is fn:  # by identity: an equal function may belong to another hook
             del point.fns[i]
@@ -131,7 +132,7 @@ def hooks(model: nn.Module, *specs: Dict[str, Union[HookFn, Sequence[HookFn]]],
         yield model
     finally:
         for point, fn in reversed(attached):
-            _remove_fn(point, fn)
+            remove_fn(point, fn)
 
 
 def disable_expert(layer: Optional[int], expert: int) -> Dict[str, HookFn]:
@@ -264,5 +265,5 @@ def run_with_cache(model: nn.Module, *args: Any, names: Names = None, **kwargs: 
     finally:
         handle.remove()
         for point, fn in reversed(attached):
-            _remove_fn(point, fn)
+            remove_fn(point, fn)
     return out, cache

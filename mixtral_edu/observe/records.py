@@ -1,14 +1,14 @@
-"""What a trace holds: call nodes, per-step records, and how they are written out.
+"""What a trace holds: call nodes, per-step records, and the facts written into them.
 
-`mixtral_edu.trace` records; this module is what it records into. A traced module call
-notes snapshots (`_snap`: shapes, dtypes, small values read at call time) and registers
-its facts as functions of recorded data (`Node.later`); a `Node` writes both out the first
-time it is read. Also here: the summaries (`summarize`), the facts per kind of call, and
-the text and HTML views of a tree. Shape legend: mixtral_edu.config.
+`mixtral_edu.trace` (observe/tracer.py) records; this module is what it records into. A
+traced module call notes snapshots (`snapshot`: shapes, dtypes, small values read at call
+time, set with `Node.note`) and registers its facts as functions of recorded data
+(`Node.later`); a `Node` writes both out the first time it is read. Also here: the
+summaries (`summarize`) and the facts per kind of call. How a tree is shown (text, HTML,
+JSON) is observe/render.py. Shape legend: mixtral_edu/modeling/config.py.
 """
 from __future__ import annotations
 
-import html
 import math
 import time
 from dataclasses import dataclass, field
@@ -26,12 +26,11 @@ _now = time.perf_counter
 MAX_VALUES = 64       # an integer tensor with at most this many elements shows its values in the tree
 MAX_FLOAT_VALUES = 16  # the same for float tensors (their few values rarely teach much)
 MAX_KEPT = 1 << 20    # step records keep tensors up to this many elements (mask, weights, probs, logits)
-TEXT_TOKENS = 12      # router lines per MoE node in the text view (the data has them all)
 
 
 # -- plain-data summaries ---------------------------------------------------------------
 
-def _is_meta(t: torch.Tensor) -> bool:
+def is_meta(t: torch.Tensor) -> bool:
     return t.device.type == "meta"
 
 
@@ -50,36 +49,35 @@ def _rounded(v: Any) -> Any:
     return round(v, 4) if math.isfinite(v) else str(v)  # JSON has no literal for inf / nan
 
 
-def _keep(t: Any, limit: int = MAX_KEPT) -> Optional[torch.Tensor]:
+def keep(t: Any, limit: int = MAX_KEPT) -> Optional[torch.Tensor]:
     """A detached copy for a record, so later in-place ops cannot change it (None if too big)."""
     if not isinstance(t, torch.Tensor) or t.numel() > limit:
         return None
     return (t.detach() if t.requires_grad else t).clone()
 
 
-def _is_legacy_cache(x: Any) -> bool:
+def is_legacy_cache(x: Any) -> bool:
     return (isinstance(x, tuple) and len(x) > 0 and isinstance(x[0], tuple) and len(x[0]) == 2
             and isinstance(x[0][0], torch.Tensor))
 
 
 _DTYPE_NAMES: Dict[torch.dtype, str] = {}   # names made once: str(dtype) and device.type are slow
 _DEVICE_NAMES: Dict[torch.device, str] = {}
-_PLAIN = (bool, int, str)  # summaries of these are the values themselves
-ROLES = ("causal_lm", "model", "embed", "layer", "norm", "attn", "moe", "expert", "lm_head")
+PLAIN = (bool, int, str)  # summaries of these are the values themselves
 
 
 def summarize(x: Any) -> Any:
     """JSON-able description: tensors by shape/dtype (+ values when small), caches by length."""
     if isinstance(x, torch.Tensor):
-        return _unsnap(_tensor_snap(x))
-    if x is None or type(x) in _PLAIN:
+        return unsnap(_tensor_snap(x))
+    if x is None or type(x) in PLAIN:
         return x
     if type(x) is DynamicCache:  # ours: the lengths are right there (get_seq_length per layer costs more)
         return {"cache": "DynamicCache", "tokens_per_layer": [k.shape[-2] for k in x.key_cache]}
     if isinstance(x, Cache):  # layers fill one by one during a forward: show each one's length
         n_layers = len(x) if hasattr(type(x), "__len__") else 1  # a Cache subclass may not count its layers
         return {"cache": type(x).__name__, "tokens_per_layer": [x.get_seq_length(i) for i in range(n_layers)]}
-    if _is_legacy_cache(x):
+    if is_legacy_cache(x):
         return {"cache": "legacy tuple", "tokens_per_layer": [k.shape[2] for k, _ in x]}
     if isinstance(x, ModelOutput):
         return {k: summarize(getattr(x, k)) for k in x.keys()}
@@ -95,8 +93,8 @@ def summarize(x: Any) -> Any:
 _TENSOR = object()  # marks a tensor snapshot: (_TENSOR, shape, dtype, device, values or None)
 
 
-def _unsnap(v: Any) -> Any:
-    """A snapshot (see `_snap`) written out as `summarize` would have written it at the time."""
+def unsnap(v: Any) -> Any:
+    """A snapshot (see `snapshot`) written out as `summarize` would have written it at the time."""
     if type(v) is tuple and v and v[0] is _TENSOR:
         _, shape, dtype, device, vals = v
         s = {"shape": list(shape), "dtype": _DTYPE_NAMES.get(dtype) or _dtype_name(dtype),
@@ -105,9 +103,9 @@ def _unsnap(v: Any) -> Any:
             s["values"] = _rounded(vals) if dtype.is_floating_point else vals
         return s
     if type(v) is list:
-        return [_unsnap(x) for x in v]
+        return [unsnap(x) for x in v]
     if type(v) is dict:
-        return {k: _unsnap(x) for k, x in v.items()}
+        return {k: unsnap(x) for k, x in v.items()}
     return v
 
 
@@ -131,24 +129,24 @@ def _tensor_snap(x: torch.Tensor) -> tuple:
     return (_TENSOR, x.shape, x.dtype, x.device, vals)
 
 
-def _snap(x: Any) -> Any:
+def snapshot(x: Any) -> Any:
     """What a module call's argument or result was, noted as cheaply as possible.
 
     A tensor becomes a tuple (_TENSOR, shape, dtype, device, its values if it is small: read now,
-    since the tensor may change later); anything else goes through `summarize` at once. `_unsnap`
+    since the tensor may change later); anything else goes through `summarize` at once. `unsnap`
     writes a snapshot out when a node is read. (A memory of tensors already noted, tried for the
     tensors that pass from one module to the next, cost more per miss than it saved per hit.)
     """
     if type(x) is torch.Tensor:
         return _tensor_snap(x)
-    if x is None or type(x) in _PLAIN:
+    if x is None or type(x) in PLAIN:
         return x
-    if type(x) is tuple and not _is_legacy_cache(x):  # module results: (hidden, cache), (out, logits), ...
-        return [_snap(v) for v in x]
+    if type(x) is tuple and not is_legacy_cache(x):  # module results: (hidden, cache), (out, logits), ...
+        return [snapshot(v) for v in x]
     return summarize(x)
 
 
-def _fmt(s: Any) -> str:
+def fmt_summary(s: Any) -> str:
     """One line for a summary: '(2, 5) int64 = [[...]]' (values of integer tensors only)."""
     if isinstance(s, dict) and "shape" in s:
         text = f"({', '.join(map(str, s['shape']))}) {s['dtype']}"
@@ -158,9 +156,9 @@ def _fmt(s: Any) -> str:
     if isinstance(s, dict) and "cache" in s:
         return f"{s['cache']}(tokens per layer {s['tokens_per_layer']})"
     if isinstance(s, dict):
-        return ", ".join(f"{k} {_fmt(v)}" for k, v in s.items())
+        return ", ".join(f"{k} {fmt_summary(v)}" for k, v in s.items())
     if isinstance(s, list):
-        return "(" + ", ".join(_fmt(v) for v in s) + ")"
+        return "(" + ", ".join(fmt_summary(v) for v in s) + ")"
     return repr(s)
 
 
@@ -175,10 +173,10 @@ class Node:
     tree; args / result: summaries (see `summarize`); info: facts worth reading (JSON-able);
     time_ms: wall time, children and tracing included (None for nodes that only report
     what a call prepared); error: the exception's repr if the call raised; depth: steps from
-    the root; t0: time.perf_counter() when the call began.
+    the root; t0: time.perf_counter() when the call began (default: now).
 
     While a trace runs, a module call only notes what it saw: shapes and small values as
-    snapshots (`_snap`), and the facts to write as functions of recorded data. `args`,
+    snapshots (`snapshot`), and the facts to write as functions of recorded data. `args`,
     `result` and `info` are written out the first time they are read, so a traced call pays
     for the recording, and a tree nobody reads never pays for its text.
     """
@@ -187,7 +185,7 @@ class Node:
                  "_args", "_result", "_info", "_later", "_written")
 
     def __init__(self, name: str, mirrors: str, path: str = "", label: str = "", args: Optional[dict] = None,
-                 result: Any = None, info: Optional[dict] = None, depth: int = 0, t0: float = 0.0) -> None:
+                 result: Any = None, info: Optional[dict] = None, depth: int = 0, t0: Optional[float] = None) -> None:
         self.name, self.mirrors, self.path, self.label = name, mirrors, path, label
         self._args = {} if args is None else args
         self._result = result
@@ -197,13 +195,24 @@ class Node:
         self.children: List[Node] = []
         self.time_ms: Optional[float] = None
         self.error: Optional[str] = None
-        self.depth, self._t0 = depth, t0
+        self.depth, self._t0 = depth, _now() if t0 is None else t0
 
     def _write(self) -> None:
         if not self._written:
             self._written = True
-            self._args = {k: _unsnap(v) for k, v in self._args.items()}
-            self._result = _unsnap(self._result)
+            self._args = {k: unsnap(v) for k, v in self._args.items()}
+            self._result = unsnap(self._result)
+
+    def note(self, args: Optional[Dict[str, Any]] = None, result: Any = None) -> None:
+        """Set args and/or result from snapshots (see `snapshot`): written out when first read."""
+        if args is not None:
+            self._args = {k: unsnap(v) for k, v in args.items()} if self._written else args
+        if result is not None:
+            self._result = unsnap(result) if self._written else result
+
+    def noted_arg(self, name: str) -> Any:
+        """Argument `name` as noted (a snapshot, or its summary once written); None if absent."""
+        return self._args.get(name)
 
     @property
     def args(self) -> Dict[str, Any]:
@@ -243,8 +252,8 @@ class Node:
         """The call returned (or raised): its wall time, a snapshot of its result, its error."""
         self.time_ms = round((_now() - self._t0) * 1e3, 3)
         if result is not None:
-            snap = _snap(result)
-            self._result = _unsnap(snap) if self._written else snap  # read while open: write it now
+            snap = snapshot(result)
+            self._result = unsnap(snap) if self._written else snap  # read while open: write it now
         self.error = error
 
     def later(self, add: Callable[[dict], None]) -> None:
@@ -268,7 +277,7 @@ class Node:
 
 
 def _tokens_per_expert(topk_indices: Optional[torch.Tensor]) -> Dict[int, List[int]]:
-    if topk_indices is None or _is_meta(topk_indices):
+    if topk_indices is None or is_meta(topk_indices):
         return {}
     out: Dict[int, List[int]] = {}
     for n, row in enumerate(topk_indices.tolist()):
@@ -356,7 +365,7 @@ class StepRecord:
 
 # -- facts, worked out from what the calls received and returned ---------------------------------
 
-def _prepare_facts(input_ids: torch.Tensor, pkv: Any, attention_mask: Optional[torch.Tensor]) -> dict:
+def prepare_facts(input_ids: torch.Tensor, pkv: Any, attention_mask: Optional[torch.Tensor]) -> dict:
     """Which branch prepare_inputs_for_generation takes, read off its inputs (it only slices)."""
     n_ids = input_ids.shape[1]
     facts: Dict[str, Any] = {"input_ids_before": list(input_ids.shape)}
@@ -380,7 +389,7 @@ def _prepare_facts(input_ids: torch.Tensor, pkv: Any, attention_mask: Optional[t
     return facts
 
 
-def _prepare_info(facts: dict, position_ids: Optional[torch.Tensor], pkv: Any) -> dict:
+def prepare_info(facts: dict, position_ids: Optional[torch.Tensor], pkv: Any) -> dict:
     """The prepare node's facts as readable lines (the record keeps them as fields)."""
     info = {"branch": facts["branch"]}
     if "past_length" in facts:
@@ -397,16 +406,16 @@ def _position_text(position_ids: Optional[torch.Tensor], pkv: Any) -> str:
         return "None (no attention_mask): the model will use arange(P, P + T)"
     snap = _tensor_snap(position_ids)
     how = "attention_mask.cumsum(-1) - 1, pads set to 1" + (", last T columns" if pkv is not None else "")
-    big = snap[4] is None and not _is_meta(position_ids)
-    return f"{how}: {_fmt(_unsnap(snap))}" + (" (big)" if big else "")
+    big = snap[4] is None and not is_meta(position_ids)
+    return f"{how}: {fmt_summary(unsnap(snap))}" + (" (big)" if big else "")
 
 
-def _mask_facts(snap: Any, kept: Optional[torch.Tensor], sdpa: bool, info: dict) -> None:
+def mask_facts(snap: Any, kept: Optional[torch.Tensor], sdpa: bool, info: dict) -> None:
     if snap is None:
         info["4D mask"] = ("None: SDPA's own is_causal (or no mask) gives the same answer" if sdpa
                            else "None: nothing to hide (one new token, no padding, no window)")
         return
-    info["4D mask"] = (f"{_fmt(_unsnap(snap))} additive: 0 = visible, finfo(dtype).min = "
+    info["4D mask"] = (f"{fmt_summary(unsnap(snap))} additive: 0 = visible, finfo(dtype).min = "
                        "hidden (future, outside the window, or padding)")
     if kept is not None:
         info.update(_mask_picture(kept))
@@ -414,7 +423,7 @@ def _mask_facts(snap: Any, kept: Optional[torch.Tensor], sdpa: bool, info: dict)
 
 def _mask_picture(mask4d: torch.Tensor, max_side: int = 16, max_rows: int = 4) -> dict:
     """Per batch row: one line per query t, '■' where the key is visible, '·' where hidden."""
-    if _is_meta(mask4d) or mask4d.shape[2] > max_side or mask4d.shape[3] > max_side:
+    if is_meta(mask4d) or mask4d.shape[2] > max_side or mask4d.shape[3] > max_side:
         return {}
     visible = (mask4d[:, 0] == 0).tolist()                                      # (B, T, S)
     return {f"mask[{b}] (query t down, key s across; ■ visible, · hidden)":
@@ -422,7 +431,7 @@ def _mask_picture(mask4d: torch.Tensor, max_side: int = 16, max_rows: int = 4) -
             for b in range(min(len(visible), max_rows))}
 
 
-def _attn_facts(q_shape, k_shape, v_shape, cache_before, cache_after, weights_shape, info: dict) -> None:
+def attn_facts(q_shape, k_shape, v_shape, cache_before, cache_after, weights_shape, info: dict) -> None:
     info["q, k, v after rotary"] = f"q {q_shape}, k {k_shape}, v {v_shape}"
     if cache_before is not None:
         info["cache: keys this layer holds"] = f"{cache_before} -> {cache_after}"
@@ -430,11 +439,11 @@ def _attn_facts(q_shape, k_shape, v_shape, cache_before, cache_after, weights_sh
                                  else "not formed (sdpa: one fused kernel)")
 
 
-def _routing_facts(idx: torch.Tensor, w: Optional[torch.Tensor], T: int, input_ids: Optional[torch.Tensor],
+def routing_facts(idx: torch.Tensor, w: Optional[torch.Tensor], T: int, input_ids: Optional[torch.Tensor],
                    E: int, K: int, info: dict) -> None:
     info["router"] = (f"gate: (N, C) -> logits (N={idx.shape[0]}, E={E}) "
                       f"-> softmax (fp32) -> top-{K} -> renormalise to sum 1")
-    if _is_meta(idx) or w is None:
+    if is_meta(idx) or w is None:
         info["routing"] = "unknown on meta (no values)"
         return
     ids = input_ids.reshape(-1).tolist() if input_ids is not None and input_ids.numel() == idx.shape[0] else None
@@ -447,19 +456,19 @@ def _routing_facts(idx: torch.Tensor, w: Optional[torch.Tensor], T: int, input_i
     info["expert load (tokens)"] = {f"e{e}": len(ns) for e, ns in _tokens_per_expert(idx).items()}
 
 
-def _expert_facts(table: dict, idx: torch.Tensor, expert: int, info: dict) -> None:
+def expert_facts(table: dict, idx: torch.Tensor, expert: int, info: dict) -> None:
     if "table" not in table:  # the first of this layer call's experts to be read makes it
         table["table"] = _tokens_per_expert(idx)
     info["tokens n routed here"] = table["table"].get(expert, [])
 
 
-def _logits_facts(logits_last: Optional[torch.Tensor], info: dict) -> None:
+def logits_facts(logits_last: Optional[torch.Tensor], info: dict) -> None:
     info["logits"] = "lm_head in the model dtype, then .float(): the last position picks the token"
     if logits_last is not None:
         info["last position, top 3 per row (id: logit)"] = _top_lines(logits_last)
 
 
-def _next_token_facts(tokens: torch.Tensor, logits_last: Optional[torch.Tensor], do_sample: Optional[bool],
+def next_token_facts(tokens: torch.Tensor, logits_last: Optional[torch.Tensor], do_sample: Optional[bool],
                       info: dict) -> None:
     info["chosen per row"] = _token_lines(tokens, logits_last, do_sample)
 
@@ -471,7 +480,7 @@ def _top_lines(logits: torch.Tensor, k: int = 3) -> List[str]:
 
 
 def _token_lines(tokens: torch.Tensor, logits: Optional[torch.Tensor], do_sample: Optional[bool]) -> List[str]:
-    if _is_meta(tokens):
+    if is_meta(tokens):
         return ["unknown on meta"]
     best = None if logits is None else logits.argmax(-1).tolist()
     lines = []
@@ -488,72 +497,3 @@ def _token_lines(tokens: torch.Tensor, logits: Optional[torch.Tensor], do_sample
             why = f", not the argmax {best[b]}: pad for a finished row, or set by a hook on hook_next_tokens"
         lines.append(f"row {b}: {tok}{why}")
     return lines
-
-
-# -- text and HTML -----------------------------------------------------------------------------------
-
-def _short_mirror(m: str) -> str:
-    return m.replace("transformers.models.mixtral.", "").replace("transformers.", "")
-
-
-
-def _obvious_mirror(node: Node) -> bool:
-    """Our Mixtral*.forward mirrors transformers' function of the same name: no need to say it."""
-    return node.mirrors == HF + node.name
-
-
-def _detail_lines(node: Node) -> List[str]:
-    lines = []
-    top = node.name in ("MixtralForCausalLM.generate", "MixtralForCausalLM.forward", "MixtralModel.forward",
-                        "MixtralForCausalLM.prepare_inputs_for_generation")
-    shown = [f"{k} {_fmt(v)}" for k, v in node.args.items()
-             if isinstance(v, dict) or (top and v is not None and v is not False)]
-    ins = "; ".join(shown)
-    outs = "" if node.result is None else _fmt(node.result)
-    if ins and outs and len(ins) + len(outs) < 90:
-        lines.append(f"{ins} -> {outs}")
-    else:
-        lines += ([f"in:  {ins}"] if ins else []) + ([f"out: {outs}"] if outs else [])
-    for k, v in node.info.items():
-        if isinstance(v, list) and v and all(isinstance(x, str) for x in v):
-            lines.append(f"{k}:")
-            lines += [f"  {x}" for x in v[:TEXT_TOKENS]]
-            if len(v) > TEXT_TOKENS:
-                lines.append(f"  ... {len(v) - TEXT_TOKENS} more (all in tr.to_dict())")
-        elif isinstance(v, dict):
-            lines.append(f"{k}: " + ", ".join(f"{a} {b}" for a, b in v.items()))
-        else:
-            lines.append(f"{k}: {v}")
-    if node.error:
-        lines.append(f"raised: {node.error}")
-    return lines
-
-
-def _text(node: Node, prefix: str, last: bool, out: List[str], mirrors: bool) -> None:
-    time_text = "" if node.time_ms is None else f"  [{node.time_ms:.2f} ms]"
-    mirror = "" if not mirrors and _obvious_mirror(node) else f"  (hf: {_short_mirror(node.mirrors)})"
-    out.append(f"{prefix}{'└─ ' if last else '├─ '}{node.label}{time_text}{mirror}")
-    inner = prefix + ("   " if last else "│  ")
-    bar = "│ " if node.children else "  "
-    out += [inner + bar + line for line in _detail_lines(node)]
-    for i, child in enumerate(node.children):
-        _text(child, inner, i == len(node.children) - 1, out, mirrors)
-
-
-_CSS = """#ID{font:12px/1.45 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;color:#222}
-#ID .hdr{font-weight:bold;margin-bottom:4px}
-#ID details{margin-left:14px;border-left:1px solid #ddd;padding-left:6px}
-#ID summary{cursor:pointer;white-space:nowrap}
-#ID .t{color:#888;margin-left:8px}#ID .m{color:#7a5;margin-left:8px}#ID .e{color:#c33}
-#ID .d{white-space:pre-wrap;color:#444;margin:1px 0 3px 12px}"""
-
-
-def _html(node: Node) -> str:
-    time_text = "" if node.time_ms is None else f'<span class="t">{node.time_ms:.2f} ms</span>'
-    err = '<span class="e"> raised</span>' if node.error else ""
-    details = "\n".join(_detail_lines(node))
-    opened = " open" if node.depth < 2 else ""
-    return (f'<details{opened}><summary><b>{html.escape(node.label)}</b>{time_text}{err}'
-            f'<span class="m" title="{html.escape(node.mirrors)}">hf: {html.escape(_short_mirror(node.mirrors))}'
-            f'</span></summary><div class="d">{html.escape(details)}</div>'
-            + "".join(_html(c) for c in node.children) + "</details>")

@@ -30,16 +30,14 @@ an exception, so outputs are bit-for-bit those of an untraced call.
 
 What it costs: during the run a module call only notes what it saw (shapes, small values,
 the recorded tensors); the text of a node (its summaries and facts) is written the first
-time the node is read, from those notes. The nodes, records and their text live in
-`mixtral_edu.trace_records`. See benchmarks/ for the measured slowdown.
+time the node is read, from those notes. The nodes, records and facts live in
+observe/records.py; the text, HTML and JSON views in observe/render.py. See benchmarks/
+for the measured slowdown.
 """
 from __future__ import annotations
 
-import html
 import inspect
-import json
 import time
-import uuid
 from functools import partial
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional
 
@@ -47,13 +45,16 @@ import torch
 from torch import nn
 
 from ..modeling.cache import Cache
-from .capture import _remove_fn
 from ..modeling.hook_points import HookPoint
-from .records import (  # what a trace records into, and how it is written out
-    GEN, HF, MASKS, Node, ROLES, StepRecord, _CSS, _PLAIN, _attn_facts, _expert_facts,
-    _html, _is_legacy_cache, _is_meta, _keep, _logits_facts, _mask_facts, _next_token_facts, _now,
-    _prepare_facts, _prepare_info, _routing_facts, _snap, _text, summarize,
+from .capture import remove_fn
+from .records import (  # what a trace records into
+    GEN, HF, MASKS, PLAIN, Node, StepRecord, attn_facts, expert_facts, is_legacy_cache, is_meta, keep,
+    logits_facts, mask_facts, next_token_facts, prepare_facts, prepare_info, routing_facts, snapshot, summarize,
 )
+from .render import trace_dict, trace_header, trace_html, trace_json, trace_text
+
+# the kinds of module a trace watches; _pre_<role> / _post_<role> read what each one saw
+ROLES = ("causal_lm", "model", "embed", "layer", "norm", "attn", "moe", "expert", "lm_head")
 
 
 # -- the tracer ------------------------------------------------------------------------------
@@ -81,7 +82,7 @@ class Trace:
         self.depth = depth
         self.layers = None if layers is None else {int(i) for i in layers}
         self.step_filter = None if steps is None else {int(i) for i in steps}
-        self.meta = any(_is_meta(p) for p in model.parameters())
+        self.meta = any(is_meta(p) for p in model.parameters())
         self.roots: List[Node] = []
         self.steps: List[StepRecord] = []
         self.time_ms: Optional[float] = None
@@ -240,8 +241,8 @@ class Trace:
             depth = 0 if parent is None else parent.depth + 1
             node = None
             if max_depth is None or depth <= max_depth:
-                node = Node(name, mirrors, path, label, depth=depth, t0=_now(),
-                            args={k: v if v is None or type(v) in _PLAIN else _snap(v) for k, v in bound.items()})
+                node = Node(name, mirrors, path, label, depth=depth,
+                            args={k: v if v is None or type(v) in PLAIN else snapshot(v) for k, v in bound.items()})
                 (self.roots if parent is None else parent.children).append(node)
             if pre is not None:
                 pre(module, node, bound)
@@ -266,7 +267,7 @@ class Trace:
 
     def _add_point_fn(self, point: HookPoint, fn: Callable) -> None:
         point.fns.append(fn)
-        self._removers.append(lambda: _remove_fn(point, fn))
+        self._removers.append(lambda: remove_fn(point, fn))
 
     def _wrap(self, attr: str, make: Callable) -> None:
         """Shadow one of the model's methods with make(the method)."""
@@ -300,7 +301,7 @@ class Trace:
         depth = 0 if parent is None else parent.depth + 1
         if self.depth is not None and depth > self.depth:
             return None
-        node = Node(name, mirrors, path, label, depth=depth, t0=_now())
+        node = Node(name, mirrors, path, label, depth=depth)
         siblings = self.roots if parent is None else parent.children
         siblings.insert(len(siblings) if index is None else index, node)
         return node
@@ -365,7 +366,7 @@ class Trace:
         if node is not None and stub:
             node.info["not traced"] = f"steps={sorted(self.step_filter)}"
         elif node is not None:
-            node._args = {k: v if v is None or type(v) in _PLAIN else _snap(v) for k, v in bound.items()}
+            node.note(args={k: v if v is None or type(v) in PLAIN else snapshot(v) for k, v in bound.items()})
             if top and self._step is not None and self._step.node is None:
                 self._step.node = node
         self._frames.append((module, node, muted or stub, self._cur))
@@ -394,7 +395,7 @@ class Trace:
 
     def _pre_causal_lm(self, module, node, bound) -> None:
         if self._step is not None:
-            self._step.input_ids = _keep(bound.get("input_ids"))
+            self._step.input_ids = keep(bound.get("input_ids"))
 
     def _pre_model(self, module, node, bound) -> None:
         use_cache = module.config.use_cache if bound.get("use_cache") is None else bound["use_cache"]
@@ -404,7 +405,7 @@ class Trace:
         elif pkv is None:
             text, past, legacy = ("None -> DynamicCache.from_legacy_cache(None); handed back as a legacy "
                                   "tuple (to_legacy_cache)"), 0, True
-        elif _is_legacy_cache(pkv):
+        elif is_legacy_cache(pkv):
             past, legacy = pkv[0][0].shape[2], True
             text = (f"legacy tuple ({len(pkv)} layers of (key, value), each (B, Hkv, {past}, D)) -> "
                     "DynamicCache.from_legacy_cache; to_legacy_cache() on return")
@@ -420,15 +421,15 @@ class Trace:
                 node.info["layers not traced"] = f"{skipped} (layers={sorted(self.layers)})"
         if self._step is not None:
             self._step.past_length, self._step.legacy_cache_converted = past, legacy
-            self._step.attention_mask = _keep(bound.get("attention_mask"))
+            self._step.attention_mask = keep(bound.get("attention_mask"))
             if self._step.input_ids is None:  # tracing the backbone alone
-                self._step.input_ids = _keep(bound.get("input_ids"))
+                self._step.input_ids = keep(bound.get("input_ids"))
 
     def _on_first_layer(self, bound: dict) -> None:
         """The backbone hands each layer the position_ids and 4D mask it prepared: read them once."""
         positions, mask4d = bound.get("position_ids"), bound.get("attention_mask")
         if self._step is not None:
-            self._step.position_ids, self._step.mask_4d = _keep(positions), _keep(mask4d)
+            self._step.position_ids, self._step.mask_4d = keep(positions), keep(mask4d)
         parent = self._parent()
         if parent is None or parent.name != "MixtralModel.forward":
             return
@@ -436,19 +437,20 @@ class Trace:
         pos = self._new_node("position_ids", HF + "MixtralModel.forward (the position_ids block)",
                              "position_ids", index=0)  # computed before the embedding, so listed first
         if pos is not None:
-            pos.info["source"] = ("given by the caller" if parent._args.get("position_ids") is not None else
+            pos.info["source"] = ("given by the caller" if parent.noted_arg("position_ids") is not None else
                                   f"not given: arange(P, P + T) = arange({past}, {past + T}), one row for the batch")
-            pos._result = _snap(positions)
+            pos.note(result=snapshot(positions))
         sdpa = (self.backbone._attn_implementation == "sdpa"
                 and not (self._model_call.get("output_attentions") or self.backbone.config.output_attentions))
         fn = "_prepare_4d_causal_attention_mask" + ("_for_sdpa" if sdpa else "")
         mask = self._new_node(fn[1:], MASKS + fn, f"4D mask: {fn[1:]}")
         if mask is None:
             return
-        mask._args = {"attention_mask": parent._args.get("attention_mask"), "past_key_values_length": past}
-        mask._result = _snap(mask4d)
+        noted = snapshot(mask4d)
+        mask.note(args={"attention_mask": parent.noted_arg("attention_mask"), "past_key_values_length": past},
+                  result=noted)
         kept = None if self._step is None else self._step.mask_4d  # the picture is drawn from this copy
-        mask.later(partial(_mask_facts, mask._result, kept, sdpa))
+        mask.later(partial(mask_facts, noted, kept, sdpa))
 
     def _pre_attn(self, module, node, bound) -> None:
         pkv = bound.get("past_key_value")
@@ -463,7 +465,7 @@ class Trace:
         if isinstance(result[2], Cache):
             rec.cache_after = result[2].get_seq_length(module.layer_idx)
         if node is not None:
-            node.later(partial(_attn_facts, rec.q_shape, rec.k_shape, rec.v_shape, rec.cache_before,
+            node.later(partial(attn_facts, rec.q_shape, rec.k_shape, rec.v_shape, rec.cache_before,
                                rec.cache_after, rec.weights_shape))
 
     def _post_moe(self, module, node, result) -> None:
@@ -471,7 +473,7 @@ class Trace:
         if node is None or rec is None or rec.topk_indices is None:
             return
         T = rec.q_shape[2] if rec.q_shape else rec.topk_indices.shape[0]
-        node.later(partial(_routing_facts, rec.topk_indices, rec.topk_weights, T, self._step.input_ids,
+        node.later(partial(routing_facts, rec.topk_indices, rec.topk_weights, T, self._step.input_ids,
                            module.num_experts, module.top_k))
 
     def _pre_expert(self, module, node, bound) -> None:
@@ -485,12 +487,12 @@ class Trace:
             return
         if self._tpe_for is not rec.topk_indices:  # one table per layer call, shared by its experts
             self._tpe_for, self._tpe = rec.topk_indices, {}
-        node.later(partial(_expert_facts, self._tpe, rec.topk_indices, self._expert_of[module]))
+        node.later(partial(expert_facts, self._tpe, rec.topk_indices, self._expert_of[module]))
 
     def _post_causal_lm(self, module, node, result) -> None:
         if node is None or self._step is None or self._step.logits_last is None:
             return
-        node.later(partial(_logits_facts, None if self.meta else self._step.logits_last))
+        node.later(partial(logits_facts, None if self.meta else self._step.logits_last))
 
     # -- HookPoint observers and method wrappers ---------------------------------------------------
     def _observer(self, kind: str, layer_idx: Optional[int]) -> Callable:
@@ -503,7 +505,7 @@ class Trace:
             def observe(x: torch.Tensor, point: HookPoint) -> None:
                 step = self._step
                 if step is not None and not self._n_muted:
-                    step.logits_last = _keep(x[:, -1])
+                    step.logits_last = keep(x[:, -1])
         elif kind in ("q", "k", "v"):
             attr = kind + "_shape"
 
@@ -516,22 +518,22 @@ class Trace:
                 step = self._step
                 if step is not None and not self._n_muted:
                     rec = step.layer(layer_idx)
-                    rec.weights_shape, rec.attn_weights = tuple(x.shape), _keep(x)
+                    rec.weights_shape, rec.attn_weights = tuple(x.shape), keep(x)
         else:  # router_logits, router_probs, topk_indices, topk_weights: the LayerRecord fields
             def observe(x: torch.Tensor, point: HookPoint) -> None:
                 step = self._step
                 if step is not None and not self._n_muted:
-                    setattr(step.layer(layer_idx), kind, _keep(x))
+                    setattr(step.layer(layer_idx), kind, keep(x))
         return observe
 
     def _on_next_tokens(self, tokens: torch.Tensor, point: HookPoint) -> None:
         if self._step is not None:
-            self._step.next_tokens = _keep(tokens)
+            self._step.next_tokens = keep(tokens)
             node = self._new_node("next token", GEN + "_sample (argmax or multinomial; pad for finished rows)",
                                   "next token", parent=self._step_node) if self._step_node else None
             if node is not None:
                 node.result = summarize(tokens)
-                node.later(partial(_next_token_facts, self._step.next_tokens, self._step.logits_last,
+                node.later(partial(next_token_facts, self._step.next_tokens, self._step.logits_last,
                                    self._gen_kwargs.get("do_sample")))
         self._end_step()
         return None
@@ -549,17 +551,17 @@ class Trace:
             node = self._new_node("MixtralForCausalLM.prepare_inputs_for_generation",
                                   HF + "MixtralForCausalLM.prepare_inputs_for_generation",
                                   "prepare_inputs_for_generation" + (" (called directly)" if by_hand else ""))
-            facts = _prepare_facts(input_ids, past_key_values, attention_mask)
+            facts = prepare_facts(input_ids, past_key_values, attention_mask)
             out = original(input_ids, past_key_values=past_key_values, attention_mask=attention_mask, **kwargs)
             fed = out.get("input_ids")
             facts["input_ids_after"] = None if fed is None else list(fed.shape)
-            facts["position_ids"] = _keep(out.get("position_ids"))
+            facts["position_ids"] = keep(out.get("position_ids"))
             if not by_hand:
                 self._step.prepare = facts
             if node is not None:
                 node.args = summarize({"input_ids": input_ids, "past_key_values": past_key_values,
                                        "attention_mask": attention_mask})
-                node.info = _prepare_info(facts, out.get("position_ids"), past_key_values)
+                node.info = prepare_info(facts, out.get("position_ids"), past_key_values)
                 node.result = summarize(out)
                 self._finish(node)
             return out
@@ -585,24 +587,14 @@ class Trace:
             return out
         return generate
 
-    # -- views -------------------------------------------------------------------------------------
+    # -- views (observe/render.py) ---------------------------------------------------------------
     def header(self) -> str:
-        c = self.model.config
-        dtype = str(next(self.model.parameters()).dtype).replace("torch.", "")
-        return (f"trace of {type(self.model).__name__} (L={c.num_hidden_layers} C={c.hidden_size} "
-                f"H={c.num_attention_heads} Hkv={c.num_key_value_heads} E={c.num_local_experts} "
-                f"K={c.num_experts_per_tok} V={c.vocab_size}, {self.backbone._attn_implementation}, {dtype}"
-                f"{', meta: shapes only' if self.meta else ''}): {len(self.steps)} step(s) traced"
-                + (f" in {self.time_ms:.1f} ms" if self.time_ms is not None else ""))
+        return trace_header(self)
 
     def to_text(self, mirrors: bool = False) -> str:
         """The tree as text. mirrors=True names every node's transformers counterpart; by
         default only those not named like ours (Mixtral*.forward mirrors its namesake)."""
-        lines = [self.header(), "(hf: the transformers 4.41.2 function a node mirrors; Mixtral*.forward mirrors "
-                 "transformers.models.mixtral.modeling_mixtral.<same name>)"]
-        for i, root in enumerate(self.roots):
-            _text(root, "", i == len(self.roots) - 1, lines, mirrors)
-        return "\n".join(lines)
+        return trace_text(self, mirrors)
 
     def __str__(self) -> str:
         return self.to_text()
@@ -611,26 +603,14 @@ class Trace:
         return f"<Trace: {len(self.steps)} step(s), {sum(1 for _ in self.nodes())} nodes; print() it for the tree>"
 
     def _repr_html_(self) -> str:
-        uid = "mxe-" + uuid.uuid4().hex[:8]
-        body = "".join(_html(r) for r in self.roots)
-        return (f'<div class="mxe-trace" id="{uid}"><style>{_CSS.replace("#ID", "#" + uid)}</style>'
-                f'<div class="hdr">{html.escape(self.header())}</div>{body}</div>')
+        return trace_html(self)
 
     def to_dict(self) -> dict:
         """Everything as JSON-able data: header, options, the tree (roots) and the step records."""
-        c = self.model.config
-        sizes = ("num_hidden_layers", "hidden_size", "num_attention_heads", "num_key_value_heads",
-                 "num_local_experts", "num_experts_per_tok", "vocab_size")
-        return {"header": self.header(), "model": type(self.model).__name__,
-                "config": {k: getattr(c, k) for k in sizes},
-                "attn_implementation": self.backbone._attn_implementation, "meta": self.meta,
-                "options": {"depth": self.depth, "layers": None if self.layers is None else sorted(self.layers),
-                            "steps": None if self.step_filter is None else sorted(self.step_filter)},
-                "time_ms": self.time_ms, "roots": [r.to_dict() for r in self.roots],
-                "steps": [s.to_dict() for s in self.steps]}
+        return trace_dict(self)
 
     def to_json(self, **json_kwargs: Any) -> str:
-        return json.dumps(self.to_dict(), **json_kwargs)
+        return trace_json(self, **json_kwargs)
 
 
 def trace(model: nn.Module, depth: Optional[int] = None, layers: Optional[Iterable[int]] = None,
