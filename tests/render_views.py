@@ -46,20 +46,22 @@ def model_and_tokenizer():
 
 def figures(names=None):
     """{name: plotly Figure} for the views asked for (all by default)."""
-    from mixtral_edu.viz.widgets import config_values, traced_generate
+    from mixtral_edu.viz.runs import config_values, traced_generate
     model, tok, trained = model_and_tokenizer()
     # two prompts of different lengths (row 0 gets left padding) from two domains
     batch = tok(["the small cat sees", "37+48="], padding=True, return_tensors="pt")
     with config_values(model, sliding_window=8):  # short enough to hide keys within a few steps
         tr, _ = traced_generate(model, batch["input_ids"], batch["attention_mask"], max_new_tokens=6,
                                 eos_token_id=None)  # eos would end the arithmetic row early
+    from mixtral_edu.tiny.corpus import samples_by_domain
+    from mixtral_edu.tiny.evaluate import EVAL_SEED
     from mixtral_edu.viz import attention, balance, cache, callchain, masks, routing, sampling
     makers = {
         "mask": lambda: masks.mask_figure(tr, tokenizer=tok, sliding_window=8),
         "mask_step0": lambda: masks.mask_figure(tr, step=0, tokenizer=tok, sliding_window=8),
         "cache": lambda: cache.cache_figure(tr, tokenizer=tok, sliding_window=8),
         "routing": lambda: routing.routing_figure(tr, tokenizer=tok),
-        "balance": lambda: balance.balance_figure(balance.balance_stats(model, tok, n_samples=24)),
+        "balance": lambda: balance.balance_figure(balance.balance_stats(model, tok, samples_by_domain(24, EVAL_SEED))),
         "attention": lambda: attention.attention_figure(tr, step=0, row=0, tokenizer=tok),
         "sampling": lambda: sampling.sampling_figure(tr, step=0, tokenizer=tok, top_k=20, top_p=0.9),
         "callchain": lambda: callchain.callchain_figure(trace=tr),

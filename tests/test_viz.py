@@ -17,7 +17,7 @@ import torch
 import mixtral_edu
 from mixtral_edu.modeling import masks as M
 from mixtral_edu import viz
-from mixtral_edu.viz import widgets as W
+from mixtral_edu.viz import runs as W
 
 PAD = 3
 CFG = dict(hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
@@ -217,7 +217,9 @@ def test_routing_explorer_switching_an_expert_off(model, tok):
 # ---------------------------------------------------------------- load balance
 
 def test_balance_numbers_are_the_routers(model, tok):
-    stats = viz.balance_stats(model, tok, n_samples=6)
+    from mixtral_edu.tiny.corpus import make_corpus, samples_by_domain
+    from mixtral_edu.tiny.evaluate import EVAL_SEED                      # held-out samples
+    stats = viz.balance_stats(model, tok, samples_by_domain(6, EVAL_SEED))
     assert list(stats.domains) == ["arith", "lang", "kv"]
     E, K = stats.num_experts, stats.top_k
     for d, b in stats.domains.items():
@@ -225,8 +227,6 @@ def test_balance_numbers_are_the_routers(model, tok):
         # the loss function's value is E * sum_e (K f_e) P_e: the bars are the quantities it combines
         assert np.allclose(b.aux_per_layer, E * K * (b.f * b.P).sum(1), atol=1e-5)
     # independently: the model's own aux_loss and the router's choices for one domain
-    from mixtral_edu.tiny.corpus import make_corpus
-    from mixtral_edu.tiny.evaluate import EVAL_SEED                      # balance_stats' default: held-out samples
     ids, mask = W.encode_batch(tok, [t for _, t in make_corpus(6, EVAL_SEED, domains=("kv",))])
     with torch.no_grad():
         out = model(ids, attention_mask=mask, output_router_logits=True)
@@ -240,7 +240,8 @@ def test_balance_numbers_are_the_routers(model, tok):
 
 
 def test_balance_explorer_expert_off_gets_no_tokens(model, tok):
-    view = viz.balance_explorer(model, tok, n_samples=4)
+    from mixtral_edu.tiny.corpus import samples_by_domain
+    view = viz.balance_explorer(model, tok, samples_by_domain, n_samples=4)
     view.controls["off"].value = 2
     f = np.asarray(traces_named(view.figure, "lang f")[0].z)
     assert view.error is None and np.all(f[:, 2] == 0)

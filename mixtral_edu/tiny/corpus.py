@@ -320,3 +320,12 @@ def make_corpus(n_samples, seed, domains=DOMAINS):
     plan = [domains[i % len(domains)] for i in range(n_samples)]
     rng.shuffle(plan)
     return [(domain, sample(domain, rng)) for domain in plan]
+
+
+def samples_by_domain(n_samples, seed, domains=DOMAINS):
+    """``{domain: [text, ...]}``, ``n_samples`` texts of each domain on its own.
+
+    ``samples_by_domain(32, evaluate.EVAL_SEED)`` gives held-out texts (training
+    uses small seeds), e.g. for ``mixtral_edu.viz.balance_stats``.
+    """
+    return {d: [text for _, text in make_corpus(n_samples, seed, domains=(d,))] for d in domains}

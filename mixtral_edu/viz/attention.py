@@ -21,7 +21,8 @@ from ..modeling import masks as M
 from ..modeling.attention import repeat_kv
 from . import palette as pal
 from .masks import reasons_for_step
-from .widgets import encode_batch, pick_step, sequence_ids, visibility_slider
+from .runs import config_values, encode_batch, pick_step, sequence_ids, traced_generate
+from .widgets import visibility_slider
 
 X_TITLE, Y_TITLE = "key position", "query position"
 
@@ -122,7 +123,7 @@ def attention_explorer(model, tokenizer, prompt: str = "the small cat sees", max
     """Live attention view: edit the prompt (re-runs generate), pick the step, layer and batch row.
     Works on sdpa models too: they are run with output_attentions=True, which computes the weights
     eagerly. Returns a LiveView (`.figure` is the figure on screen)."""
-    from .widgets import config_values, make_live_view, slider, text_box, traced_generate
+    from .widgets import make_live_view, slider, text_box
     L = model.config.num_hidden_layers
     runs = {}
 

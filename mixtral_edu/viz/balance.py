@@ -1,8 +1,9 @@
 """Load balance: how evenly each layer's router spreads tokens over its experts, per corpus domain.
 
-    stats = balance_stats(model, tokenizer)     # runs the model on arith / lang / kv samples
+    texts = samples_by_domain(32, EVAL_SEED)                # from mixtral_edu.tiny: {domain: [text, ...]}
+    stats = balance_stats(model, tokenizer, texts)          # runs the model on each domain's texts
     fig = balance_figure(stats)
-    balance_explorer(model, tokenizer)          # live: samples, seed, switch an expert off
+    balance_explorer(model, tokenizer, samples_by_domain)   # live: samples, seed, switch an expert off
 
 For layer l and expert e, over the real (non-pad) tokens of a domain:
   f[l, e]  share of the N*K routing slots that went to e (sums to 1 over e; even = 1/E)
@@ -15,16 +16,15 @@ from `mixtral_edu.modeling.moe.load_balancing_loss_func`, the total from the mod
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Sequence
+from typing import Callable, Dict, Mapping, Sequence
 
 import numpy as np
 import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from ..tiny.corpus import DOMAINS, make_corpus
-from ..tiny.evaluate import EVAL_SEED
 from . import palette as pal
+from .runs import encode_batch, pad_id_of
 
 DOMAIN_COLORS = {"arith": pal.OKABE_ITO["orange"], "lang": pal.OKABE_ITO["blue"], "kv": pal.OKABE_ITO["bluish_green"]}
 
@@ -72,15 +72,12 @@ def domain_balance(model, input_ids: torch.Tensor, attention_mask: torch.Tensor)
     return DomainBalance(f, P, aux, float(out.aux_loss), int(real.sum()))
 
 
-def balance_stats(model, tokenizer, n_samples: int = 32, seed: int = EVAL_SEED,
-                  domains: Sequence[str] = DOMAINS) -> BalanceStats:
-    """DomainBalance of each domain, on n_samples texts of it from `corpus.make_corpus`
-    (by default held-out ones: the evaluation seed, not the training seed)."""
-    from .widgets import encode_batch, pad_id_of
+def balance_stats(model, tokenizer, samples: Mapping[str, Sequence[str]]) -> BalanceStats:
+    """DomainBalance of each domain: `samples` maps a domain's name to its texts
+    (the notebooks pass held-out texts, `mixtral_edu.tiny.corpus.samples_by_domain(n, EVAL_SEED)`)."""
     stats = BalanceStats(model.config.num_local_experts, model.config.num_experts_per_tok)
-    for d in domains:
-        texts = [t for _, t in make_corpus(n_samples, seed, domains=(d,))]
-        ids, mask = encode_batch(tokenizer, texts, pad_id_of(model, tokenizer))
+    for d, texts in samples.items():
+        ids, mask = encode_batch(tokenizer, list(texts), pad_id_of(model, tokenizer))
         stats.domains[d] = domain_balance(model, ids, mask)
     return stats
 
@@ -134,10 +131,12 @@ def balance_figure(stats: BalanceStats) -> go.Figure:
 
 # -- live ---------------------------------------------------------------------------------------------
 
-def balance_explorer(model, tokenizer, n_samples: int = 24):
+def balance_explorer(model, tokenizer, samples: Callable[[int, int], Mapping[str, Sequence[str]]],
+                     n_samples: int = 24):
     """Live load balance: number of samples per domain, seed, and one expert switched off in every
-    layer (its f drops to 0 and the loss rises). Each change re-runs the model.
-    Returns a LiveView (`.figure` is the figure on screen)."""
+    layer (its f drops to 0 and the loss rises). Each change re-runs the model on samples(n, seed),
+    e.g. samples=mixtral_edu.tiny.corpus.samples_by_domain. Returns a LiveView (`.figure` is the
+    figure on screen)."""
     from ..observe.capture import disable_expert, hooks
     from .widgets import dropdown, make_live_view, slider
     E = model.config.num_local_experts
@@ -148,6 +147,6 @@ def balance_explorer(model, tokenizer, n_samples: int = 24):
 
     def render(n_samples, seed, off):
         with hooks(model, disable_expert(None, off) if off >= 0 else {}):
-            return balance_figure(balance_stats(model, tokenizer, n_samples=n_samples, seed=seed))
+            return balance_figure(balance_stats(model, tokenizer, samples(n_samples, seed)))
 
     return make_live_view(controls, render, "Load balance: each change runs the model on fresh samples")

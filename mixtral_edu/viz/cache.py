@@ -24,7 +24,7 @@ from ..full_size import sizes
 from ..full_size.presets import get_preset
 from . import palette as pal
 from .masks import reasons_for_step
-from .widgets import sequence_ids
+from .runs import config_values, encode, left_pad, pad_id_of, sequence_ids, traced_generate
 
 FED, CACHED, LATER = 1, 0, 2
 
@@ -205,7 +205,7 @@ def cache_explorer(model, tokenizer=None, prompt: str = "the small cat sees",
     """Live KV-cache view: a step slider (reads the stored trace), and the sliding window and
     number of new tokens (each re-runs generate). sliding_window None: the model's own.
     Returns a LiveView (`.figure` is the figure on screen)."""
-    from .widgets import config_values, encode, left_pad, make_live_view, pad_id_of, slider, traced_generate
+    from .widgets import make_live_view, slider
     ids = list(ids) if ids is not None else encode(tokenizer, prompt)
     input_ids, mask = left_pad(ids, pads, pad_id_of(model, tokenizer))
     own = model.config.sliding_window

@@ -19,7 +19,7 @@ from plotly.subplots import make_subplots
 
 from ..modeling import masks as M
 from . import palette as pal
-from .widgets import Source, config_of, pick_step, sequence_ids
+from .runs import Source, config_of, config_values, encode, left_pad, pad_id_of, pick_step, sequence_ids
 
 X_TITLE, Y_TITLE = "key position", "query position"
 _NAMES = [M.REASONS[i] for i in range(4)]
@@ -203,7 +203,6 @@ def run_mask_case(model, ids: Sequence[int], pads: Sequence[int], past_length: i
     call, full input_ids (B, S)).
     """
     from ..observe.tracer import trace
-    from .widgets import config_values, left_pad
     input_ids, mask = left_pad(ids, pads, pad_id)
     P = max(0, min(int(past_length), input_ids.shape[1] - 1))
     with torch.no_grad(), config_values(model, sliding_window=sliding_window):
@@ -227,7 +226,7 @@ def mask_explorer(model, tokenizer=None, prompt: str = "the small cat sees a red
     the traced call. ids: token ids to use instead of encoding `prompt` (no tokenizer
     needed). Returns a LiveView (an ipywidgets.VBox; `.figure` is the drawn figure).
     """
-    from .widgets import encode, make_live_view, pad_id_of, slider
+    from .widgets import make_live_view, slider
     if ids is None:
         if tokenizer is None:
             raise ValueError("Give a tokenizer to encode the prompt, or token ids with ids=[...].")

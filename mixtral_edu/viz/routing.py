@@ -17,7 +17,8 @@ import torch
 from plotly.subplots import make_subplots
 
 from . import palette as pal
-from .widgets import encode_batch, visibility_slider
+from .runs import encode_batch, traced_generate
+from .widgets import visibility_slider
 
 
 @dataclass
@@ -153,7 +154,7 @@ def routing_explorer(model, tokenizer, prompt: str = "the small cat sees", max_n
     expert off in every layer (mixtral_edu.disable_expert); each change re-runs generate.
     Returns a LiveView (`.figure` is the figure on screen)."""
     from ..observe.capture import disable_expert, hooks
-    from .widgets import dropdown, make_live_view, slider, text_box, traced_generate
+    from .widgets import dropdown, make_live_view, slider, text_box
     E, L = model.config.num_local_experts, model.config.num_hidden_layers
     controls = {"prompt": text_box("prompt", prompt),
                 "new_tokens": slider("new tokens", max_new_tokens, 1, 16),

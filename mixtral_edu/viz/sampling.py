@@ -19,7 +19,8 @@ from plotly.subplots import make_subplots
 
 from ..modeling.generation import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper, get_logits_warpers
 from . import palette as pal
-from .widgets import encode_batch, pick_step, visibility_slider
+from .runs import encode_batch, pick_step, traced_generate
+from .widgets import visibility_slider
 
 _KINDS = ((TemperatureLogitsWarper, "temperature"), (TopKLogitsWarper, "top-k"), (TopPLogitsWarper, "top-p"))
 
@@ -136,7 +137,7 @@ def sampling_explorer(model, tokenizer, prompt: str = "the small cat", top_n: in
     """Live sampling: temperature, top-k (0 = off), top-p and the seed. Each change runs
     generate(do_sample=True, max_new_tokens=1) with those settings under torch.manual_seed(seed)
     and draws the distribution with the token it really drew. Returns a LiveView."""
-    from .widgets import float_slider, make_live_view, slider, text_box, traced_generate
+    from .widgets import float_slider, make_live_view, slider, text_box
     V = model.config.vocab_size
     controls = {"prompt": text_box("prompt", prompt),
                 "temperature": float_slider("temperature", 1.0, 0.1, 3.0, 0.1),
