@@ -3,7 +3,7 @@
 One MixtralSparseMoeBlock (layer 0 of the model, with its weights) runs forward on
 (1, N, C) random hidden states for several token counts N. Three variants on the same
 weights, timed side by side: ours (mixtral_edu.modeling.moe, transformers' per-expert loop),
-ours grouped (mixtral_edu.fast.grouped_moe: tokens sorted by expert once), and transformers'
+ours grouped (mixtral_edu.fast.moe.grouped_moe: tokens sorted by expert once), and transformers'
 own MixtralSparseMoeBlock as reference.
 Small N calls are batched so that one sample lasts at least `moe_min_sample_s`; the
 time reported is per forward call.
@@ -16,7 +16,7 @@ from typing import List
 
 import torch
 
-from mixtral_edu.fast.grouped_moe import grouped_moe
+from mixtral_edu.fast.moe import grouped_moe
 
 from .common import Settings, build_pair, calibrate, compare, paired
 

@@ -1,7 +1,7 @@
 """5. Notebook execution times and the docs build time.
 
 Notebooks (--notebooks): every notebooks/*.ipynb runs top to bottom in a fresh kernel with
-nbclient (as tests/test_notebooks.py does), outputs discarded; wall time of
+nbclient (as tests/notebooks/test_notebooks.py does), outputs discarded; wall time of
 `client.execute()`, kernel start included. Floors: each under 30 s, all under 3 min.
 
 Docs (--docs): `bash scripts/docs.sh` in a temporary copy of the work tree (the files git

@@ -215,7 +215,7 @@ def _moe(results: dict) -> List[str]:
              f"One `MixtralSparseMoeBlock` (layer 0; {cfgs}), forward on (1, N, C) random hidden states, "
              f"{st['moe_repeats']} repeats. **loop** is the default (transformers' loop: a `torch.where` per "
              "expert, then gather, expert MLP, `index_add_`); **grouped** sorts the N*K (token, expert) pairs by "
-             "expert once and runs each expert on a contiguous slice (`mixtral_edu.fast.grouped_moe`); **transformers** is "
+             "expert once and runs each expert on a contiguous slice (`mixtral_edu.fast.moe.grouped_moe`); **transformers** is "
              "transformers' own block on the same weights. Time per forward call; speedup = loop / grouped.", ""]
     rows = []
     for r in moe["rows"]:

@@ -1,13 +1,16 @@
-"""Shared helpers for the "proof of equality" suite: mixtral_edu against transformers 4.41.2.
+"""Shared by every test folder (pytest loads this file for all of tests/).
 
-transformers is the oracle. Every pair of models built here has the same config
-and the very same weights (ours are initialised from a seed, then loaded into
-transformers' model with strict=True), so any difference in the outputs is a
-difference in the code.
+The helpers of the "proof of equality" suite, mixtral_edu against transformers 4.41.2, live
+here: tiny configs, ids, masks, and `make_pair` (ours, theirs) with the very same weights
+(ours are initialised from a seed, then loaded into transformers' model with strict=True),
+so any difference in the outputs is a difference in the code. transformers is imported
+only by the helpers that need it: tests that do not compare with it never load it.
+Import them as `from conftest import make_pair`; `import browser` gives tests/browser.py.
 """
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 
 # Set before transformers is imported anywhere: the machine is offline and no
@@ -18,19 +21,30 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY",
                       os.path.join(tempfile.gettempdir(), "mixtral_edu_tests_hypothesis"))
 
+# tests/ itself, so the shared modules (this file, browser.py) import from any subfolder
+# whatever pytest's import mode
+TESTS = os.path.dirname(os.path.abspath(__file__))
+if TESTS not in sys.path:
+    sys.path.insert(0, TESTS)
+
 from typing import Optional, Tuple  # noqa: E402
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
-import transformers  # noqa: E402
 
 import mixtral_edu  # noqa: E402
-
-transformers.logging.set_verbosity_error()  # deprecation chatter (seen_tokens, sdpa fallback) is expected
 
 # The models are tiny and the 2 CPU cores are shared: with several intra-op threads
 # each forward spends ~1 s waiting on busy cores, with one it takes milliseconds.
 torch.set_num_threads(1)
+
+
+def _transformers():
+    """transformers, imported on first use (deprecation chatter such as seen_tokens is expected)."""
+    import transformers
+    transformers.logging.set_verbosity_error()
+    return transformers
+
 
 PAD, BOS, EOS = 0, 1, 2
 
@@ -65,12 +79,13 @@ def tiny_kwargs(**overrides) -> dict:
 
 
 def make_pair(seed: int = 0, **config_overrides) -> Tuple[mixtral_edu.MixtralForCausalLM,
-                                                          transformers.MixtralForCausalLM]:
+                                                          "transformers.MixtralForCausalLM"]:
     """(ours, theirs): MixtralForCausalLM in eval mode with identical weights.
 
     The attention implementation is always passed explicitly to transformers:
     left unset, transformers 4.41.2 picks "sdpa" by itself while ours defaults to "eager".
     """
+    transformers = _transformers()
     kw = tiny_kwargs(**config_overrides)
     torch.manual_seed(seed)
     ours = mixtral_edu.MixtralForCausalLM(mixtral_edu.MixtralConfig(**kw)).eval()
@@ -105,8 +120,9 @@ def positions_from_mask(mask: torch.Tensor) -> torch.Tensor:
     return pos.masked_fill(mask == 0, 1)
 
 
-def to_hf_cache(cache) -> transformers.DynamicCache:
+def to_hf_cache(cache) -> "transformers.DynamicCache":
     """A transformers DynamicCache holding (clones of) the same tensors as our cache or legacy tuple."""
+    transformers = _transformers()
     legacy = cache.to_legacy_cache() if isinstance(cache, mixtral_edu.Cache) else cache
     return transformers.DynamicCache.from_legacy_cache(
         tuple((k.clone(), v.clone()) for k, v in legacy))

@@ -105,7 +105,7 @@ def check_rotary(fn: Callable) -> ExerciseResult:
 
 # -- 3. scaled dot-product attention with an additive mask ----------------------------------------------
 
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+def reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
     """The eager path of MixtralAttention, from q, k, v (k, v already repeated to H heads)."""
     scores = torch.matmul(q, k.transpose(2, 3)) / math.sqrt(q.shape[-1])        # (B, H, T, S)
     if mask is not None:
@@ -165,4 +165,4 @@ def _diagnose_attn(got, want, q, k, v, mask=None) -> str:
 
 def check_attention(fn: Callable) -> ExerciseResult:
     """fn(q, k, v, mask or None) -> softmax(q k^T / sqrt(D) + mask) v, (B, H, T, D)."""
-    return run_cases(fn, attention, _attn_cases(), _diagnose_attn, "attention", atol=1e-5)
+    return run_cases(fn, reference_attention, _attn_cases(), _diagnose_attn, "attention", atol=1e-5)

@@ -29,7 +29,7 @@ def shifted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.T
     """The loss MixtralForCausalLM.forward computes: logits at t score the label at t + 1.
 
     logits (B, T, V), labels (B, T) with -100 = ignore. Mean over the kept (B*(T-1)) pairs.
-    (The model computes this inline; tests/test_exercises_causal_lm.py checks it equals out.loss.)
+    (The model computes this inline; tests/exercises/test_exercises_causal_lm.py checks it equals out.loss.)
     """
     vocab = logits.shape[-1]
     shift_logits = logits[..., :-1, :].reshape(-1, vocab)   # (B*(T-1), V): drop the last position

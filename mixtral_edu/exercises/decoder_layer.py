@@ -116,7 +116,7 @@ def _layer(seed: int) -> MixtralDecoderLayer:
     return _LAYERS[seed]
 
 
-def decoder_layer(layer, hidden_states, attention_mask, position_ids):
+def reference_decoder_layer(layer, hidden_states, attention_mask, position_ids):
     """The package's MixtralDecoderLayer.forward, output hidden states only."""
     with torch.no_grad():
         return layer(hidden_states, attention_mask=attention_mask, position_ids=position_ids)[0]
@@ -174,4 +174,4 @@ def _diagnose_layer(got, want, layer, x, mask, pos) -> str:
 
 def check_decoder_layer(fn: Callable) -> ExerciseResult:
     """fn(layer, hidden_states, attention_mask, position_ids) -> the layer's output hidden states."""
-    return run_cases(fn, decoder_layer, _layer_cases(), _diagnose_layer, "decoder layer", atol=_tolerance)
+    return run_cases(fn, reference_decoder_layer, _layer_cases(), _diagnose_layer, "decoder layer", atol=_tolerance)

@@ -1,4 +1,7 @@
 """Faster paths with the same numbers as the teaching code, kept out of `modeling/`.
 
-    grouped_moe   sort the (token, expert) pairs by expert once, instead of one scan per expert
+One module per teaching module it speeds up:
+
+    moe   grouped_moe(model): the MoE blocks sort the (token, expert) pairs by expert once,
+          instead of scanning the expert mask once per expert (modeling/moe.py)
 """

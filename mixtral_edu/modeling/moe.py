@@ -43,7 +43,7 @@ class MixtralSparseMoeBlock(nn.Module):
 
     Tokens reach the experts as in transformers: a loop over all E experts, each called
     on the tokens that chose it (an empty (0, C) batch when none did). A faster dispatch
-    with the same results lives outside the teaching code: mixtral_edu.fast.grouped_moe.
+    with the same results lives outside the teaching code: mixtral_edu.fast.moe.grouped_moe.
     """
 
     def __init__(self, config: MixtralConfig):

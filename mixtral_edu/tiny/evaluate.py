@@ -119,7 +119,7 @@ def routing_summary(stats: Dict) -> Dict:
     return out
 
 
-def evaluate(model, tokenizer, quick: bool = False) -> Dict:
+def evaluate_model(model, tokenizer, quick: bool = False) -> Dict:
     """All metrics; quick=True uses fewer prompts (for tests)."""
     k = 4 if quick else 1
     stats = domain_stats(model, tokenizer, n_per_domain=200 // k)
@@ -253,7 +253,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     from .tokenizer import load_tokenizer
     model = MixtralForCausalLM.from_pretrained(args.directory)
     tok = load_tokenizer(args.directory)
-    m = evaluate(model, tok)
+    m = evaluate_model(model, tok)
     print(json.dumps({"addition": m["addition"]["accuracy"], "grammar": m["grammar"]["grammatical"],
                       "records": m["records"]["well_formed"], "routing": {
                           k: m["routing"][k] for k in ("min_expert_share_overall", "min_token_share_overall",

@@ -91,7 +91,7 @@ def lr_at(step: int, r: Recipe) -> float:
     return r.min_lr + 0.5 * (r.lr - r.min_lr) * (1 + math.cos(math.pi * progress))
 
 
-def train(r: Recipe, out: str, log_every: int = 10, progress: bool = True, save_every: int = 0) -> dict:
+def train_model(r: Recipe, out: str, log_every: int = 10, progress: bool = True, save_every: int = 0) -> dict:
     """Train from scratch and save a Hugging Face model directory to `out`. Returns the curves."""
     torch.manual_seed(r.seed)
     random.seed(r.seed)
@@ -271,7 +271,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     r = Recipe(**args)
     if r.steps <= 0 or r.batch_size <= 0 or r.seq_len < 8:
         p.error("--steps and --batch-size must be positive and --seq-len at least 8")
-    curves = train(r, out, progress=not quiet, save_every=save_every)
+    curves = train_model(r, out, progress=not quiet, save_every=save_every)
     print(f"trained {r.steps} steps in {curves['seconds']:.0f} s; final loss {curves['loss'][-1]:.3f}; "
           f"saved to {out}")
 

@@ -1,4 +1,4 @@
-"""mixtral_edu.fast.grouped_moe: the same results as the teaching loop, and it puts the loop back."""
+"""mixtral_edu.fast.moe (grouped dispatch): the same results as the teaching loop, and it puts the loop back."""
 from __future__ import annotations
 
 import copy
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import mixtral_edu
-from mixtral_edu.fast.grouped_moe import GroupedMixtralSparseMoeBlock, grouped_moe
+from mixtral_edu.fast.moe import GroupedMixtralSparseMoeBlock, grouped_moe
 from mixtral_edu.modeling.moe import MixtralSparseMoeBlock
 
 from conftest import left_padded, make_pair, random_ids

@@ -86,7 +86,7 @@ def test_attention_pass_and_reference_is_sdpa():
     assert r, r.message
     assert "not yet" in ex.check_attention(todo).message
     for _, (q, k, v, m), _ in ex._attn_cases():
-        torch.testing.assert_close(ex.attention(q, k, v, m), F.scaled_dot_product_attention(q, k, v, attn_mask=m))
+        torch.testing.assert_close(ex.reference_attention(q, k, v, m), F.scaled_dot_product_attention(q, k, v, attn_mask=m))
 
 
 def test_attention_mistakes():

@@ -1,7 +1,7 @@
 """Render every static view to PNG for a person to look at: artifacts/views/<name>.png.
 
-    .venv/bin/python tests/render_views.py            # all views
-    .venv/bin/python tests/render_views.py mask cache # some
+    .venv/bin/python tests/viz/render_views.py            # all views
+    .venv/bin/python tests/viz/render_views.py mask cache # some
 
 Uses the trained tiny model when it ships (mixtral_edu/tiny/model/), else a small
 random model with a real tokenizer. Each figure is written as HTML with plotly.js
@@ -14,9 +14,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "artifacts" / "views"
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: browser.py
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 

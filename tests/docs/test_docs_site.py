@@ -23,11 +23,13 @@ import pytest
 
 import browser as br  # tests/browser.py (pytest puts tests/ on sys.path)
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SITE = ROOT / "docs" / "_build" / "html"
 ARTIFACTS = ROOT / "artifacts"
 SHOTS = ARTIFACTS / "screenshots"
 EXTERNAL_WORDS = ("cdn", "unpkg", "jsdelivr", "googleapis", "cloudflare")
+
+pytestmark = pytest.mark.slow  # every test here reads the site this module builds (minutes)
 
 
 # ---------------------------------------------------------------- build
@@ -266,6 +268,7 @@ def visited(pages, base_url, chrome) -> Dict[str, dict]:
     return results
 
 
+@pytest.mark.browser
 def test_no_request_leaves_the_machine(visited):
     bad = {page: r["log"].blocked for page, r in visited.items() if r["log"].blocked}
     assert not bad, "requests to another host than 127.0.0.1:\n" + json.dumps(bad, indent=1)
@@ -274,6 +277,7 @@ def test_no_request_leaves_the_machine(visited):
                    for u in r["log"].requests), page
 
 
+@pytest.mark.browser
 def test_no_javascript_errors_or_failed_loads(visited):
     bad = {page: r["log"].page_errors + r["log"].console_errors + r["log"].failed
            for page, r in visited.items()}
@@ -281,6 +285,7 @@ def test_no_javascript_errors_or_failed_loads(visited):
     assert not bad, "JavaScript errors / failed loads:\n" + json.dumps(bad, indent=1)
 
 
+@pytest.mark.browser
 def test_every_plotly_figure_is_drawn(visited):
     total = 0
     for page, r in visited.items():
@@ -293,6 +298,7 @@ def test_every_plotly_figure_is_drawn(visited):
     assert total > 0, "no page has a plotly figure shown with mixtral_edu.viz.show"
 
 
+@pytest.mark.browser
 def test_saved_widgets_are_drawn(visited):
     with_widgets = [p for p, r in visited.items() if r["state"]["widgetViews"]]
     assert with_widgets, "no page has a saved ipywidgets view"
@@ -300,6 +306,7 @@ def test_saved_widgets_are_drawn(visited):
         assert visited[page]["state"]["widgetsDrawn"] > 0, f"{page}: saved widget views were not drawn"
 
 
+@pytest.mark.browser
 def test_math_is_typeset(visited):
     for page, r in visited.items():
         s = r["state"]
@@ -307,6 +314,7 @@ def test_math_is_typeset(visited):
             assert s["mathDrawn"] > 0, f"{page}: {s['math']} math elements but MathJax drew none"
 
 
+@pytest.mark.browser
 def test_plotly_slider_drag_changes_the_figure(visited, base_url, chrome):
     """Drag a slider handle with the mouse; the figure's active step and its shown data change."""
     candidates = [p for p, r in visited.items() if r["state"]["sliders"]]
@@ -358,6 +366,7 @@ def test_plotly_slider_drag_changes_the_figure(visited, base_url, chrome):
     assert not log.problems(), log.problems()
 
 
+@pytest.mark.browser
 def test_search_finds_router(base_url, chrome):
     tab, log = br.open_page(chrome, base_url + "search.html?q=router")
     try:
@@ -373,59 +382,3 @@ def test_search_finds_router(base_url, chrome):
     assert hits, "search for 'router' found nothing"
     assert any(h.startswith("glossary.html") for h in hits), hits
     assert not log.problems(), log.problems()
-
-
-# ---------------------------------------------------------------- mixtral_edu.viz (no browser)
-
-
-def _figure():
-    import plotly.graph_objects as go
-
-    fig = go.Figure([go.Scatter(x=[0, 1, 2], y=[1, 0, 1], name="a")])
-    fig.update_layout(title="t", sliders=[dict(steps=[dict(method="restyle", args=["visible", [True]])])])
-    return fig
-
-
-def test_show_sends_plotly_json_and_offline_html():
-    from mixtral_edu.viz import display
-
-    bundle = display.mime_bundle(_figure())
-    assert set(bundle) == {display.PLOTLY_MIME, "text/html", "text/plain"}
-    assert bundle[display.PLOTLY_MIME]["layout"]["sliders"]
-    page = bundle["text/html"]
-    assert "Plotly.newPlot" in page and "window.Plotly" in page
-    assert "http" not in page.lower() and "<script src" not in page.lower(), "the html must load nothing"
-    assert "</script>" not in page.split("<script", 1)[1].split("</script>", 1)[1]  # one script, not broken
-
-
-def test_show_displays_one_bundle(monkeypatch):
-    import IPython.display
-
-    from mixtral_edu import viz
-    shown = []
-    monkeypatch.setattr(IPython.display, "display", lambda obj, raw=False: shown.append((obj, raw)))
-    viz.show(_figure())
-    assert len(shown) == 1 and shown[0][1] is True
-    assert "application/vnd.plotly.v1+json" in shown[0][0]
-
-
-def test_static_twin_shows_the_live_note(monkeypatch):
-    import IPython.display
-
-    from mixtral_edu import viz
-    shown = []
-    monkeypatch.setattr(IPython.display, "display", lambda obj, raw=False: shown.append(obj))
-    viz.show_static_twin(_figure(), note="Drag to change k")
-    assert len(shown) == 2
-    note = shown[0]["text/plain"]
-    assert note.startswith("Drag to change k.") and "Live version runs in JupyterLab (bash scripts/lab.sh)" in note
-    assert "text/html" in shown[1]
-
-
-def test_figure_html_escapes_script_breakers():
-    import plotly.graph_objects as go
-
-    from mixtral_edu.viz import display
-
-    page = display.figure_html(go.Figure(layout=dict(title="</script><b>x")))
-    assert page.count("</script>") == 1

@@ -28,10 +28,12 @@ import torch
 import browser as br  # tests/browser.py (pytest puts tests/ on sys.path)
 from mixtral_edu.modeling.masks import mask_reasons
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT / "tests" / "fixtures" / "lab_widget_demo.ipynb"
 SHOTS = ROOT / "artifacts" / "screenshots"
 N_IDS = 9  # len(ids) in the fixture notebook
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]  # starts JupyterLab, drives Chromium
 
 
 

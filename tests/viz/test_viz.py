@@ -348,6 +348,7 @@ def test_static_figures_need_nothing_from_the_web(run, tok):
 
 # ---------------------------------------------------------------- static sliders, drawn the docs site's way
 
+@pytest.mark.browser
 def test_static_sliders_work_in_a_browser(run, tok, tmp_path):
     """Each figure as `viz.show` sends it to a page (global Plotly, no kernel): click the slider's first
     step with the mouse and the figure must switch to that step's traces and title."""

@@ -11,7 +11,7 @@ import torch
 import mixtral_edu
 from mixtral_edu.tiny import evaluate
 from mixtral_edu.tiny.pretrained import TINY_DIR
-from mixtral_edu.tiny.train import Recipe, revive_starved_experts, tiny_config, train
+from mixtral_edu.tiny.train import Recipe, revive_starved_experts, tiny_config, train_model
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +121,7 @@ def test_reviving_a_starved_expert_copies_the_busiest_one():
 def test_a_short_training_run_lowers_the_loss(tmp_path):
     r = Recipe(steps=12, batch_size=8, seq_len=32, n_samples=600, warmup=2, num_hidden_layers=2,
                hidden_size=32, intermediate_size=32, sliding_window=16, vocab_size=300, lr=1e-2)
-    curves = train(r, str(tmp_path), log_every=1, progress=False)
+    curves = train_model(r, str(tmp_path), log_every=1, progress=False)
     first, last = curves["ce_loss"][0], sum(curves["ce_loss"][-3:]) / 3
     assert last < first - 0.5
     assert os.path.isfile(tmp_path / "training_curves.png")

@@ -12,8 +12,10 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+pytestmark = pytest.mark.slow  # each notebook runs in a fresh kernel: minutes in all
+
 EXPECTED = ["00_orientation", "01_generation_loop", "02_prepare_inputs", "03_causal_lm_forward",
             "04_model_forward", "05_decoder_layer", "06_attention", "07_moe", "08_lm_head_sampling",
             "09_training", "10_full_size"]
