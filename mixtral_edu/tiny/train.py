@@ -133,6 +133,7 @@ def train_model(r: Recipe, out: str, log_every: int = 10, progress: bool = True,
         out_ = model(batch, labels=batch, output_router_logits=True, use_cache=False)
         opt.zero_grad(set_to_none=True)
         out_.loss.backward()
+        leave_idle_experts_alone(model, out_.router_logits)
         torch.nn.utils.clip_grad_norm_(model.parameters(), r.grad_clip)
         opt.step()
         logging = step % log_every == 0 or step == r.steps - 1
@@ -163,6 +164,26 @@ def train_model(r: Recipe, out: str, log_every: int = 10, progress: bool = True,
     model.eval()
     save_model_dir(model, tokenizer, out, r, curves)
     return curves
+
+
+@torch.no_grad()
+def leave_idle_experts_alone(model, router_logits) -> None:
+    """Unset the gradients of every expert that no token of this batch chose: the optimizer skips it.
+
+    The MoE loop calls every expert, as transformers does, so an expert that got no token has
+    an all-zero gradient, and AdamW would still move it (weight decay, and the momentum of
+    earlier steps). The recipe leaves such an expert as it is; the shipped weights were
+    trained so. Which experts were chosen is read from the router logits the way the block
+    routes them (softmax in fp32, then top-k), so it is exactly the block's choice.
+    """
+    for layer, logits in zip(model.model.layers, router_logits):
+        moe = layer.block_sparse_moe
+        probs = torch.softmax(logits, dim=1, dtype=torch.float)                   # (N, E)
+        chosen = set(torch.topk(probs, moe.top_k, dim=-1).indices.unique().tolist())
+        for e, expert in enumerate(moe.experts):
+            if e not in chosen:
+                for p in expert.parameters():
+                    p.grad = None
 
 
 @torch.no_grad()
