@@ -73,7 +73,7 @@ mxe_call_chain = {
 
 # API reference: modules in this order when they exist (others found in the
 # package are appended by name).
-mxe_api_modules = ["modeling", "observe", "full_size", "tiny", "viz", "exercises"]
+mxe_api_modules = ["modeling", "fast", "observe", "full_size", "tiny", "viz", "exercises"]
 
 autodoc_default_options = {"members": True, "show-inheritance": True}
 autodoc_member_order = "bysource"

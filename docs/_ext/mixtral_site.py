@@ -281,7 +281,7 @@ def benchmarks_include() -> str:
 
 def tiny_model_include() -> str:
     """The shipped model's card, headings one level down, its curves image copied next to it."""
-    card_dir = ROOT / "mixtral_edu" / "tiny_model"
+    card_dir = ROOT / "mixtral_edu" / "tiny" / "model"
     card = card_dir / "README.md"
     if not card.is_file():
         return "The tiny model has not been trained yet: `python -m mixtral_edu.tiny.train --out DIR`.\n"

@@ -3,7 +3,7 @@
     check_parameter_count(count)     count(config) -> (total, active)
     check_kv_bytes_per_token(fn)     fn(config, bytes_per_element) -> bytes one more cached token costs
 
-Both compare with `mixtral_edu.sizes` (whose numbers the test suite checks against
+Both compare with `mixtral_edu.full_size.sizes` (whose numbers the test suite checks against
 real models) on the published Mixtral configs and on small variants that catch
 the usual slips: GQA, tied embeddings, the router, the norms, K of E experts.
 """

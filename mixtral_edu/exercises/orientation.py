@@ -140,5 +140,5 @@ def check_active_parameters(active_parameters: Callable) -> ExerciseResult:
             return fail(label, f"returned a {type(got).__name__}, expected an int", "return a whole number.")
         if got != want:
             return fail(label, f"got {got:,}, expected {want:,}", _active_hint(config, got, want))
-    return ExerciseResult(True, "active_parameters agrees with mixtral_edu.sizes on all 5 cases "
+    return ExerciseResult(True, "active_parameters agrees with mixtral_edu.full_size.sizes on all 5 cases "
                                 "(tiny, 8x7B, 8x22B, top-1, tied head).")

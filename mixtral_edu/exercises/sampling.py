@@ -3,7 +3,7 @@
     check_temperature(apply_temperature)  apply_temperature(scores (B, V), temperature) -> (B, V)
     check_top_p(top_p_filter)             top_p_filter(scores (B, V), top_p) -> (B, V), dropped tokens at -inf
 
-Both compare the learner's function with the warpers of `mixtral_edu.generation`
+Both compare the learner's function with the warpers of `mixtral_edu.modeling.generation`
 (which the test suite proves equal to transformers 4.41.2's) on several cases, and
 name the mistake when the answer matches one we know.
 """

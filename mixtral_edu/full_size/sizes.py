@@ -1,7 +1,7 @@
 """How big is a Mixtral? Parameters, KV-cache bytes, FLOPs per token and tensor shapes,
 all worked out from the config alone (and cross-checked against real models in tests).
 
-Shapes use the legend of `mixtral_edu.config`. Run `python -m mixtral_edu.full_size.sizes`
+Shapes use the legend of `mixtral_edu.modeling.config`. Run `python -m mixtral_edu.full_size.sizes`
 for a summary of the published models.
 
 The one idea behind every number: a token passes through all of attention but

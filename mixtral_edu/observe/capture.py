@@ -8,7 +8,7 @@
     with mixtral_edu.hooks(model, disable_expert(layer=0, expert=3)):
         model.generate(ids)                                         # layer 0 never routes to expert 3
 
-Names and documented shapes: `model.hook_names()` (legend in mixtral_edu.config). A hook
+Names and documented shapes: `model.hook_names()` (legend in mixtral_edu/modeling/config.py). A hook
 fn is called as fn(tensor, hook_point) and returns None (just look) or a tensor (use this
 instead). Names may be glob patterns: "*.hook_resid_post", "model.layers.*.block_sparse_moe.hook_*".
 Eager-only points: attention scores and pattern are never formed by the fused sdpa kernel.

@@ -7,7 +7,7 @@
     tr.to_dict()     # the same tree as plain data (tr.to_json(): as a JSON string)
     tr.steps         # one StepRecord per generation step: the tensors, for plots
 
-The tree follows the real call chain (shape legend: mixtral_edu.config):
+The tree follows the real call chain (shape legend: mixtral_edu/modeling/config.py):
 
     generate
       step i: prefill | decode                   one turn of the generation loop

@@ -175,6 +175,8 @@ def write_card(directory: str, metrics: Dict) -> None:
                    "over all layers together, so it balances experts across the model but not within "
                    "a layer, and an expert no token picks gets no gradient to come back with."
                    ) if router else ""
+    idle = ("An expert that no token of a batch chose takes no optimizer step in that batch (its gradient "
+            "is left unset, so AdamW's weight decay and momentum do not move it).")
     load = ""
     if "load_average_start" in curves:
         load = f", 1-minute load average {curves['load_average_start']:.1f} at the start and " \
@@ -182,7 +184,7 @@ def write_card(directory: str, metrics: Dict) -> None:
     text = f"""# mixtral-edu tiny Mixtral
 
 A {pc.total / 1e6:.2f}M-parameter Mixtral ({pc.active / 1e6:.2f}M active per token) trained from
-scratch on this project's synthetic corpus (`mixtral_edu.corpus`: additions, a small
+scratch on this project's synthetic corpus (`mixtral_edu.tiny.corpus`: additions, a small
 English-like grammar, key-value records and little programs). It exists to be looked
 at: its outputs can be checked by eye and its experts show structure.
 
@@ -199,6 +201,7 @@ AdamW (lr {r['lr']} with {r['warmup']} warm-up steps and cosine decay to {r['min
 {r['weight_decay']}, gradient clip {r['grad_clip']}), batches of {r['batch_size']} x {r['seq_len']} packed tokens
 from {r['n_samples']} samples, byte-level BPE vocabulary of {cfg['vocab_size']}. Loss = cross-entropy +
 {r['router_aux_loss_coef']} x load-balancing loss. {router_text}
+{idle}
 Took {curves['seconds']:.0f} s on this machine ({metrics['machine']['cpu']}, {os.cpu_count()} cores,
 {r['threads']} training thread(s), torch {training['torch']}{load}).
 Final loss {curves['loss'][-1]:.3f}, aux loss {curves['aux_loss'][-1]:.3f} (2.0 = perfectly balanced).

@@ -1,4 +1,4 @@
-"""Every figure of mixtral_edu.sizes checked against something computed another way:
+"""Every figure of mixtral_edu.full_size.sizes checked against something computed another way:
 the published sizes, a real or meta-device model, a real cache, torch's FLOP counter."""
 import re
 

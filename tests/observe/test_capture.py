@@ -1,4 +1,4 @@
-"""mixtral_edu.capture: hook points, run_with_cache, scoped hooks, disable_expert."""
+"""mixtral_edu.observe.capture: hook points, run_with_cache, scoped hooks, disable_expert."""
 from __future__ import annotations
 
 import re

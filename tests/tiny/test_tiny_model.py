@@ -127,3 +127,23 @@ def test_a_short_training_run_lowers_the_loss(tmp_path):
     assert os.path.isfile(tmp_path / "training_curves.png")
     reloaded = mixtral_edu.MixtralForCausalLM.from_pretrained(str(tmp_path))
     assert reloaded.config.num_hidden_layers == 2
+
+
+def test_experts_no_token_chose_get_no_optimizer_step():
+    from mixtral_edu.tiny.train import leave_idle_experts_alone
+    torch.manual_seed(0)
+    cfg = mixtral_edu.MixtralConfig(vocab_size=50, hidden_size=16, intermediate_size=16, num_hidden_layers=2,
+                                    num_attention_heads=2, num_key_value_heads=1, num_local_experts=4)
+    model = mixtral_edu.MixtralForCausalLM(cfg).train()
+    ids = torch.tensor([[5, 7]])                    # 2 tokens x top-2 of 4 experts: at most 4 of 4 slots
+    out = model(ids, labels=ids, output_router_logits=True)
+    out.loss.backward()
+    chosen = [set(torch.topk(lg.softmax(-1), 2).indices.flatten().tolist()) for lg in out.router_logits]
+    idle = [(l, e) for l in range(2) for e in range(4) if e not in chosen[l]]
+    assert idle, "this batch leaves some expert idle"
+    experts = lambda l, e: model.model.layers[l].block_sparse_moe.experts[e]  # noqa: E731
+    # the loop ran every expert, so an idle one holds a zero gradient, which AdamW would still act on
+    assert all(torch.count_nonzero(p.grad) == 0 for l, e in idle for p in experts(l, e).parameters())
+    leave_idle_experts_alone(model, out.router_logits)
+    assert all(p.grad is None for l, e in idle for p in experts(l, e).parameters())
+    assert all(p.grad is not None for l in range(2) for e in chosen[l] for p in experts(l, e).parameters())
