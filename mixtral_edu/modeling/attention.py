@@ -145,24 +145,13 @@ class MixtralSdpaAttention(MixtralAttention):
     kernel: one `scaled_dot_product_attention` call in place of matmul, mask, softmax, matmul.
     """
 
-    def forward(
-        self,
-        hidden_states: torch.Tensor,
-        attention_mask: Optional[torch.Tensor] = None,
-        position_ids: Optional[torch.LongTensor] = None,
-        past_key_value: Optional[Cache] = None,
-        output_attentions: bool = False,
-        use_cache: bool = False,
-    ) -> Tuple[torch.Tensor, Optional[torch.Tensor], Optional[Cache]]:
+    def forward(self, hidden_states: torch.Tensor, attention_mask: Optional[torch.Tensor] = None,
+                position_ids: Optional[torch.LongTensor] = None, past_key_value: Optional[Cache] = None,
+                output_attentions: bool = False, use_cache: bool = False,
+                ) -> Tuple[torch.Tensor, Optional[torch.Tensor], Optional[Cache]]:
         if output_attentions:  # the fused kernel never forms the weights: the eager forward does it
-            return super().forward(
-                hidden_states=hidden_states,
-                attention_mask=attention_mask,
-                position_ids=position_ids,
-                past_key_value=past_key_value,
-                output_attentions=output_attentions,
-                use_cache=use_cache,
-            )
+            return super().forward(hidden_states, attention_mask, position_ids, past_key_value,
+                                   output_attentions, use_cache)
 
         bsz, q_len, _ = hidden_states.size()
 
