@@ -85,11 +85,12 @@ class MixtralForCausalLM(MixtralPreTrainedModel):
         attentions, router_logits; as a tuple of the non-None ones in that order
         when return_dict=False.
         """
-        cfg = self.config
-        output_attentions = cfg.output_attentions if output_attentions is None else output_attentions
-        output_router_logits = cfg.output_router_logits if output_router_logits is None else output_router_logits
-        output_hidden_states = cfg.output_hidden_states if output_hidden_states is None else output_hidden_states
-        return_dict = cfg.use_return_dict if return_dict is None else return_dict
+        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
+        output_router_logits = (output_router_logits if output_router_logits is not None
+                                else self.config.output_router_logits)
+        output_hidden_states = (output_hidden_states if output_hidden_states is not None
+                                else self.config.output_hidden_states)
+        return_dict = return_dict if return_dict is not None else self.config.use_return_dict
 
         outputs = self.model(
             input_ids=input_ids,
@@ -104,7 +105,9 @@ class MixtralForCausalLM(MixtralPreTrainedModel):
             return_dict=return_dict,
         )
         hidden_states = outputs[0]                                   # (B, T, C)
-        logits = self.hook_logits(self.lm_head(hidden_states).float())  # (B, T, V): head in model dtype, then fp32
+        logits = self.lm_head(hidden_states)                         # (B, T, V) in the model dtype
+        logits = logits.float()                                      # then fp32
+        logits = self.hook_logits(logits)
 
         loss = None
         if labels is not None:
@@ -112,9 +115,13 @@ class MixtralForCausalLM(MixtralPreTrainedModel):
                 raise ValueError(f"labels must have the shape of input_ids {tuple(logits.shape[:2])}, "
                                  f"got {tuple(labels.shape)}; they are shifted inside, do not shift them yourself.")
             # position t predicts token t + 1: drop the last logit and the first label
-            shift_logits = logits[..., :-1, :].reshape(-1, self.vocab_size)   # (B*(T-1), V)
-            shift_labels = labels[..., 1:].reshape(-1).to(shift_logits.device)  # (B*(T-1),)
-            loss = F.cross_entropy(shift_logits, shift_labels)
+            shift_logits = logits[..., :-1, :].contiguous()          # (B, T-1, V)
+            shift_labels = labels[..., 1:].contiguous()              # (B, T-1)
+            loss_fct = nn.CrossEntropyLoss()
+            shift_logits = shift_logits.view(-1, self.config.vocab_size)  # (B*(T-1), V)
+            shift_labels = shift_labels.view(-1)                     # (B*(T-1),)
+            shift_labels = shift_labels.to(shift_logits.device)
+            loss = loss_fct(shift_logits, shift_labels)
 
         aux_loss = None
         if output_router_logits:
@@ -128,7 +135,7 @@ class MixtralForCausalLM(MixtralPreTrainedModel):
                 outputs.router_logits if return_dict else outputs[-1],
                 self.num_experts, self.num_experts_per_tok, aux_mask)
             if labels is not None:
-                loss = loss + self.router_aux_loss_coef * aux_loss.to(loss.device)
+                loss += self.router_aux_loss_coef * aux_loss.to(loss.device)
 
         if not return_dict:
             output = (logits,) + tuple(outputs[1:])

@@ -27,9 +27,10 @@ class MixtralRMSNorm(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         input_dtype = hidden_states.dtype
-        x = hidden_states.to(torch.float32)  # the mean of squares needs fp32 even for a bf16 model
-        x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.variance_epsilon)
-        return self.weight * x.to(input_dtype)  # cast back first, then scale: transformers' order
+        hidden_states = hidden_states.to(torch.float32)  # the mean of squares needs fp32 even for a bf16 model
+        variance = hidden_states.pow(2).mean(-1, keepdim=True)                       # (..., 1)
+        hidden_states = hidden_states * torch.rsqrt(variance + self.variance_epsilon)
+        return self.weight * hidden_states.to(input_dtype)  # cast back first, then scale: transformers' order
 
 
 class MixtralDecoderLayer(nn.Module):
@@ -63,20 +64,30 @@ class MixtralDecoderLayer(nn.Module):
 
         The optional entries appear only when asked for, in that order (as in transformers).
         """
-        residual = self.hook_resid_pre(hidden_states)
+        hidden_states = self.hook_resid_pre(hidden_states)
+        residual = hidden_states
+
+        hidden_states = self.input_layernorm(hidden_states)
+
+        # Self Attention
         hidden_states, self_attn_weights, present_key_value = self.self_attn(
-            hidden_states=self.input_layernorm(residual),
+            hidden_states=hidden_states,
             attention_mask=attention_mask,
             position_ids=position_ids,
             past_key_value=past_key_value,
             output_attentions=output_attentions,
             use_cache=use_cache,
         )
-        hidden_states = self.hook_resid_mid(residual + self.hook_attn_out(hidden_states))
+        hidden_states = self.hook_attn_out(hidden_states)
+        hidden_states = residual + hidden_states
+        hidden_states = self.hook_resid_mid(hidden_states)
 
+        # Fully Connected: the sparse MoE block
         residual = hidden_states
-        hidden_states, router_logits = self.block_sparse_moe(self.post_attention_layernorm(hidden_states))
-        hidden_states = self.hook_resid_post(residual + hidden_states)
+        hidden_states = self.post_attention_layernorm(hidden_states)
+        hidden_states, router_logits = self.block_sparse_moe(hidden_states)
+        hidden_states = residual + hidden_states
+        hidden_states = self.hook_resid_post(hidden_states)
 
         outputs: Tuple[torch.Tensor, ...] = (hidden_states,)
         if output_attentions:

@@ -158,16 +158,18 @@ class MixtralModel(MixtralPreTrainedModel):
         attentions (L), router_logits (L of (N, E)); as a tuple of the non-None ones
         in that order when return_dict=False.
         """
-        cfg = self.config
-        output_attentions = cfg.output_attentions if output_attentions is None else output_attentions
-        output_router_logits = cfg.output_router_logits if output_router_logits is None else output_router_logits
-        output_hidden_states = cfg.output_hidden_states if output_hidden_states is None else output_hidden_states
-        use_cache = cfg.use_cache if use_cache is None else use_cache
-        return_dict = cfg.use_return_dict if return_dict is None else return_dict
+        output_attentions = output_attentions if output_attentions is not None else self.config.output_attentions
+        output_router_logits = (output_router_logits if output_router_logits is not None
+                                else self.config.output_router_logits)
+        output_hidden_states = (output_hidden_states if output_hidden_states is not None
+                                else self.config.output_hidden_states)
+        use_cache = use_cache if use_cache is not None else self.config.use_cache
+        return_dict = return_dict if return_dict is not None else self.config.use_return_dict
 
+        # retrieve input_ids and inputs_embeds; the checks of this call's inputs happen here, once
         if input_ids is not None and inputs_embeds is not None:
             raise ValueError("Pass either input_ids or inputs_embeds, not both.")
-        if input_ids is not None:
+        elif input_ids is not None:
             if input_ids.dim() != 2:
                 raise ValueError(f"input_ids must be (batch, seq_len), got shape {tuple(input_ids.shape)}; "
                                  "for one sequence use input_ids[None].")
@@ -182,12 +184,14 @@ class MixtralModel(MixtralPreTrainedModel):
         else:
             raise ValueError("Pass input_ids (B, T) or inputs_embeds (B, T, C).")
 
-        if self.gradient_checkpointing and self.training and use_cache:
-            # checkpointing recomputes activations in backward; a cache would keep them: pick one
-            warnings.warn("use_cache=True is incompatible with gradient checkpointing; using use_cache=False.")
-            use_cache = False
-
         past_key_values_length = 0
+
+        if self.gradient_checkpointing and self.training:
+            if use_cache:
+                # checkpointing recomputes activations in backward; a cache would keep them: pick one
+                warnings.warn("use_cache=True is incompatible with gradient checkpointing; using use_cache=False.")
+                use_cache = False
+
         use_legacy_cache = False
         if use_cache:
             use_legacy_cache = not isinstance(past_key_values, Cache)
@@ -200,8 +204,9 @@ class MixtralModel(MixtralPreTrainedModel):
         if position_ids is None:
             device = input_ids.device if input_ids is not None else inputs_embeds.device
             # no positions given: this call's tokens follow the cache, one batch row for all
-            position_ids = torch.arange(past_key_values_length, past_key_values_length + seq_length,
-                                        dtype=torch.long, device=device).unsqueeze(0)       # (1, T)
+            position_ids = torch.arange(past_key_values_length, seq_length + past_key_values_length,
+                                        dtype=torch.long, device=device)                    # (T,)
+            position_ids = position_ids.unsqueeze(0).view(-1, seq_length)                   # (1, T)
         else:
             position_ids = position_ids.view(-1, seq_length).long()                          # (B, T)
             check_position_ids(position_ids, past_key_values_length + seq_length)
@@ -210,11 +215,16 @@ class MixtralModel(MixtralPreTrainedModel):
             inputs_embeds = self.embed_tokens(input_ids)                                     # (B, T, C)
         inputs_embeds = self.hook_embed(inputs_embeds)
 
-        build_mask = (prepare_4d_causal_attention_mask_for_sdpa
-                      if self._attn_implementation == "sdpa" and not output_attentions
-                      else prepare_4d_causal_attention_mask)
-        attention_mask = build_mask(attention_mask, (batch_size, seq_length), inputs_embeds,
-                                    past_key_values_length, sliding_window=cfg.sliding_window)
+        if self._attn_implementation == "sdpa" and not output_attentions:
+            # None where SDPA's own is_causal gives the same answer, else the same 4D mask as eager
+            attention_mask = prepare_4d_causal_attention_mask_for_sdpa(
+                attention_mask, (batch_size, seq_length), inputs_embeds, past_key_values_length,
+                sliding_window=self.config.sliding_window)
+        else:
+            # (B, S) 1/0 -> (B, 1, T, S) additive: 0 where visible, dtype min where hidden
+            attention_mask = prepare_4d_causal_attention_mask(
+                attention_mask, (batch_size, seq_length), inputs_embeds, past_key_values_length,
+                sliding_window=self.config.sliding_window)
         if attention_mask is not None:
             attention_mask = self.hook_mask(attention_mask)                                  # (B, 1, T, S)
 

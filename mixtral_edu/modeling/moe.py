@@ -113,19 +113,38 @@ def load_balancing_loss_func(gate_logits, num_experts: int, top_k: int = 2,
     """
     if gate_logits is None or not isinstance(gate_logits, tuple):
         return 0
-    device = gate_logits[0].device
-    logits = torch.cat([g.to(device) for g in gate_logits], dim=0)            # (L*N, E)
-    probs = F.softmax(logits, dim=-1)
-    _, selected = torch.topk(probs, top_k, dim=-1)                             # (L*N, K)
-    chosen = F.one_hot(selected, num_experts).float()                          # (L*N, K, E)
+
+    compute_device = gate_logits[0].device
+    concatenated_gate_logits = torch.cat([layer_gate.to(compute_device) for layer_gate in gate_logits], dim=0)
+
+    routing_weights = F.softmax(concatenated_gate_logits, dim=-1)                # (L*N, E)
+    _, selected_experts = torch.topk(routing_weights, top_k, dim=-1)             # (L*N, K)
+    expert_mask = F.one_hot(selected_experts, num_experts)                       # (L*N, K, E)
+
     if attention_mask is None:
-        f = chosen.mean(dim=0)                                                 # (K, E)
-        p = probs.mean(dim=0)                                                  # (E,)
+        tokens_per_expert = torch.mean(expert_mask.float(), dim=0)               # f: (K, E)
+        router_prob_per_expert = torch.mean(routing_weights, dim=0)              # P: (E,)
     else:
-        b, t = attention_mask.shape
-        n_layers = logits.shape[0] // (b * t)
-        # (B, T) -> (L, B, T) -> (L*N, 1, 1): 1 for real tokens, 0 for padding
-        keep = attention_mask.to(device)[None].expand(n_layers, b, t).reshape(-1, 1, 1).float()
-        f = (chosen * keep).sum(dim=0) / keep.sum()
-        p = (probs * keep[:, 0]).sum(dim=0) / keep.sum()
-    return torch.sum(f * p.unsqueeze(0)) * num_experts
+        batch_size, sequence_length = attention_mask.shape
+        num_hidden_layers = concatenated_gate_logits.shape[0] // (batch_size * sequence_length)
+        # (B, T) -> (L, B, T, K, E) -> (L*N, K, E): 1 on every slot of a real token, 0 for padding
+        expert_attention_mask = (
+            attention_mask[None, :, :, None, None]
+            .expand((num_hidden_layers, batch_size, sequence_length, top_k, num_experts))
+            .reshape(-1, top_k, num_experts)
+            .to(compute_device)
+        )
+        tokens_per_expert = (torch.sum(expert_mask.float() * expert_attention_mask, dim=0)
+                             / torch.sum(expert_attention_mask, dim=0))          # f over real tokens: (K, E)
+        # (B, T) -> (L, B, T, E) -> (L*N, E)
+        router_per_expert_attention_mask = (
+            attention_mask[None, :, :, None]
+            .expand((num_hidden_layers, batch_size, sequence_length, num_experts))
+            .reshape(-1, num_experts)
+            .to(compute_device)
+        )
+        router_prob_per_expert = (torch.sum(routing_weights * router_per_expert_attention_mask, dim=0)
+                                  / torch.sum(router_per_expert_attention_mask, dim=0))  # P over real tokens: (E,)
+
+    overall_loss = torch.sum(tokens_per_expert * router_prob_per_expert.unsqueeze(0))
+    return overall_loss * num_experts
