@@ -15,13 +15,13 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 import torch
-import torch.fx.experimental._config as fx_config
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from ..modeling.cache import DynamicCache
 from ..modeling.causal_lm import MixtralForCausalLM
 from ..modeling.config import MixtralConfig
+from ..observe.meta import routing_on_meta
 
 
 # -- parameters ------------------------------------------------------------------
@@ -217,17 +217,13 @@ def meta_forward(config: MixtralConfig, batch_size: int = 1, seq_len: int = 16, 
     `model`: a meta model of this config to reuse (building 8x22B takes seconds).
     """
     model = build_on_meta(config) if model is None else model
-    # Which tokens chose expert e is data, and meta tensors hold no data: the MoE
-    # loop's torch.where cannot know its output size. This torch flag lets it assume
-    # every entry is chosen, so each expert sees all N*K (token, slot) pairs. That
-    # misstates the per-expert row counts but not any shape returned here.
     B, T, S = batch_size, seq_len, past_len + seq_len
     cache = DynamicCache()
     for layer in range(config.num_hidden_layers):
         shape = (B, config.num_key_value_heads, past_len, config.head_dim)
         cache.update(torch.empty(shape, device="meta"), torch.empty(shape, device="meta"), layer)
     input_ids = torch.zeros(B, T, dtype=torch.long, device="meta")
-    with fx_config.patch(meta_nonzero_assume_all_nonzero=True):
+    with routing_on_meta():  # the MoE loop's per-expert row counts are placeholders, no shape here is
         out = model(input_ids, past_key_values=cache, use_cache=True, output_router_logits=True)
     assert out.past_key_values.get_seq_length() == S
     return {

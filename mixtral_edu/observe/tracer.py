@@ -47,6 +47,7 @@ from torch import nn
 from ..modeling.cache import Cache
 from ..modeling.hook_points import HookPoint
 from .capture import remove_fn
+from .meta import routing_on_meta
 from .records import (  # what a trace records into
     GEN, HF, MASKS, PLAIN, Node, StepRecord, attn_facts, expert_facts, is_legacy_cache, is_meta, keep,
     logits_facts, mask_facts, next_token_facts, prepare_facts, prepare_info, routing_facts, snapshot, summarize,
@@ -141,12 +142,8 @@ class Trace:
         # the per-role readers, looked up once (not per module call)
         self._role_pre = {r: getattr(self, "_pre_" + r) for r in ROLES if hasattr(self, "_pre_" + r)}
         self._role_post = {r: getattr(self, "_post_" + r) for r in ROLES if hasattr(self, "_post_" + r)}
-        if self.meta:
-            # Which tokens chose an expert is data, and meta tensors hold none: the MoE loop's
-            # torch.where cannot size its output. This torch flag lets it assume every slot is
-            # chosen: expert row counts become placeholders, every other shape stays right.
-            import torch.fx.experimental._config as fx_config
-            patch = fx_config.patch(meta_nonzero_assume_all_nonzero=True)
+        if self.meta:  # a model with shapes only: let its MoE loop run (see observe/meta.py)
+            patch = routing_on_meta()
             patch.__enter__()
             self._removers.append(lambda: patch.__exit__(None, None, None))
         paths = {m: n for n, m in self.model.named_modules()}
