@@ -13,6 +13,7 @@ from torch import nn
 
 from .cache import Cache
 from .config import MixtralConfig
+from .generation_config import GenerationConfig
 from .hook_points import HookPoint, name_hook_points
 from .model import MixtralModel, MixtralPreTrainedModel
 from .moe import load_balancing_loss_func
@@ -35,6 +36,8 @@ class MixtralForCausalLM(MixtralPreTrainedModel):
         self.hook_logits = HookPoint("(B, T, V) logits, fp32")
         # fired by generate() once per step: lets a trace or a hook see (or force) the chosen ids
         self.hook_next_tokens = HookPoint("(B,) ids appended this generation step (pad for finished rows)")
+        # generate()'s defaults; from_pretrained replaces it with the folder's generation_config.json
+        self.generation_config = GenerationConfig.from_model_config(config)
         self.post_init()
 
     def post_init(self) -> None:
