@@ -330,10 +330,14 @@ def save_pretrained(model, directory: str, max_shard_size: Optional[Union[int, s
         os.replace(journal_tmp, os.path.join(directory, SAVE_JOURNAL))   # step 3: the commit
         committed = True
         fsync_dir(directory)
-    except BaseException:
+    except BaseException as err:
         if not committed:  # the old checkpoint was never touched: just drop what was written
             for path in [os.path.join(directory, tmp) for _, tmp in renames] + [journal_tmp]:
                 _remove_quietly(path)
+        if hasattr(err, "add_note"):  # Python >= 3.11
+            err.add_note(f"save_pretrained: {directory!r} " + (
+                "already reads as the new checkpoint; the next save tidies it up." if committed else
+                "was left as it was: the previous checkpoint in it still loads."))
         raise
     _apply_journal(directory, {"renames": renames, "remove": stale})     # step 4
 
@@ -363,7 +367,13 @@ def read_safetensors(directory: str, files: Optional[Dict[str, str]] = None) -> 
         raise FileNotFoundError(f"No {WEIGHTS_NAME} or {WEIGHTS_INDEX_NAME} in {directory!r}.{hint}")
     tensors: Dict[str, torch.Tensor] = {}
     for path in paths:
-        with safe_open(path, framework="pt") as f:
+        try:
+            opened = safe_open(path, framework="pt")
+        except Exception:
+            if not os.path.exists(path):  # renamed away by a save in another process: the caller reads again
+                raise FileNotFoundError(f"{path} went away while the checkpoint was read.") from None
+            raise
+        with opened as f:
             for key in f.keys():
                 tensors[key] = f.get_tensor(key)
     return tensors
