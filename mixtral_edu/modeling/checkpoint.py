@@ -414,7 +414,8 @@ def resolve_dtype(torch_dtype, config_dict: dict, tensors: Dict[str, torch.Tenso
         return next((t.dtype for t in tensors.values() if t.is_floating_point()), None)
     if isinstance(torch_dtype, str) and torch_dtype.replace("torch.", "") in _DTYPES:
         return _DTYPES[torch_dtype.replace("torch.", "")]
-    raise ValueError(f"torch_dtype must be a torch.dtype, 'auto' or one of {sorted(_DTYPES)}, got {torch_dtype!r}. "
+    raise ValueError(f"torch_dtype must be a floating-point torch.dtype, 'auto' or one of {sorted(_DTYPES)}, got "
+                     f"{torch_dtype!r}. "
                      "e.g. from_pretrained(path, torch_dtype=torch.bfloat16) or torch_dtype='auto' (config.json's).")
 
 

@@ -140,10 +140,10 @@ class MixtralConfig:
     _POSITIVE_INTS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
                       "num_attention_heads", "num_key_value_heads", "num_local_experts",
                       "num_experts_per_tok", "max_position_embeddings")
-    # (name, smallest allowed, is the smallest itself allowed)
-    _NUMBERS = (("rms_norm_eps", 0.0, False), ("rope_theta", 0.0, False), ("initializer_range", 0.0, True),
-                ("attention_dropout", 0.0, True), ("router_aux_loss_coef", 0.0, True),
-                ("router_jitter_noise", 0.0, True))
+    # (name, smallest allowed, is the smallest itself allowed, an example for the message)
+    _NUMBERS = (("rms_norm_eps", 0.0, False, 1e-5), ("rope_theta", 0.0, False, 1e6),
+                ("initializer_range", 0.0, True, 0.02), ("attention_dropout", 0.0, True, 0.0),
+                ("router_aux_loss_coef", 0.0, True, 0.001), ("router_jitter_noise", 0.0, True, 0.0))
     _BOOLS = ("use_cache", "tie_word_embeddings", "output_router_logits", "output_attentions",
               "output_hidden_states", "use_return_dict")
 
@@ -156,11 +156,11 @@ class MixtralConfig:
                                 f"Write it as a number, e.g. {name}=8 (no quotes, not True/False).")
             if value <= 0:
                 raise ValueError(f"`{name}` must be a positive integer, got {value}.")
-        for name, low, low_ok in self._NUMBERS:
+        for name, low, low_ok, example in self._NUMBERS:
             value = getattr(self, name)
             if not is_number(value):
                 raise TypeError(f"`{name}` must be a number, got {value!r} ({type(value).__name__}). "
-                                f"Write it as a number, e.g. {name}=1e-05, not a string or None.")
+                                f"Write it as a number with no quotes, e.g. {name}={example!r} (not a string or None).")
             if not math.isfinite(value) or value < low or (value == low and not low_ok):
                 bound = f"> {low:g}" if not low_ok else f">= {low:g}"
                 raise ValueError(f"`{name}` must be finite and {bound}, got {value!r}.")

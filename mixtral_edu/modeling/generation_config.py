@@ -50,6 +50,11 @@ NOT_IMPLEMENTED: Dict[str, Any] = {
 }
 
 
+# what an error message offers as an example of a right value
+_EXAMPLES = {"max_length": 64, "max_new_tokens": 32, "do_sample": True, "temperature": 0.7, "top_k": 50,
+             "top_p": 0.9, "bos_token_id": 1, "eos_token_id": 2, "pad_token_id": 0}
+
+
 class GenerationConfig:
     """generate()'s defaults (transformers' field names and default values).
 
@@ -66,35 +71,38 @@ class GenerationConfig:
         self.validate()
 
     def validate(self, where: str = "generation_config") -> None:
-        """Raise TypeError / ValueError naming the field, its valid values and the fix."""
-        def ids_ok(v):
-            items = v if isinstance(v, (list, tuple)) else [v]
-            return v is None or all(is_int(i) and i >= 0 for i in items)
-        checks = (
-            ("max_length", self.max_length is None or (is_int(self.max_length) and self.max_length > 0),
-             "a positive integer (prompt included) or None"),
-            ("max_new_tokens", self.max_new_tokens is None or (is_int(self.max_new_tokens)
-                                                               and self.max_new_tokens >= 0),
-             "an integer >= 0 or None"),
-            ("do_sample", isinstance(self.do_sample, bool), "True or False"),
-            ("use_cache", isinstance(self.use_cache, bool), "True or False"),
-            ("output_scores", isinstance(self.output_scores, bool), "True or False"),
-            ("output_logits", self.output_logits is None or isinstance(self.output_logits, bool),
-             "True, False or None"),
-            ("return_dict_in_generate", isinstance(self.return_dict_in_generate, bool), "True or False"),
-            ("temperature", self.temperature is None or is_number(self.temperature), "a number > 0 or None"),
-            ("top_k", self.top_k is None or is_int(self.top_k), "an integer >= 0 (0 or None: off)"),
-            ("top_p", self.top_p is None or is_number(self.top_p), "a number in (0, 1] or None"),
-            ("bos_token_id", ids_ok(self.bos_token_id), "None or a token id >= 0"),
-            ("eos_token_id", ids_ok(self.eos_token_id), "None, a token id >= 0 or a list of them"),
-            ("pad_token_id", self.pad_token_id is None or (is_int(self.pad_token_id) and self.pad_token_id >= 0),
-             "None or a token id >= 0"),
-        )
-        for name, ok, valid in checks:
-            if not ok:
-                value = getattr(self, name)
-                raise TypeError(f"{where}: `{name}` must be {valid}, got {value!r} ({type(value).__name__}). "
-                                f"Pass e.g. generate(..., {name}={DEFAULTS[name]!r}) or fix the field.")
+        """Raise TypeError (wrong type) or ValueError (out of range) naming the field and the fix."""
+        def ids(v):
+            return v if isinstance(v, (list, tuple)) else [v]
+        flag = (lambda v: isinstance(v, bool), lambda v: True, "True or False")
+        checks = {  # name: (right type?, in range?, what is valid)
+            "max_length": (lambda v: v is None or is_int(v), lambda v: v is None or v > 0,
+                           "a positive integer (prompt included) or None"),
+            "max_new_tokens": (lambda v: v is None or is_int(v), lambda v: v is None or v >= 0,
+                               "an integer >= 0 (new tokens only) or None"),
+            "do_sample": flag, "use_cache": flag, "output_scores": flag, "return_dict_in_generate": flag,
+            "output_logits": (lambda v: v is None or isinstance(v, bool), lambda v: True, "True, False or None"),
+            "temperature": (lambda v: v is None or is_number(v), lambda v: True, "a number > 0 or None"),
+            "top_k": (lambda v: v is None or is_int(v), lambda v: True, "an integer > 0 (0 or None: off)"),
+            "top_p": (lambda v: v is None or is_number(v), lambda v: v is None or 0 <= v <= 1,
+                      "a number in (0, 1] or None"),
+            "bos_token_id": (lambda v: v is None or is_int(v), lambda v: v is None or v >= 0,
+                             "None or a token id >= 0"),
+            "eos_token_id": (lambda v: v is None or all(is_int(i) for i in ids(v)),
+                             lambda v: v is None or all(i >= 0 for i in ids(v)),
+                             "None, a token id >= 0 or a list of them"),
+            "pad_token_id": (lambda v: v is None or is_int(v), lambda v: v is None or v >= 0,
+                             "None or a token id >= 0"),
+        }
+        if is_number(self.top_p) and self.top_p > 1:
+            raise ValueError(f"{where}: `top_p` must be in (0, 1], got {self.top_p}; use top_p=1.0 or None to switch "
+                             "it off. (Deliberately stricter than transformers, which ignores a top_p above 1.)")
+        for name, (type_ok, range_ok, valid) in checks.items():
+            value = getattr(self, name)
+            if not type_ok(value) or not range_ok(value):
+                error = TypeError if not type_ok(value) else ValueError
+                raise error(f"{where}: `{name}` must be {valid}, got {value!r} ({type(value).__name__}). "
+                            f"Pass e.g. {name}={_EXAMPLES.get(name, DEFAULTS[name])!r}.")
 
     # -- building ---------------------------------------------------------------------
     @classmethod

@@ -1,0 +1,36 @@
+"""One table of bad inputs (tests/bad_inputs.py): each gives a clear error that names the problem.
+
+Every row runs its code and checks the error type (or warning, or NOT YET for an exercise
+checker) and that the message names the argument, the valid range or type and the fix. The
+docs page "When something goes wrong" shows the same rows with their messages.
+"""
+from __future__ import annotations
+
+import collections
+
+import pytest
+
+from bad_inputs import AREAS, CASES, check, namespace, run
+
+
+@pytest.fixture(scope="module")
+def ns():
+    names, cleanup = namespace()
+    yield names
+    cleanup()
+
+
+def test_the_table_covers_every_area_with_at_least_80_rows():
+    per_area = collections.Counter(c.area for c in CASES)
+    assert len(CASES) >= 80
+    assert set(per_area) == set(AREAS), per_area
+    assert all(n >= 3 for n in per_area.values()), per_area
+    assert len({(c.area, c.code) for c in CASES}) == len(CASES)      # no row twice
+    stricter = [c for c in CASES if c.stricter]
+    assert {"config", "generate"} <= {c.area for c in stricter}      # unknown keys, int32 ids, top_p=0, ...
+
+
+@pytest.mark.parametrize("case", CASES, ids=[f"{c.area}: {c.problem}" for c in CASES])
+def test_bad_input(case, ns):
+    problem = check(case, run(case, ns))
+    assert not problem, f"{case.code!r}: {problem}"
