@@ -391,7 +391,7 @@ def namespace() -> Tuple[Dict[str, Any], Any]:
     a_file = os.path.join(root, "a_file.txt")
     write(a_file, "not a folder")
     ns = dict(
-        os=os, torch=torch, mixtral_edu=mixtral_edu, MixtralConfig=MixtralConfig, MixtralForCausalLM=MixtralForCausalLM,
+        _root=root, os=os, torch=torch, mixtral_edu=mixtral_edu, MixtralConfig=MixtralConfig, MixtralForCausalLM=MixtralForCausalLM,
         cfg=MixtralConfig(**SMALL), model=model, new_model=new_model, sdpa_model=new_model(attn_implementation="sdpa"),
         hf_model=transformers.MixtralForCausalLM(hf_config), hf_config=hf_config,
         ids=ids, ids2=ids2, mask_with_empty_row=(ids2 != 0).long(),

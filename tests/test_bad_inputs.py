@@ -26,6 +26,7 @@ def test_the_table_covers_every_area_with_at_least_80_rows():
     assert set(per_area) == set(AREAS), per_area
     assert all(n >= 3 for n in per_area.values()), per_area
     assert len({(c.area, c.code) for c in CASES}) == len(CASES)      # no row twice
+    assert len({c.problem.lower() for c in CASES}) == len(CASES)     # one heading each on the docs page
     stricter = [c for c in CASES if c.stricter]
     assert {"config", "generate"} <= {c.area for c in stricter}      # unknown keys, int32 ids, top_p=0, ...
 

@@ -201,7 +201,7 @@ def generate(
     elif not isinstance(generation_config, GenerationConfig):
         raise TypeError(f"generation_config must be a mixtral_edu GenerationConfig, got "
                         f"{type(generation_config).__module__}.{type(generation_config).__name__}. Build one with "
-                        "mixtral_edu.modeling.generation_config.GenerationConfig(max_new_tokens=..., ...), "
+                        "mixtral_edu.GenerationConfig(max_new_tokens=..., ...), "
                         "or pass the fields as arguments.")
     given = {k: v for k, v in dict(
         max_new_tokens=max_new_tokens, max_length=max_length, do_sample=do_sample, temperature=temperature,

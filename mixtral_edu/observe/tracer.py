@@ -658,7 +658,9 @@ class Trace:
             if not self._active:
                 return original(input_ids, attention_mask=attention_mask, **kwargs)
             self._end_step()
-            self._gen_kwargs = {"do_sample": False, **kwargs}  # generate's default: greedy
+            # do_sample as generate will read it: the argument, else the model's generation config
+            defaults = getattr(self.model, "generation_config", None)
+            self._gen_kwargs = {"do_sample": bool(getattr(defaults, "do_sample", False)), **kwargs}
             node = self._gen_node = self._new_node("MixtralForCausalLM.generate", GEN + "generate", "generate")
             if node is not None:
                 node.args = summarize({"input_ids": input_ids, "attention_mask": attention_mask, **kwargs})
