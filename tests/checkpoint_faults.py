@@ -353,7 +353,7 @@ def readers(models, refs, work, counts, budget):
     if pid == 0:
         os.close(r)
         results = {}
-        deadline = time.perf_counter() + (1.5 if budget is not None else 6.0)
+        deadline = time.perf_counter() + (1.0 if budget is not None else 6.0)
         while time.perf_counter() < deadline:
             outcome = verify(folder, refs, ("old", "new"))
             key = "lost" if outcome.startswith("lost") else outcome

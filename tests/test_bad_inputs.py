@@ -35,3 +35,12 @@ def test_the_table_covers_every_area_with_at_least_80_rows():
 def test_bad_input(case, ns):
     problem = check(case, run(case, ns))
     assert not problem, f"{case.code!r}: {problem}"
+
+
+def test_negative_step_counts_from_the_end_in_the_views(ns):
+    """mask_figure(step=-1) used to fail inside torch.cat; like pick_step, -1 is the last step."""
+    from mixtral_edu.viz import attention_figure, mask_figure
+    tr = ns["tr"]
+    last = len(tr.steps) - 1
+    for view in (mask_figure, attention_figure):
+        assert view(tr, step=-1).to_json() == view(tr, step=last).to_json()

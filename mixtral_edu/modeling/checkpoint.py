@@ -20,6 +20,7 @@ or as the new one, never a mix:
 The next save first finishes (or clears) what an interrupted one left. A reader that
 does not know the journal (transformers) sees a whole checkpoint except after a crash
 in the middle of step 4, until that next save. Other files in the folder are never touched.
+One save at a time per folder: two processes saving into the same folder at once are not supported.
 """
 from __future__ import annotations
 
@@ -235,7 +236,11 @@ def _read_journal(directory: str) -> Optional[dict]:
     if not os.path.isfile(path):
         return None
     journal = read_json_object(path)  # always whole: it was written under a temp name, then renamed
-    if not isinstance(journal.get("renames"), list) or not isinstance(journal.get("remove"), list):
+    renames, remove = journal.get("renames"), journal.get("remove")
+    ok = (isinstance(renames, list) and isinstance(remove, list)
+          and all(isinstance(pair, list) and len(pair) == 2 for pair in renames)
+          and all(isinstance(n, str) and os.path.basename(n) == n for n in sum(renames, []) + remove))
+    if not ok:  # only file names of this folder, in the shape save_pretrained writes
         raise ValueError(f"{path} is not a save journal of mixtral_edu; remove it if you wrote it yourself.")
     return journal
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import numbers
 import os
 from typing import Any, Optional
 
@@ -47,12 +46,13 @@ def read_json_object(path: str, shown_name: Optional[str] = None) -> dict:
 
 
 def is_int(value: Any) -> bool:
-    """An integer that is not a bool (True is the int 1 in Python, but never a size)."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    """A Python int that is not a bool (True is the int 1 in Python, but never a size)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def is_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+    """A Python int or float that is not a bool (what config.json can hold)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 class MixtralConfig:
