@@ -8,6 +8,7 @@ from .modeling.cache import Cache, DynamicCache
 from .modeling.causal_lm import MixtralForCausalLM
 from .modeling.config import MixtralConfig
 from .modeling.generation import generate
+from .modeling.generation_config import GenerationConfig
 from .modeling.model import MixtralModel, MixtralPreTrainedModel
 from .modeling.outputs import MoeCausalLMOutputWithPast, MoeModelOutputWithPast
 from .observe.capture import ActivationCache, disable_expert, hooks, run_with_cache
@@ -18,7 +19,7 @@ from .observe.tracer import Trace, trace
 
 __all__ = [
     "Cache", "DynamicCache", "MixtralConfig", "MixtralForCausalLM", "MixtralModel", "MixtralPreTrainedModel",
-    "MoeCausalLMOutputWithPast", "MoeModelOutputWithPast", "generate",
+    "MoeCausalLMOutputWithPast", "MoeModelOutputWithPast", "generate", "GenerationConfig",
     "ActivationCache", "Trace", "disable_expert", "hooks", "run_with_cache", "trace",
     "load_tiny", "parameter_count", "presets",
 ]

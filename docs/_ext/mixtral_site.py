@@ -299,6 +299,72 @@ def tiny_model_include() -> str:
     return "\n".join(out) + "\n"
 
 
+# ---------------------------------------------------------------- troubleshooting
+
+BAD_INPUTS = ROOT / "tests" / "bad_inputs.py"  # the table test_bad_inputs.py runs
+
+
+def _load_bad_inputs():
+    spec = importlib.util.spec_from_file_location("mixtral_edu_bad_inputs", BAD_INPUTS)
+    table = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(table)
+    return table
+
+
+def _fence(text: str, lang: str) -> str:
+    """A code fence long enough for any backticks inside `text`."""
+    ticks = "`" * max(3, max((len(m) for m in re.findall(r"`+", text)), default=0) + 1)
+    return f"{ticks}{lang}\n{text}\n{ticks}"
+
+
+def troubleshooting_include() -> str:
+    """The body of "When something goes wrong": every row of the bad-input table, run now, with the
+    message it gives. A row whose check fails stops the build (the page would show a wrong answer)."""
+    table = _load_bad_inputs()
+    ns, cleanup = table.namespace()
+    try:
+        outcomes = [(case, table.run(case, ns)) for case in table.CASES]
+    finally:
+        cleanup()
+    failing = [f"{c.area}: {c.problem}: {table.check(c, o)}" for c, o in outcomes if table.check(c, o)]
+    if failing:
+        raise ExtensionError("tests/bad_inputs.py rows fail their checks:\n" + "\n".join(failing))
+    root = ns["_root"]
+
+    def tidy(message: str) -> str:  # temporary paths and memory addresses change from build to build
+        message = re.sub(re.escape(root) + r"/f\d+", "my_model", message).replace(root, "~")
+        return re.sub(r" at 0x[0-9a-f]+", "", message)
+
+    out = [f"{len(outcomes)} mistakes, each with the code that makes it and the message you get (produced "
+           "when this page was built). The table is `tests/bad_inputs.py`; the test suite checks every row.", "",
+           "## Deliberately stricter than transformers", "",
+           "Here mixtral_edu refuses something transformers 4.41.2 accepts; the message says so.", ""]
+    def heading(problem: str) -> str:  # "a list ..." -> "A list ...", but "top_p = 0" and "int32 ..." stay
+        first = problem.split(" ", 1)[0]
+        return problem[0].upper() + problem[1:] if first.isalpha() else problem
+
+    for i, (case, _) in enumerate(outcomes):
+        if case.stricter:
+            out.append(f"- {{ref}}`{heading(case.problem)} <trouble-{i}>` (`{case.code.splitlines()[-1]}`): "
+                       f"{case.stricter}.")
+    for area, title in table.AREAS.items():
+        out += ["", f"## {title}", ""]
+        for i, (case, outcome) in enumerate(outcomes):
+            if case.area != area:
+                continue
+            if outcome.kind == "raised":
+                what = f"raises `{outcome.type_name}`:"
+            elif outcome.kind == "warned":
+                what = f"runs, with a `{outcome.type_name}`:"
+            else:
+                what = "returns NOT YET (a checker never raises):"
+            out += [f"(trouble-{i})=", f"### {heading(case.problem)}", "", _fence(case.code, "python"), "", what, "",
+                    ":::{container} mxe-trouble", _fence(tidy(outcome.message), "text"), ":::", ""]
+            if case.stricter:
+                out += [f"Stricter than transformers: {case.stricter}.", ""]
+    return "\n".join(out) + "\n"
+
+
 def write_generated(app: Sphinx, config) -> None:
     link_notebooks()
     chapters = chapter_docnames()
@@ -308,6 +374,7 @@ def write_generated(app: Sphinx, config) -> None:
     _write_if_changed(GENERATED / "api_modules.md", api_include(api_modules(config.mxe_api_modules)))
     _write_if_changed(GENERATED / "benchmarks.md", benchmarks_include())
     _write_if_changed(GENERATED / "tiny_model.md", tiny_model_include())
+    _write_if_changed(GENERATED / "troubleshooting.md", troubleshooting_include())
 
 
 # ---------------------------------------------------------------- vendored assets

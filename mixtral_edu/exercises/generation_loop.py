@@ -111,6 +111,10 @@ def check_greedy_step(greedy_step: Callable, model: Optional[MixtralForCausalLM]
     Cases: the prefill of a left-padded batch (no cache), then two decode steps that
     reuse the cache. The model is the one given, or a small random one.
     """
+    if model is not None and not isinstance(model, MixtralForCausalLM):
+        return ExerciseResult(False, f"not yet: `model` must be a mixtral_edu MixtralForCausalLM (or None for a small "
+                                     f"random one), got {type(model).__name__}. Pass the model you loaded, e.g. "
+                                     "check_greedy_step(greedy_step, model=model), or leave model out.")
     model = toy_model() if model is None else model
     ids, mask = _prompt_batch(model)
     past = None

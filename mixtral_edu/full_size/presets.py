@@ -102,6 +102,9 @@ def get_preset(name: str) -> MixtralConfig:
 
     Case and "_" versus "-" do not matter: "Mixtral_8x7B" works too.
     """
+    if not isinstance(name, str):
+        raise TypeError(f"get_preset() takes a preset name (str), got {name!r}. "
+                        f"Valid names: {', '.join(sorted(PRESETS))}.")
     key = name.strip().lower().replace("_", "-")
     if key not in PRESETS:
         raise ValueError(f"Unknown preset {name!r}. Valid names: {', '.join(sorted(PRESETS))}.")

@@ -24,6 +24,30 @@ from ..modeling.config import MixtralConfig
 from ..observe.meta import routing_on_meta
 
 
+# -- argument checks -------------------------------------------------------------
+
+def _check_config(fn: str, config) -> None:
+    if not isinstance(config, MixtralConfig):
+        kind = type(config)
+        hint = (" For a transformers config: MixtralConfig.from_dict(config.to_dict())."
+                if kind.__module__.startswith("transformers") else "")
+        raise TypeError(f"{fn}() needs a mixtral_edu MixtralConfig, got {kind.__module__}.{kind.__name__}. "
+                        f"e.g. {fn}(mixtral_edu.presets.get_preset('mixtral-8x7b')).{hint}")
+
+
+def _check_count(fn: str, name: str, value, minimum: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{fn}(): `{name}` must be an int (a number of tokens or sequences), got {value!r} "
+                        f"({type(value).__name__}). Pass e.g. {name}=4096 without quotes.")
+    if value < minimum:
+        raise ValueError(f"{fn}(): `{name}` must be >= {minimum}, got {value}.")
+
+
+def _check_dtype(fn: str, dtype) -> None:
+    if not isinstance(dtype, torch.dtype):
+        raise TypeError(f"{fn}(): `dtype` must be a torch.dtype such as torch.bfloat16, got {dtype!r}.")
+
+
 # -- parameters ------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -43,6 +67,7 @@ class ParameterCount:
 
 def parameter_count(config: MixtralConfig) -> ParameterCount:
     """Count parameters by formula (no model is built). Linear layers have no biases."""
+    _check_config("parameter_count", config)
     C, I, L, V = config.hidden_size, config.intermediate_size, config.num_hidden_layers, config.vocab_size
     H, Hkv, D = config.num_attention_heads, config.num_key_value_heads, config.head_dim
     E, K = config.num_local_experts, config.num_experts_per_tok
@@ -110,6 +135,8 @@ def kv_cache_bytes_per_token(config: MixtralConfig, dtype: torch.dtype = torch.b
 
     GQA is why this is small: 8 kv heads are cached, not all H query heads.
     """
+    _check_config("kv_cache_bytes_per_token", config)
+    _check_dtype("kv_cache_bytes_per_token", dtype)
     return 2 * config.num_hidden_layers * config.num_key_value_heads * config.head_dim * dtype.itemsize
 
 
@@ -123,6 +150,9 @@ def kv_cache_bytes(config: MixtralConfig, seq_len: int, batch_size: int = 1,
     `sliding_window` slots, so the cache stops growing at W tokens. With
     sliding_window=None (Mixtral's published configs) both agree.
     """
+    _check_config("kv_cache_bytes", config)
+    _check_count("kv_cache_bytes", "seq_len", seq_len, 0)
+    _check_count("kv_cache_bytes", "batch_size", batch_size, 1)
     tokens = seq_len
     if rolling_window and config.sliding_window is not None:
         tokens = min(seq_len, config.sliding_window)
@@ -166,6 +196,8 @@ def flops_per_token(config: MixtralConfig, context_len: int = 0) -> FlopCount:
     arithmetic) and element-wise work (norms, rotary, softmax, SiLU, routing weights),
     which is O(C + H*S) per layer against O(C^2) for the products.
     """
+    _check_config("flops_per_token", config)
+    _check_count("flops_per_token", "context_len", context_len, 0)
     C, I, L, V = config.hidden_size, config.intermediate_size, config.num_hidden_layers, config.vocab_size
     H, Hkv, D = config.num_attention_heads, config.num_key_value_heads, config.head_dim
     E, K = config.num_local_experts, config.num_experts_per_tok
@@ -244,6 +276,9 @@ def shape_table(config: MixtralConfig, batch_size: int = 1, seq_len: int = 16,
     -1 where the size depends on routing), numel, repeat (how many such tensors the
     model holds; parameters only), total (numel * repeat) and note.
     """
+    _check_config("shape_table", config)
+    for name, value, low in (("batch_size", batch_size, 1), ("seq_len", seq_len, 1), ("past_len", past_len, 0)):
+        _check_count("shape_table", name, value, low)
     c = config
     B, T, P = batch_size, seq_len, past_len
     sizes = {"B": B, "T": T, "S": P + T, "N": B * T, "C": c.hidden_size, "I": c.intermediate_size,

@@ -11,4 +11,5 @@ of `mixtral_edu`; everything else (observation, views, exercises) is built aroun
     decoder       MixtralRMSNorm, MixtralDecoderLayer
     model         MixtralModel                      causal_lm    MixtralForCausalLM
     generation    generate, logits warpers          checkpoint   save_pretrained / from_pretrained
+    generation_config  GenerationConfig (generate's defaults, generation_config.json)
 """

@@ -8,11 +8,11 @@ from __future__ import annotations
 from typing import List, Optional, Tuple, Union
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .cache import Cache
 from .config import MixtralConfig
+from .generation_config import GenerationConfig
 from .hook_points import HookPoint, name_hook_points
 from .model import MixtralModel, MixtralPreTrainedModel
 from .moe import load_balancing_loss_func
@@ -35,6 +35,8 @@ class MixtralForCausalLM(MixtralPreTrainedModel):
         self.hook_logits = HookPoint("(B, T, V) logits, fp32")
         # fired by generate() once per step: lets a trace or a hook see (or force) the chosen ids
         self.hook_next_tokens = HookPoint("(B,) ids appended this generation step (pad for finished rows)")
+        # generate()'s defaults; from_pretrained replaces it with the folder's generation_config.json
+        self.generation_config = GenerationConfig.from_model_config(config)
         self.post_init()
 
     def post_init(self) -> None:

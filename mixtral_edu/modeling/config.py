@@ -13,8 +13,11 @@ Shape legend used in every module of this package (stated once, here):
 from __future__ import annotations
 
 import json
+import math
 import os
 from typing import Any, Optional
+
+from .files import checkpoint_files, read_json_object, write_file_atomically
 
 CONFIG_NAME = "config.json"
 ATTN_IMPLEMENTATIONS = ("eager", "sdpa")
@@ -27,6 +30,16 @@ _HF_BOOKKEEPING = {
     "_attn_implementation", "_attn_implementation_autoset", "dtype", "is_decoder",
     "head_dim", "layer_types", "rope_scaling", "rope_parameters",
 }
+
+
+def is_int(value: Any) -> bool:
+    """A Python int that is not a bool (True is the int 1 in Python, but never a size)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def is_number(value: Any) -> bool:
+    """A Python int or float that is not a bool (what config.json can hold)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 class MixtralConfig:
@@ -96,24 +109,75 @@ class MixtralConfig:
         self.output_hidden_states = output_hidden_states
         self.use_return_dict = kwargs.pop("return_dict", use_return_dict)
         self._attn_implementation = attn_implementation
+        # where the config was loaded from (transformers' `config.name_or_path`); not a hyper-parameter
+        self._name_or_path = str(kwargs.get("_name_or_path") or "")
         unknown = sorted(set(kwargs) - _HF_BOOKKEEPING)
         if unknown:
             raise ValueError(
                 f"MixtralConfig got unknown field(s) {unknown}. Check the spelling against "
-                "transformers' MixtralConfig (e.g. `num_local_experts`, not `num_experts`)."
+                "transformers' MixtralConfig (e.g. `num_local_experts`, not `num_experts`). "
+                "(Deliberately stricter than transformers, which keeps unknown keys as attributes "
+                "and so hides a typo.)"
             )
         self.validate()
 
     # -- checks ---------------------------------------------------------------
+    # Types first: a string or a bool in a numeric field would otherwise pass a comparison
+    # by accident (True is the int 1) or fail far away with "'<=' not supported".
+    _POSITIVE_INTS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
+                      "num_attention_heads", "num_key_value_heads", "num_local_experts",
+                      "num_experts_per_tok", "max_position_embeddings")
+    # (name, smallest allowed, is the smallest itself allowed, an example for the message)
+    _NUMBERS = (("rms_norm_eps", 0.0, False, 1e-5), ("rope_theta", 0.0, False, 1e6),
+                ("initializer_range", 0.0, True, 0.02), ("attention_dropout", 0.0, True, 0.0),
+                ("router_aux_loss_coef", 0.0, True, 0.001), ("router_jitter_noise", 0.0, True, 0.0))
+    _BOOLS = ("use_cache", "tie_word_embeddings", "output_router_logits", "output_attentions",
+              "output_hidden_states", "use_return_dict")
+
     def validate(self) -> None:
-        """Raise ValueError naming the fields if the sizes cannot form a model."""
-        positive = ["vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-                    "num_attention_heads", "num_key_value_heads", "num_local_experts",
-                    "num_experts_per_tok", "max_position_embeddings"]
-        for name in positive:
+        """Raise TypeError (wrong type) or ValueError (wrong value) naming the field and the fix."""
+        for name in self._POSITIVE_INTS:
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+            if not is_int(value):
+                raise TypeError(f"`{name}` must be a positive integer, got {value!r} ({type(value).__name__}). "
+                                f"Write it as a number, e.g. {name}=8 (no quotes, not True/False).")
+            if value <= 0:
+                raise ValueError(f"`{name}` must be a positive integer, got {value}.")
+        for name, low, low_ok, example in self._NUMBERS:
+            value = getattr(self, name)
+            if not is_number(value):
+                raise TypeError(f"`{name}` must be a number, got {value!r} ({type(value).__name__}). "
+                                f"Write it as a number with no quotes, e.g. {name}={example!r} (not a string or None).")
+            if not math.isfinite(value) or value < low or (value == low and not low_ok):
+                bound = f"> {low:g}" if not low_ok else f">= {low:g}"
+                raise ValueError(f"`{name}` must be finite and {bound}, got {value!r}.")
+        if self.attention_dropout >= 1:
+            raise ValueError(f"`attention_dropout` is a probability in [0, 1), got {self.attention_dropout!r}.")
+        for name in self._BOOLS:
+            value = getattr(self, name)
+            if not isinstance(value, bool):
+                raise TypeError(f"`{name}` must be True or False, got {value!r} ({type(value).__name__}). "
+                                "(Deliberately stricter than transformers, which stores anything: a string "
+                                "like 'false' would count as true.)")
+        if self.sliding_window is not None and (not is_int(self.sliding_window) or self.sliding_window <= 0):
+            raise (TypeError if not is_int(self.sliding_window) else ValueError)(
+                f"`sliding_window` must be None or a positive integer (a number of tokens), got "
+                f"{self.sliding_window!r} ({type(self.sliding_window).__name__}). Use e.g. sliding_window=4096, "
+                "or None for no window (a bool is not a size).")
+        if not isinstance(self.hidden_act, str) or self.hidden_act != "silu":
+            raise ValueError(f"`hidden_act` {self.hidden_act!r} is not supported; Mixtral uses 'silu'.")
+        if self._attn_implementation not in ATTN_IMPLEMENTATIONS:
+            raise ValueError(
+                f"`attn_implementation` must be one of {ATTN_IMPLEMENTATIONS}, got {self._attn_implementation!r}."
+            )
+        for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
+            ids = getattr(self, name)
+            for i in ids if isinstance(ids, (list, tuple)) else [ids]:
+                if i is not None and not is_int(i):
+                    raise TypeError(f"`{name}` must be None, a token id (int) or a list of ids, got {ids!r}. "
+                                    f"Write it as a number, e.g. {name}=2 (no quotes).")
+                if i is not None and not 0 <= i < self.vocab_size:
+                    raise ValueError(f"`{name}` ({i}) must lie in [0, vocab_size={self.vocab_size}).")
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
                 f"`hidden_size` ({self.hidden_size}) must be divisible by `num_attention_heads` "
@@ -134,26 +198,20 @@ class MixtralConfig:
                 f"`num_experts_per_tok` ({self.num_experts_per_tok}) cannot exceed "
                 f"`num_local_experts` ({self.num_local_experts})."
             )
-        if self.sliding_window is not None and (not isinstance(self.sliding_window, int) or self.sliding_window <= 0):
-            raise ValueError(f"`sliding_window` must be None or a positive integer, got {self.sliding_window!r}.")
-        if self._attn_implementation not in ATTN_IMPLEMENTATIONS:
-            raise ValueError(
-                f"`attn_implementation` must be one of {ATTN_IMPLEMENTATIONS}, got {self._attn_implementation!r}."
-            )
-        if self.hidden_act != "silu":
-            raise ValueError(f"`hidden_act` {self.hidden_act!r} is not supported; Mixtral uses 'silu'.")
-        if self.rms_norm_eps <= 0 or self.rope_theta <= 0:
-            raise ValueError("`rms_norm_eps` and `rope_theta` must be positive.")
-        for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
-            ids = getattr(self, name)
-            for i in ids if isinstance(ids, (list, tuple)) else [ids]:
-                if i is not None and not 0 <= i < self.vocab_size:
-                    raise ValueError(f"`{name}` ({i}) must lie in [0, vocab_size={self.vocab_size}).")
 
     # -- derived sizes --------------------------------------------------------
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_attention_heads
+
+    @property
+    def name_or_path(self) -> str:
+        """The folder this config was loaded from ("" if built in code), as in transformers."""
+        return self._name_or_path
+
+    @name_or_path.setter
+    def name_or_path(self, value: str) -> None:
+        self._name_or_path = str(value)
 
     @property
     def attn_implementation(self) -> str:
@@ -175,9 +233,8 @@ class MixtralConfig:
         return dict(sorted(d.items()))
 
     def to_json_file(self, path: str) -> None:
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(self.to_dict(), f, indent=2)
-            f.write("\n")
+        """Write config.json atomically (temp file, fsync, rename): never half a file."""
+        write_file_atomically(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def from_dict(cls, d: dict, **overrides: Any) -> "MixtralConfig":
@@ -200,18 +257,19 @@ class MixtralConfig:
 
     @classmethod
     def from_json_file(cls, path: str, **overrides: Any) -> "MixtralConfig":
-        with open(path, encoding="utf-8") as f:
-            return cls.from_dict(json.load(f), **overrides)
+        return cls.from_dict(read_json_object(path), **overrides)
 
     @classmethod
     def from_pretrained(cls, directory: str, **overrides: Any) -> "MixtralConfig":
-        path = os.path.join(directory, CONFIG_NAME)
-        if not os.path.isfile(path):
+        path = checkpoint_files(directory).get(CONFIG_NAME)
+        if path is None:
             raise FileNotFoundError(
                 f"No {CONFIG_NAME} in {directory!r}. Pass a model directory written by "
                 "`save_pretrained` (ours or transformers')."
             )
-        return cls.from_json_file(path, **overrides)
+        config = cls.from_dict(read_json_object(path, os.path.join(directory, CONFIG_NAME)), **overrides)
+        config._name_or_path = str(directory)
+        return config
 
     def save_pretrained(self, directory: str) -> None:
         os.makedirs(directory, exist_ok=True)

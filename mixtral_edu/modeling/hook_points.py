@@ -36,6 +36,8 @@ class HookPoint(nn.Module):
         for fn in list(self.fns):
             out = fn(x, self)
             if out is not None:
+                if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+                    raise _bad_return(self, fn, x, out)
                 x = out
         return x
 
@@ -77,6 +79,17 @@ def run_torch_hooks(x: torch.Tensor, point: HookPoint) -> Optional[torch.Tensor]
         point.fns.remove(run_torch_hooks)  # every handle was removed: back to the free path
         return None
     return nn.Module.__call__(point, x)
+
+
+def _bad_return(point: "HookPoint", fn, x: torch.Tensor, out) -> Exception:
+    """A hook returned something that cannot replace x: say which hook, where, and what was expected."""
+    who = getattr(fn, "__qualname__", None) or type(fn).__name__
+    if not isinstance(out, torch.Tensor):
+        return TypeError(f"The hook {who} on {point.name or 'a hook point'} returned a {type(out).__name__}; "
+                         "a hook returns None (to only look) or a tensor of the same shape (to replace it).")
+    return ValueError(f"The hook {who} on {point.name or 'a hook point'} returned shape {tuple(out.shape)}, but "
+                      f"the tensor there has shape {tuple(x.shape)} ({point.doc}). Return a tensor of the same "
+                      "shape (edit a clone), or None to only look.")
 
 
 def name_hook_points(model: nn.Module) -> None:

@@ -105,13 +105,23 @@ class MixtralPreTrainedModel(nn.Module):
 
     # -- checkpoints -------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, directory: str, torch_dtype: Optional[torch.dtype] = None, **config_overrides):
-        """Load a Hugging Face model directory (config.json + safetensors), strictly."""
+    def from_pretrained(cls, directory: str, torch_dtype: Union[torch.dtype, str, None] = None, **config_overrides):
+        """Load a Hugging Face model directory (config.json + safetensors), strictly.
+
+        torch_dtype: a torch.dtype, "auto" (config.json's torch_dtype) or a name like "bfloat16".
+        The model remembers the folder (`name_or_path`) and its generation_config.json.
+        """
         from .checkpoint import load_pretrained
         return load_pretrained(cls, directory, torch_dtype=torch_dtype, **config_overrides)
 
+    @property
+    def name_or_path(self) -> str:
+        """The folder the model was loaded from ("" if built in code), as in transformers."""
+        return self.config.name_or_path
+
     def save_pretrained(self, directory: str, max_shard_size: Optional[Union[int, str]] = None) -> None:
-        """Write config.json and model.safetensors (or shards plus an index)."""
+        """Write config.json, generation_config.json and model.safetensors (or shards plus an index),
+        replacing an earlier save atomically: a failed save leaves the old checkpoint loadable."""
         from .checkpoint import save_pretrained
         save_pretrained(self, directory, max_shard_size=max_shard_size)
 

@@ -33,6 +33,40 @@ class EagerOnlyError(ValueError):
     """Asked for attention scores/pattern on a model whose attention is sdpa (never formed there)."""
 
 
+# -- checking what we are given ------------------------------------------------------------
+
+def require_our_model(model: Any, who: str) -> None:
+    """TypeError unless `model` is mixtral_edu's MixtralForCausalLM or MixtralModel (say how to get one)."""
+    from ..modeling.model import MixtralPreTrainedModel
+    if isinstance(model, MixtralPreTrainedModel):
+        return
+    kind = type(model)
+    origin = kind.__module__.split(".")[0]
+    if origin == "transformers":
+        raise TypeError(f"{who} got {kind.__module__}.{kind.__name__}, a model of the transformers package. It "
+                        "needs mixtral_edu's model, which reads the same folder: "
+                        "mixtral_edu.MixtralForCausalLM.from_pretrained(path) (or mixtral_edu.load_tiny()).")
+    raise TypeError(f"{who} needs a mixtral_edu MixtralForCausalLM or MixtralModel, got {kind.__name__}. "
+                    "Get one with mixtral_edu.load_tiny() or mixtral_edu.MixtralForCausalLM.from_pretrained(path).")
+
+
+def _check_spec(spec: Any) -> None:
+    """A hooks() spec is {name or glob pattern (str): fn or list of fns}."""
+    example = "hooks(model, {'model.layers.0.hook_resid_post': fn})"
+    if not isinstance(spec, dict):
+        raise TypeError(f"hooks() takes dicts {{hook point name: fn}}, got a {type(spec).__name__}: {spec!r:.80}. "
+                        f"Write {example}; several dicts add up.")
+    for name, fns in spec.items():
+        if not isinstance(name, str):
+            raise TypeError(f"hooks(): the key {name!r} is a {type(name).__name__}; keys are hook point names or "
+                            f"glob patterns (str), e.g. {example} or {{'*layers.{name}.*': fn}}. "
+                            "model.hook_names() lists them all.")
+        for fn in fns if isinstance(fns, (list, tuple)) else [fns]:
+            if not callable(fn):
+                raise TypeError(f"hooks(): the value for {name!r} is a {type(fn).__name__}, not a function. "
+                                "Give fn(tensor, hook_point) -> None or a tensor (or a list of them).")
+
+
 # -- naming -------------------------------------------------------------------------------
 
 def resolve_names(model: nn.Module, names: Names) -> List[str]:
@@ -117,6 +151,9 @@ def hooks(model: nn.Module, *specs: Dict[str, Union[HookFn, Sequence[HookFn]]],
     `disable_expert(...)`). On an sdpa model an exact eager-only name raises EagerOnlyError
     (a glob skips those points), unless output_attentions=True: you will pass it to the calls.
     """
+    require_our_model(model, "hooks()")
+    for spec in specs:
+        _check_spec(spec)
     points = model.hook_points()
     plan: List[Tuple[HookPoint, HookFn]] = []
     for spec in specs:
@@ -141,11 +178,21 @@ def disable_expert(layer: Optional[int], expert: int) -> Dict[str, HookFn]:
     Its router logit becomes -inf, so its softmax probability is 0 and top-k passes it by;
     the other experts' weights are renormalised among themselves as usual.
     """
+    if not isinstance(expert, int) or isinstance(expert, bool):
+        raise TypeError(f"disable_expert: expert must be an expert index (int), got {expert!r}.")
+    if layer is not None and (not isinstance(layer, int) or isinstance(layer, bool) or layer < 0):
+        raise TypeError(f"disable_expert: layer must be a layer index >= 0 or None (every layer), got {layer!r}.")
+
     def switch_off(router_logits: torch.Tensor, point: HookPoint) -> torch.Tensor:
         if not 0 <= expert < router_logits.shape[-1]:
             raise IndexError(f"expert {expert} does not exist: this layer has {router_logits.shape[-1]} experts.")
         out = router_logits.clone()  # (N, E); never edit the model's tensor in place
         out[:, expert] = float("-inf")
+        if not out.is_meta and bool(torch.isneginf(out).all(dim=-1).any()):
+            # softmax over all -inf is NaN: the layer's output, then every logit, would be NaN
+            raise ValueError(f"Every expert of {point.name.rsplit('.block_sparse_moe', 1)[0]} is disabled, so "
+                             "its tokens have nowhere to go (the logits would be NaN). Leave at least one "
+                             "expert per layer enabled.")
         return out
 
     where = "*" if layer is None else str(int(layer))
@@ -239,6 +286,7 @@ def run_with_cache(model: nn.Module, *args: Any, names: Names = None, **kwargs: 
     callable. On an sdpa model, naming an eager-only point exactly raises EagerOnlyError;
     None, globs and filters leave those points out (asking the cache for one says why).
     """
+    require_our_model(model, "run_with_cache()")
     selected, silent = _select(model, names, bool(kwargs.get("output_attentions")))
     cache = ActivationCache(list(model.hook_points()), selected, silent)
 

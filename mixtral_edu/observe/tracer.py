@@ -37,7 +37,9 @@ for the measured slowdown.
 from __future__ import annotations
 
 import inspect
+import numbers
 import time
+import weakref
 from functools import partial
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional
 
@@ -46,7 +48,7 @@ from torch import nn
 
 from ..modeling.cache import Cache
 from ..modeling.hook_points import HookPoint
-from .capture import remove_fn
+from .capture import remove_fn, require_our_model
 from .meta import routing_on_meta
 from .records import (  # what a trace records into
     GEN, HF, MASKS, PLAIN, Node, StepRecord, attn_facts, expert_facts, is_legacy_cache, is_meta, keep,
@@ -56,6 +58,84 @@ from .render import trace_dict, trace_header, trace_html, trace_json, trace_text
 
 # the kinds of module a trace watches; _pre_<role> / _post_<role> read what each one saw
 ROLES = ("causal_lm", "model", "embed", "layer", "norm", "attn", "moe", "expert", "lm_head")
+
+
+# -- wrappers that any number of open traces can stack and remove in any order ---------------
+
+_MISSING = object()
+
+
+class _Shadows:
+    """The instance-level wrappers open traces put on one object's attribute (a module's forward,
+    the model's generate and prepare_inputs_for_generation).
+
+    Each trace registers make(inner) -> wrapper. The attribute holds the chain of every open
+    trace's wrapper, first entered innermost, rebuilt whenever a trace enters or leaves; so
+    traces may exit in any order, and when the last one leaves, exactly what was there before
+    (usually nothing: the class's method) is put back. If someone else replaced the attribute
+    meanwhile, theirs is left alone.
+    """
+
+    def __init__(self) -> None:
+        # obj -> {attr: [what was in obj.__dict__, what the innermost wrapper calls, [(trace, make)], installed]}
+        self._chains: "weakref.WeakKeyDictionary[Any, Dict[str, list]]" = weakref.WeakKeyDictionary()
+
+    def push(self, obj: Any, attr: str, owner: Any, make: Callable) -> None:
+        chains = self._chains.setdefault(obj, {})
+        if attr not in chains:
+            chains[attr] = [obj.__dict__.get(attr, _MISSING), getattr(obj, attr), [], None]
+        chains[attr][2].append((owner, make))
+        self._install(obj, attr)
+
+    def pop(self, obj: Any, attr: str, owner: Any) -> None:
+        chain = self._chains.get(obj, {}).get(attr)
+        if chain is None:
+            return
+        chain[2] = [(o, m) for o, m in chain[2] if o is not owner]
+        self._install(obj, attr)
+
+    def _install(self, obj: Any, attr: str) -> None:
+        saved, base, layers, installed = self._chains[obj][attr]
+        ours = installed is None or obj.__dict__.get(attr, _MISSING) is installed
+        if not layers or not ours:
+            if ours and installed is not None:
+                if saved is _MISSING:
+                    del obj.__dict__[attr]
+                else:
+                    obj.__dict__[attr] = saved
+            del self._chains[obj][attr]
+            if not self._chains[obj]:
+                del self._chains[obj]
+            return
+        fn = base
+        for _, make in layers:
+            fn = make(fn)
+        obj.__dict__[attr] = self._chains[obj][attr][3] = fn
+
+
+_SHADOWS = _Shadows()
+
+
+class _MetaFlag:
+    """`routing_on_meta()` (observe/meta.py), on while at least one meta trace is open."""
+
+    def __init__(self) -> None:
+        self._users, self._patch = 0, None
+
+    def acquire(self) -> None:
+        if self._users == 0:
+            self._patch = routing_on_meta()
+            self._patch.__enter__()
+        self._users += 1
+
+    def release(self) -> None:
+        self._users -= 1
+        if self._users == 0:
+            self._patch.__exit__(None, None, None)
+            self._patch = None
+
+
+_META_FLAG = _MetaFlag()
 
 
 # -- the tracer ------------------------------------------------------------------------------
@@ -74,9 +154,11 @@ class Trace:
                  layers: Optional[Iterable[int]] = None, steps: Optional[Iterable[int]] = None):
         from ..modeling.causal_lm import MixtralForCausalLM
         from ..modeling.model import MixtralModel
+        require_our_model(model, "trace()")
         if not isinstance(model, (MixtralForCausalLM, MixtralModel)):
             raise TypeError(f"trace() needs a mixtral_edu MixtralForCausalLM or MixtralModel, "
                             f"got {type(model).__name__}.")
+        layers, steps = _check_options(depth, layers, steps, model.config.num_hidden_layers)
         self.model = model
         self.lm = model if isinstance(model, MixtralForCausalLM) else None
         self.backbone = model.model if self.lm is not None else model
@@ -88,6 +170,7 @@ class Trace:
         self.steps: List[StepRecord] = []
         self.time_ms: Optional[float] = None
         self._removers: List[Callable[[], None]] = []
+        self._active = False
         self._reset()
 
     def _reset(self) -> None:
@@ -123,8 +206,11 @@ class Trace:
 
     # -- attach / detach -------------------------------------------------------------------------
     def __enter__(self) -> "Trace":
+        if self._active:
+            raise RuntimeError("This trace is already recording: open a new one with trace(model) to nest.")
         self.roots, self.steps, self.time_ms = [], [], None
         self._reset()
+        self._active = True
         self._t0 = time.perf_counter()
         try:
             self._attach()
@@ -143,9 +229,8 @@ class Trace:
         self._role_pre = {r: getattr(self, "_pre_" + r) for r in ROLES if hasattr(self, "_pre_" + r)}
         self._role_post = {r: getattr(self, "_post_" + r) for r in ROLES if hasattr(self, "_post_" + r)}
         if self.meta:  # a model with shapes only: let its MoE loop run (see observe/meta.py)
-            patch = routing_on_meta()
-            patch.__enter__()
-            self._removers.append(lambda: patch.__exit__(None, None, None))
+            _META_FLAG.acquire()
+            self._removers.append(_META_FLAG.release)
         paths = {m: n for n, m in self.model.named_modules()}
         self._layer_of: Dict[nn.Module, int] = {}
         self._expert_of: Dict[nn.Module, int] = {}
@@ -176,10 +261,16 @@ class Trace:
         self._end_step()
         if self._gen_node is not None:
             self._finish(self._gen_node, error=self._gen_node.error)
-        for remove in reversed(self._removers):
-            remove()
-        self._removers.clear()
-        self._reset()
+        self._active = False
+        try:
+            for remove in reversed(self._removers):
+                remove()
+        finally:
+            self._removers.clear()
+            self._reset()
+            # A wrapper someone still holds (e.g. `f = model.generate` taken inside the block) now only
+            # calls through: the lean wrappers see a muted call, the others check _active.
+            self._n_muted = 1
 
     def _hook_module(self, module: nn.Module, role: str, path: str) -> None:
         top = module is self.model  # the node's texts are the same on every call: make them once
@@ -188,22 +279,25 @@ class Trace:
 
         # An instance-level `forward` rather than torch forward hooks: nn.Module.__call__ then keeps
         # its fast path (no hooks registered), which matters when a forward is a few microseconds.
-        original = module.forward
         if not (top or role == "model"):
-            self._shadow(module, "forward", self._lean_forward(module, role, path, texts, original))
+            self._shadow(module, "forward", partial(self._lean_forward, module, role, path, texts))
             return
 
-        def forward(*args, **kwargs):
-            self._pre(module, role, path, texts, args, kwargs)
-            try:
-                result = original(*args, **kwargs)
-            except BaseException as err:
-                self._post(module, role, None, repr(err))
-                raise
-            self._post(module, role, result, None)
-            return result
+        def make(original: Callable) -> Callable:
+            def forward(*args, **kwargs):
+                if not self._active:  # a reference kept past the trace's exit: just call through
+                    return original(*args, **kwargs)
+                self._pre(module, role, path, texts, args, kwargs)
+                try:
+                    result = original(*args, **kwargs)
+                except BaseException as err:
+                    self._post(module, role, None, repr(err))
+                    raise
+                self._post(module, role, result, None)
+                return result
+            return forward
 
-        self._shadow(module, "forward", forward)
+        self._shadow(module, "forward", make)
 
     def _lean_forward(self, module: nn.Module, role: str, path: str, texts: tuple, original: Callable) -> Callable:
         """The wrapper of a module inside the backbone (layers, norms, attention, MoE, experts, ...).
@@ -268,21 +362,13 @@ class Trace:
 
     def _wrap(self, attr: str, make: Callable) -> None:
         """Shadow one of the model's methods with make(the method)."""
-        self._shadow(self.model, attr, make(getattr(self.model, attr)))
+        self._shadow(self.model, attr, make)
 
-    def _shadow(self, obj: Any, attr: str, wrapper: Callable) -> None:
-        """Set obj.attr on this instance only; put back exactly what was there on exit."""
-        missing = object()
-        saved = obj.__dict__.get(attr, missing)
-        obj.__dict__[attr] = wrapper
-
-        def restore():
-            if obj.__dict__.get(attr) is wrapper:
-                if saved is missing:
-                    del obj.__dict__[attr]
-                else:
-                    obj.__dict__[attr] = saved
-        self._removers.append(restore)
+    def _shadow(self, obj: Any, attr: str, make: Callable[[Callable], Callable]) -> None:
+        """Wrap obj.attr on this instance only, with make(what it wraps); undone on exit, whatever
+        other traces did in between (see `_Shadows`)."""
+        _SHADOWS.push(obj, attr, self, make)
+        self._removers.append(lambda: _SHADOWS.pop(obj, attr, self))
 
     # -- nodes and steps ---------------------------------------------------------------------------
     def _muted(self) -> bool:
@@ -537,6 +623,8 @@ class Trace:
 
     def _wrapped_prepare(self, original: Callable) -> Callable:
         def prepare_inputs_for_generation(input_ids, past_key_values=None, attention_mask=None, **kwargs):
+            if not self._active:
+                return original(input_ids, past_key_values=past_key_values, attention_mask=attention_mask, **kwargs)
             kind = ("decode" if past_key_values is not None else
                     "prefill" if kwargs.get("use_cache") is not False else "no cache")
             by_hand = not self._generating  # called directly, not by generate: a node of its own, no step
@@ -566,8 +654,12 @@ class Trace:
 
     def _wrapped_generate(self, original: Callable) -> Callable:
         def generate(input_ids=None, attention_mask=None, **kwargs):
+            if not self._active:
+                return original(input_ids, attention_mask=attention_mask, **kwargs)
             self._end_step()
-            self._gen_kwargs = {"do_sample": False, **kwargs}  # generate's default: greedy
+            # do_sample as generate will read it: the argument, else the model's generation config
+            defaults = getattr(self.model, "generation_config", None)
+            self._gen_kwargs = {"do_sample": bool(getattr(defaults, "do_sample", False)), **kwargs}
             node = self._gen_node = self._new_node("MixtralForCausalLM.generate", GEN + "generate", "generate")
             if node is not None:
                 node.args = summarize({"input_ids": input_ids, "attention_mask": attention_mask, **kwargs})
@@ -614,6 +706,29 @@ def trace(model: nn.Module, depth: Optional[int] = None, layers: Optional[Iterab
           steps: Optional[Iterable[int]] = None) -> Trace:
     """`with trace(model) as tr: ...` records every call made inside the block; see `Trace`."""
     return Trace(model, depth=depth, layers=layers, steps=steps)
+
+
+def _check_options(depth: Any, layers: Any, steps: Any, n_layers: int) -> tuple:
+    """trace()'s depth, layers and steps checked (say which is wrong, what it may be, an example);
+    returns (layers, steps) as lists (None stays None), so a generator is read only once."""
+    if depth is not None and (not isinstance(depth, numbers.Integral) or isinstance(depth, bool) or depth < 0):
+        raise ValueError(f"trace(depth=...) must be an integer >= 0 (0: only the top call) or None (all), "
+                         f"got {depth!r}.")
+    out = []
+    for name, value, top in (("layers", layers, n_layers), ("steps", steps, None)):
+        if value is not None and (isinstance(value, (str, bytes)) or not isinstance(value, Iterable)):
+            raise TypeError(f"trace({name}=...) must be a list of indices, e.g. {name}=[0] or range(2), "
+                            f"got {value!r}.")
+        value = None if value is None else list(value)
+        out.append(value)
+        if value is None:
+            continue
+        bad = [i for i in value if not isinstance(i, numbers.Integral) or isinstance(i, bool) or i < 0
+               or (top is not None and i >= top)]
+        if bad:
+            valid = f"0..{top - 1} (the model has {top} layers)" if top is not None else "integers >= 0"
+            raise ValueError(f"trace({name}=...) holds {bad}; {name} are {valid}.")
+    return tuple(out)
 
 
 # -- naming and binding module calls -----------------------------------------------------------

@@ -89,6 +89,9 @@ def load_tokenizer(directory):
     """Load a saved directory as a ``PreTrainedTokenizerFast`` (left padding, ``<s>`` prepended)."""
     from transformers import AutoTokenizer  # heavy import, only when needed
 
+    if not os.path.isfile(os.path.join(str(directory), "tokenizer.json")):
+        raise FileNotFoundError(f"No tokenizer.json in {directory!r}: pass the model folder that holds the "
+                                "tokenizer files (save_tokenizer writes them), e.g. mixtral_edu.tiny.pretrained.TINY_DIR.")
     tok = AutoTokenizer.from_pretrained(directory, local_files_only=True)
     tok.padding_side = "left"
     return tok

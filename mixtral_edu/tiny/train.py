@@ -23,6 +23,7 @@ import torch
 
 from ..modeling.causal_lm import MixtralForCausalLM
 from ..modeling.config import MixtralConfig
+from ..modeling.generation_config import GenerationConfig
 from . import corpus as corpus_mod
 from .tokenizer import save_tokenizer, train_tokenizer
 
@@ -243,12 +244,12 @@ def _copy_moments(opt, src: torch.Tensor, dst: torch.Tensor) -> None:
 def save_model_dir(model, tokenizer, out: str, r: Recipe, curves: dict) -> None:
     """config + safetensors + tokenizer files + generation config + recipe + curves (json and png)."""
     os.makedirs(out, exist_ok=True)
+    cfg = model.config
+    # generate's defaults, written by save_pretrained with the weights (greedy, 32 new tokens)
+    model.generation_config = GenerationConfig(bos_token_id=cfg.bos_token_id, eos_token_id=cfg.eos_token_id,
+                                               pad_token_id=cfg.pad_token_id, do_sample=False, max_new_tokens=32)
     model.save_pretrained(out)
     save_tokenizer(tokenizer, out)
-    cfg = model.config
-    with open(os.path.join(out, "generation_config.json"), "w") as f:
-        json.dump({"bos_token_id": cfg.bos_token_id, "eos_token_id": cfg.eos_token_id,
-                   "pad_token_id": cfg.pad_token_id, "do_sample": False, "max_new_tokens": 32}, f, indent=2)
     with open(os.path.join(out, "training.json"), "w") as f:
         json.dump({"recipe": asdict(r), "torch": torch.__version__, "curves": curves}, f)
     plot_curves(curves, os.path.join(out, "training_curves.png"))

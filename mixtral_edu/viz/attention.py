@@ -21,7 +21,8 @@ from ..modeling import masks as M
 from ..modeling.attention import repeat_kv
 from . import palette as pal
 from .masks import reasons_for_step
-from .runs import config_values, encode_batch, pick_step, sequence_ids, traced_generate
+from .runs import (batch_size_of, check_index, check_member, check_trace, config_values, encode_batch, pick_step,
+                   sequence_ids, traced_generate)
 from .widgets import visibility_slider
 
 X_TITLE, Y_TITLE = "key position", "query position"
@@ -37,13 +38,17 @@ def attention_figure(trace, step: int = 0, row: int = 0, layer: int = 0, tokeniz
                      sliding_window="config") -> go.Figure:
     """One panel per query head (T queries down, S keys across) for batch row `row` at `step`;
     a slider picks the layer. Hidden cells are painted over in the mask's colours (why hidden)."""
+    check_trace(trace, "attention_figure")
     rec = pick_step(trace, step)
+    row = check_index("attention_figure", "row", row, batch_size_of(trace), "batch rows")
     config = trace.model.config
     window = config.sliding_window if sliding_window == "config" else sliding_window
     layers = sorted(i for i, r in rec.layers.items() if r.attn_weights is not None)
     if not layers:
         raise ValueError("This trace holds no attention weights: trace a model with attn_implementation='eager', "
                          "or run with output_attentions=True (sdpa then computes them eagerly).")
+    check_member("attention_figure", "layer", layer, layers,
+                 "Pick one of them; trace(model, layers=...) decides which layers are recorded.")
     H, Hkv = config.num_attention_heads, config.num_key_value_heads
     kv_of = kv_head_of_query_heads(H, Hkv)
     reasons = reasons_for_step(rec, window)[row, 0].numpy()                    # (T, S)

@@ -24,7 +24,8 @@ from ..full_size import sizes
 from ..full_size.presets import get_preset
 from . import palette as pal
 from .masks import reasons_for_step
-from .runs import config_values, encode, left_pad, pad_id_of, sequence_ids, traced_generate
+from .runs import (batch_size_of, check_index, check_trace, config_values, encode, left_pad, pad_id_of, sequence_ids,
+                   traced_generate)
 
 FED, CACHED, LATER = 1, 0, 2
 
@@ -82,9 +83,11 @@ def cache_figure(trace, row: int = 0, tokenizer=None, full_size: str = "mixtral-
     step selected at first (default: the last). sliding_window: the window the model
     ran with ("config": the traced model's).
     """
+    check_trace(trace, "cache_figure")
+    row = check_index("cache_figure", "row", row, batch_size_of(trace), "batch rows")
     steps = cache_steps(trace, sliding_window)
     n = len(steps)
-    step = n - 1 if step is None else step
+    step = n - 1 if step is None else check_index("cache_figure", "step", step, n, "steps")
     config = trace.model.config
     big = get_preset(full_size)
     ids = sequence_ids(trace, n - 1)

@@ -19,7 +19,8 @@ from plotly.subplots import make_subplots
 
 from ..modeling import masks as M
 from . import palette as pal
-from .runs import Source, config_of, config_values, encode, left_pad, pad_id_of, pick_step, sequence_ids
+from .runs import (Source, check_index, check_trace, config_of, config_values, encode, left_pad, pad_id_of, pick_step,
+                   sequence_ids)
 
 X_TITLE, Y_TITLE = "key position", "query position"
 _NAMES = [M.REASONS[i] for i in range(4)]
@@ -102,10 +103,14 @@ def mask_figure(source: Source, step: Optional[int] = None, ids: Optional[torch.
     """
     if sliding_window == "config":
         sliding_window = config_of(source, config).sliding_window
+    if hasattr(source, "steps"):
+        check_trace(source, "mask_figure")
     if step is None and hasattr(source, "steps"):
         indices = list(range(len(source.steps)))
     else:
         indices = [0 if step is None else step]
+        if hasattr(source, "steps"):
+            indices = [check_index("mask_figure", "step", indices[0], len(source.steps), "steps")]
     recs = [pick_step(source, i) for i in indices]
     all_reasons = [reasons_for_step(r, sliding_window) for r in recs]    # checked against the model's masks
     B = all_reasons[0].shape[0]

@@ -17,7 +17,7 @@ import torch
 from plotly.subplots import make_subplots
 
 from . import palette as pal
-from .runs import encode_batch, traced_generate
+from .runs import batch_size_of, check_index, check_member, check_trace, encode_batch, traced_generate
 from .widgets import visibility_slider
 
 
@@ -75,9 +75,13 @@ def routing_figure(trace, row: int = 0, tokenizer=None, layer: int = 0, skip_pad
     """Top: every token (across) x every layer's K choices (down), coloured by expert, weights on hover.
     Bottom: one layer's router probabilities (experts x tokens) with the top-k cells outlined,
     chosen with the layer slider (`layer` is shown first)."""
+    check_trace(trace, "routing_figure")
+    row = check_index("routing_figure", "row", row, batch_size_of(trace), "batch rows")
     r = routing_of(trace, row, skip_padding)
     N, E, K = len(r.ids), r.num_experts, r.top_k
     layers = sorted(r.indices)
+    check_member("routing_figure", "layer", layer, layers,
+                 "Pick one of them; trace(model, layers=...) decides which layers are recorded.")
     texts = pal.token_texts(r.ids, tokenizer)
     labels = [pal.token_label(x, max_chars) + f"<sub>{p}</sub>" for x, p in zip(texts, r.positions)]
     x = list(range(N))

@@ -30,6 +30,43 @@ def pick_step(source: Source, step: int = 0) -> StepRecord:
     raise TypeError(f"Expected a mixtral_edu Trace or StepRecord, got {type(source).__name__}.")
 
 
+def check_trace(source: Any, view: str) -> None:
+    """A view's first argument must be a Trace that recorded at least one step."""
+    if not isinstance(source, Trace):
+        raise TypeError(f"{view}() draws a mixtral_edu Trace, got {type(source).__name__}. Record one with "
+                        f"`with mixtral_edu.trace(model) as tr: model.generate(...)`, then {view}(tr).")
+    if not source.steps:
+        raise ValueError(f"{view}(): the trace recorded no step. Run the model (or generate) inside "
+                         "`with mixtral_edu.trace(model) as tr:`, then draw tr.")
+
+
+def check_index(view: str, name: str, value: Any, n: int, what: str) -> int:
+    """`value` as a position among n (negative counts from the end, as in Python); else IndexError."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{view}({name}=...) must be an int, got {value!r} ({type(value).__name__}).")
+    if not -n <= value < n:
+        raise IndexError(f"{view}({name}={value}): {name} must be in 0..{n - 1} (or -{n}..-1 from the end): "
+                         f"the trace holds {n} {what}.")
+    return value % n
+
+
+def check_member(view: str, name: str, value: Any, valid: Sequence[int], fix: str) -> None:
+    """`value` must be one of `valid` (e.g. the traced layers); else IndexError naming them and the fix."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{view}({name}=...) must be an int, got {value!r} ({type(value).__name__}).")
+    if value not in valid:
+        raise IndexError(f"{view}({name}={value}): the trace has {name} {list(valid)} only. {fix}")
+
+
+def batch_size_of(trace: Trace) -> int:
+    """B of a traced run: the first recorded step's input_ids (or its 2D mask)."""
+    for rec in trace.steps:
+        for x in (rec.input_ids, rec.attention_mask):
+            if x is not None:
+                return x.shape[0]
+    return 1
+
+
 def sequence_ids(trace: Trace, step: int) -> Optional[torch.Tensor]:
     """(B, S) ids of every key at `step`: the slices fed at steps 0..step, side by side.
 
@@ -37,6 +74,8 @@ def sequence_ids(trace: Trace, step: int) -> Optional[torch.Tensor]:
     laid end to end are the sequence the cache holds plus this step's new ones.
     None if a step fed embeddings instead of ids.
     """
+    if step < 0:
+        step += len(trace.steps)  # -1: the last step, as pick_step reads it
     parts = [s.input_ids for s in trace.steps[: step + 1]]
     if any(p is None for p in parts):
         return None

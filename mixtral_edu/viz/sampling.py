@@ -19,7 +19,7 @@ from plotly.subplots import make_subplots
 
 from ..modeling.generation import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper, get_logits_warpers
 from . import palette as pal
-from .runs import encode_batch, pick_step, traced_generate
+from .runs import check_index, encode_batch, pick_step, traced_generate
 from .widgets import visibility_slider
 
 _KINDS = ((TemperatureLogitsWarper, "temperature"), (TopKLogitsWarper, "top-k"), (TopPLogitsWarper, "top-p"))
@@ -58,6 +58,7 @@ def sampling_figure(source, step: int = 0, row: int = 0, tokenizer=None, tempera
     rec = pick_step(source, step)
     if rec.logits_last is None:
         raise ValueError("This step has no logits: trace a MixtralForCausalLM (not the backbone).")
+    row = check_index("sampling_figure", "row", row, rec.logits_last.shape[0], "batch rows")
     logits = rec.logits_last[row]                                             # (V,) fp32
     V = logits.shape[0]
     if chosen is None and rec.next_tokens is not None:

@@ -42,7 +42,7 @@ def models():
 def test_single_file_roundtrip(models, tmp_path):
     ours, _ = models
     ours.save_pretrained(str(tmp_path))
-    assert sorted(os.listdir(tmp_path)) == ["config.json", "model.safetensors"]
+    assert sorted(os.listdir(tmp_path)) == ["config.json", "generation_config.json", "model.safetensors"]
     with safe_open(str(tmp_path / "model.safetensors"), framework="pt") as f:
         assert f.metadata() == {"format": "pt"}          # transformers refuses files without it
         assert sorted(f.keys()) == sorted(ours.state_dict())
