@@ -119,6 +119,20 @@ def routing_summary(stats: Dict) -> Dict:
     return out
 
 
+@torch.no_grad()
+def domain_loss(model, tokenizer, domain: str, n: int = 12, seed: int = EVAL_SEED) -> float:
+    """Mean next-token cross-entropy (nats per token) on n held-out samples of one domain.
+
+    One left-padded batch; padding gets no loss. Quick enough to measure with and without a
+    hook (notebook 07 switches an expert off and compares).
+    """
+    texts = [t for _, t in corpus.make_corpus(n, seed=seed, domains=(domain,))]
+    batch = tokenizer(texts, return_tensors="pt", padding=True)
+    labels = batch.input_ids.masked_fill(batch.attention_mask == 0, -100)     # (B, T), no loss on padding
+    out = model(batch.input_ids, attention_mask=batch.attention_mask, labels=labels, use_cache=False)
+    return float(out.loss)
+
+
 def evaluate(model, tokenizer, quick: bool = False) -> Dict:
     """All metrics; quick=True uses fewer prompts (for tests)."""
     k = 4 if quick else 1
