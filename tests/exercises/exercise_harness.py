@@ -143,6 +143,7 @@ class Mutant:
     name: str
     fn: Callable
     mentions: Sequence[str] = field(default_factory=list)
+    check_kwargs: dict = field(default_factory=dict)   # e.g. {"model": the tiny model}, as the notebook calls it
 
     def __post_init__(self):
         assert self.mentions, f"mutant {self.key} '{self.name}': say which words the hint must contain"
@@ -153,10 +154,11 @@ def mutation_tests(module: ModuleType, mutants: Sequence[Mutant]):
     for m in mutants:
         assert m.key in module.EXERCISES, f"mutant '{m.name}' names {m.key}, not an exercise of {module.__name__}"
 
-    @pytest.mark.parametrize("mutant", mutants, ids=[f"{m.key}-{m.name}" for m in mutants])
+    @pytest.mark.parametrize("mutant", mutants, ids=[f"{m.key}-{m.name}" + ("-tiny" if m.check_kwargs else "")
+                                                     for m in mutants])
     def test_mutant(mutant: Mutant):
         name, check = module.EXERCISES[mutant.key]
-        result = check(mutant.fn)          # a check never raises: an exception here fails the test
+        result = check(mutant.fn, **mutant.check_kwargs)   # a check never raises: an exception here fails the test
         caught = not result
         named = caught and all(w.lower() in result.message.lower() for w in mutant.mentions)
         RESULTS.setdefault(mutant.key, []).append((mutant.name, caught, named))
