@@ -16,6 +16,7 @@ from typing import Callable, Dict, List, Tuple
 import torch
 
 from . import ExerciseResult, NotYet, call, checker
+from ._across_cases import answers, most_consistent
 from ..full_size.presets import mixtral_8x7b, mixtral_8x22b
 from ..full_size.sizes import kv_cache_bytes as reference_kv_cache_bytes
 from ..full_size.sizes import kv_cache_bytes_per_token, parameter_count, shape_table
@@ -42,8 +43,9 @@ SHAPE_HINTS = {
 }
 KV_HINTS = {
     "number": "return a whole number of bytes (an int).",
-    "stub_no_gqa": ("right for a model without grouped-query attention, wrong for one with it: your count grows "
-                    "with the number of query heads. What does each layer's cache store per token?"),
+    "stub_no_gqa": ("two symptoms: without grouped-query attention your count is half the right one (each cached "
+                    "token stores something besides its key), and with it your count also grows with the number "
+                    "of query heads (which heads does each layer cache?)."),
     "half": "your count is half of it: each cached token stores something besides its key.",
     "query_heads": ("your count grows with the number of query heads: the cache stores keys and values for the "
                     "Hkv key/value heads only."),
@@ -185,17 +187,20 @@ def _whole(value):
 def check_kv_cache_bytes(kv_cache_bytes: Callable) -> ExerciseResult:
     """kv_cache_bytes(config, n_tokens, batch_size, bytes_per_element) -> bytes of keys and values cached."""
     cases = _kv_cases()
-    for label, config, n, b, nbytes in cases:
-        got = call(kv_cache_bytes, config, n, b, nbytes, name="kv_cache_bytes", label=label)
+    results = answers(kv_cache_bytes, [(c[0], c[1:]) for c in cases], "kv_cache_bytes")
+    wants = [reference_kv_cache_bytes(c, n, batch_size=b, dtype=DTYPES[nbytes]) for _, c, n, b, nbytes in cases]
+    for (label, *args), (_, got, stop), want in zip(cases, results, wants):
+        if stop is not None:
+            raise stop
         value = _whole(got)
         if value is None:
             raise NotYet(f"case {label}: the result is a {type(got).__name__}, not a whole number.", KV_HINTS["number"])
-        want = reference_kv_cache_bytes(config, n, batch_size=b, dtype=DTYPES[nbytes])
         if value == want:
             continue
-        hint = next((h for h, wrong in _kv_mistakes(config, n, b, nbytes, want) if wrong == value and wrong != want),
-                    KV_HINTS["too_big" if value > want else "too_small"])
-        raise NotYet(f"case {label}: {value:,} bytes is not right.", hint)
+        hint = most_consistent([(_whole(g), [(h, w) for h, w in _kv_mistakes(*a, wt) if w != wt])
+                                for (_, *a), (_, g, _), wt in zip(cases, results, wants)])
+        raise NotYet(f"case {label}: {value:,} bytes is not right.",
+                     hint or KV_HINTS["too_big" if value > want else "too_small"])
     return ExerciseResult(True, f"kv_cache_bytes agrees with mixtral_edu.full_size.sizes on all {len(cases)} cases.")
 
 
@@ -254,18 +259,24 @@ def _context_mistakes(c, memory, b, nbytes, rolling, want):
 def check_max_context(max_context: Callable) -> ExerciseResult:
     """max_context(config, memory_bytes, batch_size, bytes_per_element, rolling_window) -> tokens per sequence."""
     cases = _context_cases()
-    for label, config, memory, b, nbytes, rolling in cases:
-        got = call(max_context, config, memory, b, nbytes, rolling, name="max_context", label=label)
-        value = math.inf if isinstance(got, float) and got == math.inf else _whole(got)
+    results = answers(max_context, [(c[0], c[1:]) for c in cases], "max_context")
+    wants = [reference_max_context(*c[1:]) for c in cases]
+
+    def as_value(got):
+        return math.inf if isinstance(got, float) and got == math.inf else _whole(got)
+    for (label, *args), (_, got, stop), want in zip(cases, results, wants):
+        if stop is not None:
+            raise stop
+        value = as_value(got)
         if value is None:
             raise NotYet(f"case {label}: the result is a {type(got).__name__}.", CONTEXT_HINTS["number"])
-        want = reference_max_context(config, memory, b, nbytes, rolling)
         if value == want:
             continue
-        hint = next((h for h, wrong in _context_mistakes(config, memory, b, nbytes, rolling, want) if wrong == value),
-                    CONTEXT_HINTS["too_big" if value > want else "too_small"])
+        hint = most_consistent([(as_value(g), _context_mistakes(*a, wt))
+                                for (_, *a), (_, g, _), wt in zip(cases, results, wants)])
         shown = "math.inf" if value == math.inf else f"{value:,} tokens"
-        raise NotYet(f"case {label}: {shown} is not right.", hint)
+        raise NotYet(f"case {label}: {shown} is not right.",
+                     hint or CONTEXT_HINTS["too_big" if value > want else "too_small"])
     return ExerciseResult(True, f"max_context is right on all {len(cases)} cases (weights of every expert, the "
                                 "cache per sequence, and the rolling buffer's cap).")
 

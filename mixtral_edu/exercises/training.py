@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from . import ExerciseResult, NotYet, call, checker, difference, expect_same, name_the_mistake
+from ._across_cases import answers, most_consistent
 from ..modeling.moe import load_balancing_loss_func
 from ..tiny.train import Recipe, lr_at
 
@@ -171,15 +172,22 @@ def _numbers(got) -> Tuple[float, ...]:
 def check_repeat_rates(repeat_rates: Callable) -> ExerciseResult:
     """repeat_rates(chosen (T, K)) -> (same_top1, shared_any), both shares of the T - 1 neighbouring pairs."""
     cases = _repeat_cases()
-    for label, chosen in cases:
-        got = call(repeat_rates, chosen.clone(), name="repeat_rates", label=label)
+    results = answers(repeat_rates, [(label, (chosen.clone(),)) for label, chosen in cases], "repeat_rates")
+
+    def as_numbers(got):
         try:
-            got = _numbers(got)
+            return _numbers(got)
         except Exception:
-            raise NotYet(f"case {label}: the result is a {type(got).__name__}.", REPEAT_HINTS["pair"]) from None
-        want = reference_repeat_rates(chosen)
-        expect_same(got, want, label, lambda: name_the_mistake(got, _repeat_mistakes(chosen), atol=1e-6) or
-                    REPEAT_HINTS["values"], atol=1e-6, what="(same_top1, shared_any)")
+            return None
+    for (label, chosen), (_, got, stop) in zip(cases, results):
+        if stop is not None:
+            raise stop
+        numbers = as_numbers(got)
+        if numbers is None:
+            raise NotYet(f"case {label}: the result is a {type(got).__name__}.", REPEAT_HINTS["pair"])
+        hint = lambda: most_consistent([(as_numbers(g), _repeat_mistakes(c)) for (_, c), (_, g, _) in  # noqa: E731
+                                        zip(cases, results)]) or REPEAT_HINTS["values"]
+        expect_same(numbers, reference_repeat_rates(chosen), label, hint, atol=1e-6, what="(same_top1, shared_any)")
     return ExerciseResult(True, f"repeat_rates agrees on all {len(cases)} cases.")
 
 
@@ -310,17 +318,25 @@ def _balance_mistakes(gate_logits, e, k):
 def check_per_layer_balancing_loss(per_layer_balancing_loss: Callable) -> ExerciseResult:
     """per_layer_balancing_loss(gate_logits (L tensors (N, E)), num_experts, top_k) -> the mean of per-layer losses."""
     cases = _balance_cases()
-    for label, gate_logits, e, k in cases:
-        got = call(per_layer_balancing_loss, tuple(g.clone() for g in gate_logits), e, k,
-                   name="per_layer_balancing_loss", label=label)
+    results = answers(per_layer_balancing_loss,
+                      [(label, (tuple(g.clone() for g in gate_logits), e, k)) for label, gate_logits, e, k in cases],
+                      "per_layer_balancing_loss")
+
+    def as_number(got):
         if isinstance(got, torch.Tensor) and got.numel() == 1:
-            got = float(got.detach().reshape(()))
+            return float(got.detach().reshape(()))
+        return got
+    for (label, gate_logits, e, k), (_, got, stop) in zip(cases, results):
+        if stop is not None:
+            raise stop
+        got = as_number(got)
         want = reference_per_layer_balancing_loss(gate_logits, e, k)
         problem = difference(got, want, atol=1e-5, rtol=1e-5, what="the loss")
         if problem is not None and problem.kind == "type":
             raise NotYet(f"case {label}: {problem}", BALANCE_HINTS["number"])
-        expect_same(got, want, label, lambda: name_the_mistake(got, _balance_mistakes(gate_logits, e, k), atol=1e-4)
-                    or BALANCE_HINTS["values"], atol=1e-5, rtol=1e-5, what="the loss")
+        hint = lambda: most_consistent([(as_number(g), _balance_mistakes(c[1], c[2], c[3])) for c, (_, g, _) in  # noqa: E731
+                                        zip(cases, results)], atol=1e-4) or BALANCE_HINTS["values"]
+        expect_same(got, want, label, hint, atol=1e-5, rtol=1e-5, what="the loss")
     return ExerciseResult(True, f"per_layer_balancing_loss agrees on all {len(cases)} cases, including two "
                                 "complementary layers that the pooled loss scores as perfectly even.")
 

@@ -8,10 +8,10 @@ from mixtral_edu.tiny.evaluate import domain_loss
 
 def route(router_logits, top_k):
     """07.1: the bug was a softmax in the logits' dtype; run it in float32, as the block does."""
-    probs = F.softmax(router_logits, dim=-1, dtype=torch.float)                # (N, E), float32
-    routing_weights, selected_experts = torch.topk(probs, top_k, dim=-1)       # (N, K) each, best first
-    routing_weights = routing_weights / routing_weights.sum(dim=-1, keepdim=True)
-    return routing_weights.to(router_logits.dtype), selected_experts
+    probs = F.softmax(router_logits.float(), dim=-1)                          # (N, E), float32
+    weights, experts = torch.topk(probs, top_k, dim=-1)                       # (N, K) each, best first
+    weights = weights / weights.sum(dim=-1, keepdim=True)                     # the K kept weights sum to 1
+    return weights.to(router_logits.dtype), experts
 
 
 def dispatch(x, routing_weights, selected_experts, experts):
