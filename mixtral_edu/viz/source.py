@@ -52,3 +52,13 @@ class SideBySide:
 def side_by_side(theirs: Any, ours: Any, max_lines: Optional[int] = None) -> SideBySide:
     """transformers' object beside ours, e.g. side_by_side(hf.MixtralRMSNorm.forward, MixtralRMSNorm.forward)."""
     return SideBySide(theirs, ours, max_lines)
+
+
+def excerpt(source: str, start: str, end: str) -> str:
+    """The lines of `source` from the first one containing `start` to the next one containing `end`, dedented."""
+    lines = source.splitlines()
+    i = next((k for k, line in enumerate(lines) if start in line), None)
+    j = next((k for k, line in enumerate(lines) if i is not None and k > i and end in line), None)
+    if i is None or j is None:
+        raise ValueError(f"excerpt: no line with {start!r} followed by one with {end!r}")
+    return textwrap.dedent("\n".join(lines[i:j + 1]))
