@@ -1,9 +1,9 @@
 """Exercises of notebook 09 (training the tiny model).
 
-    09.1 implement a variant lr_schedule(step, recipe) -> learning rate at that step
-    09.2 implement a variant repeat_rates(chosen (T, K)) -> (same_top1, shared_any)
-    09.3 implement a variant route_top1(router_logits (N, E)) -> (weights (N, 1), experts (N, 1)), Switch style
-    09.4 implement a variant per_layer_balancing_loss(gate_logits, num_experts, top_k) -> float
+    09.1 predict             lr_schedule(step, recipe) -> learning rate at that step
+    09.2 implement a variant route_top1(router_logits (N, E)) -> (weights (N, 1), experts (N, 1)), Switch style
+    09.3 implement a variant per_layer_balancing_loss(gate_logits, num_experts, top_k) -> float
+    09.4 experiment          repeat_rates(chosen (T, K)) -> (same_top1, shared_any)
 
 (The shifted cross-entropy and the load-balancing loss itself are exercises of notebook 03.)
 """
@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from . import ExerciseResult, NotYet, call, checker, difference, expect_same, name_the_mistake
 from ._across_cases import answers, most_consistent
 from ..modeling.moe import load_balancing_loss_func
+from ..tiny.evaluate import repeat_rates as _repeat_rates
 from ..tiny.train import Recipe, lr_at
 
 # -- what the checks say (plain literals, one place) ------------------------------------------------
@@ -125,18 +126,11 @@ def check_lr_schedule(lr_schedule: Callable) -> ExerciseResult:
     return ExerciseResult(True, f"lr_schedule agrees with mixtral_edu.tiny.train.lr_at on all {len(cases)} cases.")
 
 
-# -- 09.2 consecutive tokens and their experts ----------------------------------------------------------
+# -- 09.4 consecutive tokens and their experts ----------------------------------------------------------
 
 def reference_repeat_rates(chosen: torch.Tensor) -> Tuple[float, float]:
-    """chosen (T, K): the experts of T consecutive tokens at one layer, best first.
-
-    same_top1: share of the T - 1 neighbouring pairs whose best expert is the same.
-    shared_any: share of pairs whose K chosen experts have at least one expert in common.
-    """
-    a, b = chosen[:-1], chosen[1:]                                             # (T-1, K) each
-    same_top1 = (a[:, 0] == b[:, 0]).float().mean().item()
-    shared_any = (a[:, :, None] == b[:, None, :]).any(-1).any(-1).float().mean().item()
-    return same_top1, shared_any
+    """(same_top1, shared_any) of T consecutive tokens' experts: mixtral_edu.tiny.evaluate.repeat_rates."""
+    return _repeat_rates(chosen)
 
 
 def _repeat_cases() -> List[Tuple[str, torch.Tensor]]:
@@ -196,7 +190,7 @@ def chance_shared_any(num_experts: int, top_k: int) -> float:
     return 1 - math.comb(num_experts - top_k, top_k) / math.comb(num_experts, top_k)
 
 
-# -- 09.3 top-1 routing, Switch style ----------------------------------------------------------------
+# -- 09.2 top-1 routing, Switch style ----------------------------------------------------------------
 
 def reference_route_top1(router_logits: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """The Switch Transformer's router: the best expert, weighted by its probability (not renormalised)."""
@@ -264,7 +258,7 @@ def check_route_top1(route_top1: Callable) -> ExerciseResult:
                                 "router logits get a gradient through the weights.")
 
 
-# -- 09.4 a balancing loss per layer ---------------------------------------------------------------------
+# -- 09.3 a balancing loss per layer ---------------------------------------------------------------------
 
 def reference_per_layer_balancing_loss(gate_logits, num_experts: int, top_k: int) -> float:
     """The mean over layers of load_balancing_loss_func applied to each layer alone."""
@@ -343,7 +337,7 @@ def check_per_layer_balancing_loss(per_layer_balancing_loss: Callable) -> Exerci
 
 EXERCISES = {
     "09.1": ("lr_schedule", check_lr_schedule),
-    "09.2": ("repeat_rates", check_repeat_rates),
-    "09.3": ("route_top1", check_route_top1),
-    "09.4": ("per_layer_balancing_loss", check_per_layer_balancing_loss),
+    "09.2": ("route_top1", check_route_top1),
+    "09.3": ("per_layer_balancing_loss", check_per_layer_balancing_loss),
+    "09.4": ("repeat_rates", check_repeat_rates),
 }

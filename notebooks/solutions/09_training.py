@@ -14,22 +14,22 @@ def lr_schedule(step, recipe):
 
 
 def repeat_rates(chosen):
-    """09.2: compare each token with the next; for overlap, every expert of one with every expert of the other."""
-    a, b = chosen[:-1], chosen[1:]                                                 # (T-1, K) each
-    same_top1 = (a[:, 0] == b[:, 0]).float().mean().item()
-    shared_any = (a[:, :, None] == b[:, None, :]).any(-1).any(-1).float().mean().item()   # (T-1, K, K) -> (T-1,)
+    """09.4: compare each token with the next; for overlap, ask whether their sets of experts intersect."""
+    pairs = list(zip(chosen[:-1].tolist(), chosen[1:].tolist()))                  # T - 1 neighbouring pairs
+    same_top1 = sum(a[0] == b[0] for a, b in pairs) / len(pairs)
+    shared_any = sum(bool(set(a) & set(b)) for a, b in pairs) / len(pairs)
     return same_top1, shared_any
 
 
 def route_top1(router_logits):
-    """09.3: the best expert, weighted by its own probability (no renormalisation, so the router gets a gradient)."""
+    """09.2: the best expert, weighted by its own probability (no renormalisation, so the router gets a gradient)."""
     probs = F.softmax(router_logits, dim=-1, dtype=torch.float)                    # (N, E), float32
     weights, experts = torch.topk(probs, 1, dim=-1)                                # (N, 1) each
     return weights.to(router_logits.dtype), experts
 
 
 def per_layer_balancing_loss(gate_logits, num_experts, top_k):
-    """09.4: the Switch loss E * sum(f * P) of each layer on its own, averaged over the layers."""
+    """09.3: the Switch loss E * sum(f * P) of each layer on its own, averaged over the layers."""
     losses = []
     for logits in gate_logits:                                                     # (N, E) per layer
         probs = F.softmax(logits, dim=-1)                                          # (N, E)

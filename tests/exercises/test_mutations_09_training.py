@@ -35,7 +35,7 @@ SCHEDULE = [
 ]
 
 
-# -- 09.2 repetition rates -----------------------------------------------------------------------------------
+# -- 09.4 repetition rates -----------------------------------------------------------------------------------
 
 def _rates(chosen, pairs_over="pairs", overlap="any", as_counts=False):
     a, b = chosen[:-1], chosen[1:]
@@ -55,17 +55,17 @@ def _rates(chosen, pairs_over="pairs", overlap="any", as_counts=False):
 
 
 REPEAT = [
-    Mutant("09.2", "divided by T", lambda c: _rates(c, pairs_over="tokens"), ["T - 1"]),
-    Mutant("09.2", "slot by slot", lambda c: _rates(c, overlap="slotwise"), ["slot by slot"]),
-    Mutant("09.2", "one way", lambda c: _rates(c, overlap="one way"), ["overlap at all"]),
-    Mutant("09.2", "top-1 twice", lambda c: _rates(c, overlap="top1"), ["top-K sets"]),
-    Mutant("09.2", "counts", lambda c: _rates(c, as_counts=True), ["counts"]),
-    Mutant("09.2", "one number", lambda c: _rates(c)[0], ["two numbers"]),
-    Mutant("09.2", "NaN", lambda c: (float("nan"), float("nan")), ["NaN"]),
+    Mutant("09.4", "divided by T", lambda c: _rates(c, pairs_over="tokens"), ["T - 1"]),
+    Mutant("09.4", "slot by slot", lambda c: _rates(c, overlap="slotwise"), ["slot by slot"]),
+    Mutant("09.4", "one way", lambda c: _rates(c, overlap="one way"), ["overlap at all"]),
+    Mutant("09.4", "top-1 twice", lambda c: _rates(c, overlap="top1"), ["top-K sets"]),
+    Mutant("09.4", "counts", lambda c: _rates(c, as_counts=True), ["counts"]),
+    Mutant("09.4", "one number", lambda c: _rates(c)[0], ["two numbers"]),
+    Mutant("09.4", "NaN", lambda c: (float("nan"), float("nan")), ["NaN"]),
 ]
 
 
-# -- 09.3 top-1 routing ------------------------------------------------------------------------------------------
+# -- 09.2 top-1 routing ------------------------------------------------------------------------------------------
 
 def _top1(l, probs=None, renorm=False, cast=True, detach=False, keepdim=True, index_dtype=None):
     probs = F.softmax(l, dim=-1, dtype=torch.float) if probs is None else probs
@@ -81,19 +81,19 @@ def _top1(l, probs=None, renorm=False, cast=True, detach=False, keepdim=True, in
 
 
 TOP1 = [
-    Mutant("09.3", "renormalised (Mixtral's code with K = 1)", lambda l: _top1(l, renorm=True), ["itself", "gradient"]),
-    Mutant("09.3", "the logit as weight", lambda l: _top1(l, probs=l.float()), ["logits"]),
-    Mutant("09.3", "softmax over the tokens", lambda l: _top1(l, probs=F.softmax(l.float(), dim=0)), ["tokens"]),
-    Mutant("09.3", "softmax in bfloat16", lambda l: _top1(l, probs=F.softmax(l, dim=-1)), ["float32"]),
-    Mutant("09.3", "sigmoid", lambda l: _top1(l, probs=torch.sigmoid(l.float())), ["sigmoid"]),
-    Mutant("09.3", "weights detached", lambda l: _top1(l, detach=True), ["no gradient"]),
-    Mutant("09.3", "the K dimension dropped", lambda l: _top1(l, keepdim=False), ["(N, 1)"]),
-    Mutant("09.3", "weights left in float32", lambda l: _top1(l, cast=False), ["cast"]),
-    Mutant("09.3", "int32 experts", lambda l: _top1(l, index_dtype=torch.int32), ["torch.long"]),
+    Mutant("09.2", "renormalised (Mixtral's code with K = 1)", lambda l: _top1(l, renorm=True), ["itself", "gradient"]),
+    Mutant("09.2", "the logit as weight", lambda l: _top1(l, probs=l.float()), ["logits"]),
+    Mutant("09.2", "softmax over the tokens", lambda l: _top1(l, probs=F.softmax(l.float(), dim=0)), ["tokens"]),
+    Mutant("09.2", "softmax in bfloat16", lambda l: _top1(l, probs=F.softmax(l, dim=-1)), ["float32"]),
+    Mutant("09.2", "sigmoid", lambda l: _top1(l, probs=torch.sigmoid(l.float())), ["sigmoid"]),
+    Mutant("09.2", "weights detached", lambda l: _top1(l, detach=True), ["no gradient"]),
+    Mutant("09.2", "the K dimension dropped", lambda l: _top1(l, keepdim=False), ["(N, 1)"]),
+    Mutant("09.2", "weights left in float32", lambda l: _top1(l, cast=False), ["cast"]),
+    Mutant("09.2", "int32 experts", lambda l: _top1(l, index_dtype=torch.int32), ["torch.long"]),
 ]
 
 
-# -- 09.4 balancing loss per layer ----------------------------------------------------------------------------------
+# -- 09.3 balancing loss per layer ----------------------------------------------------------------------------------
 
 def _per_layer(gate_logits, e, k, reduce="mean", slot_share=False, top1=False, p_from_logits=False, p_dim=-1):
     losses = []
@@ -109,14 +109,14 @@ def _per_layer(gate_logits, e, k, reduce="mean", slot_share=False, top1=False, p
 
 
 BALANCE = [
-    Mutant("09.4", "pooled over the layers", lambda g, e, k: load_balancing_loss_func(tuple(g), e, k), ["pooled"]),
-    Mutant("09.4", "summed over the layers", lambda g, e, k: _per_layer(g, e, k, reduce="sum"), ["average"]),
-    Mutant("09.4", "the worst layer", lambda g, e, k: _per_layer(g, e, k, reduce="max"), ["worst layer"]),
-    Mutant("09.4", "f as a share of all slots", lambda g, e, k: _per_layer(g, e, k, slot_share=True), ["per top-k slot"]),
-    Mutant("09.4", "f from the first choice only", lambda g, e, k: _per_layer(g, e, k, top1=True), ["all K choices"]),
-    Mutant("09.4", "P from the logits", lambda g, e, k: _per_layer(g, e, k, p_from_logits=True), ["probability"]),
-    Mutant("09.4", "softmax over the tokens", lambda g, e, k: _per_layer(g, e, k, p_dim=0), ["over the tokens"]),
-    Mutant("09.4", "a list per layer", lambda g, e, k: [float(load_balancing_loss_func((x,), e, k)) for x in g],
+    Mutant("09.3", "pooled over the layers", lambda g, e, k: load_balancing_loss_func(tuple(g), e, k), ["pooled"]),
+    Mutant("09.3", "summed over the layers", lambda g, e, k: _per_layer(g, e, k, reduce="sum"), ["average"]),
+    Mutant("09.3", "the worst layer", lambda g, e, k: _per_layer(g, e, k, reduce="max"), ["worst layer"]),
+    Mutant("09.3", "f as a share of all slots", lambda g, e, k: _per_layer(g, e, k, slot_share=True), ["per top-k slot"]),
+    Mutant("09.3", "f from the first choice only", lambda g, e, k: _per_layer(g, e, k, top1=True), ["all K choices"]),
+    Mutant("09.3", "P from the logits", lambda g, e, k: _per_layer(g, e, k, p_from_logits=True), ["probability"]),
+    Mutant("09.3", "softmax over the tokens", lambda g, e, k: _per_layer(g, e, k, p_dim=0), ["over the tokens"]),
+    Mutant("09.3", "a list per layer", lambda g, e, k: [float(load_balancing_loss_func((x,), e, k)) for x in g],
            ["one number"]),
 ]
 
