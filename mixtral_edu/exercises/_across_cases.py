@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, List, Optional, Sequence, Tuple
 
-from . import NotYet, call, same
+from . import NotYet, call, name_the_mistake
 
 Mistakes = Sequence[Tuple[str, Any]]   # (hint, wrong answer or a no-argument callable making it)
 
@@ -29,10 +29,6 @@ def most_consistent(answered: Sequence[Tuple[Any, Mistakes]], atol: float = 1e-6
     score: dict = {}
     for got, mistakes in answered:
         for hint, wrong in mistakes:
-            try:
-                value = wrong() if callable(wrong) else wrong
-            except Exception:
-                continue
-            if same(got, value, atol=atol):
+            if name_the_mistake(got, [(hint, wrong)], atol=atol):
                 score[hint] = score.get(hint, 0) + 1
     return max(score, key=score.get) if score else None

@@ -183,24 +183,31 @@ def _whole(value):
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def _exact_answers(fn: Callable, name: str, cases, wants, convert: Callable, number_hint: str, mistakes_of: Callable,
+                   shown: Callable, too: Dict[bool, str]) -> None:
+    """NOT YET at the first case whose converted answer differs from want, naming the most consistent mistake."""
+    results = answers(fn, [(c[0], c[1:]) for c in cases], name)
+    for (label, *args), (_, got, stop), want in zip(cases, results, wants):
+        if stop is not None:
+            raise stop
+        value = convert(got)
+        if value is None:
+            raise NotYet(f"case {label}: the result is a {type(got).__name__}, not a whole number.", number_hint)
+        if value == want:
+            continue
+        hint = most_consistent([(convert(g), mistakes_of(*a, wt))
+                                for (_, *a), (_, g, _), wt in zip(cases, results, wants)])
+        raise NotYet(f"case {label}: {shown(value)} is not right.", hint or too[value > want])
+
+
 @checker
 def check_kv_cache_bytes(kv_cache_bytes: Callable) -> ExerciseResult:
     """kv_cache_bytes(config, n_tokens, batch_size, bytes_per_element) -> bytes of keys and values cached."""
     cases = _kv_cases()
-    results = answers(kv_cache_bytes, [(c[0], c[1:]) for c in cases], "kv_cache_bytes")
     wants = [reference_kv_cache_bytes(c, n, batch_size=b, dtype=DTYPES[nbytes]) for _, c, n, b, nbytes in cases]
-    for (label, *args), (_, got, stop), want in zip(cases, results, wants):
-        if stop is not None:
-            raise stop
-        value = _whole(got)
-        if value is None:
-            raise NotYet(f"case {label}: the result is a {type(got).__name__}, not a whole number.", KV_HINTS["number"])
-        if value == want:
-            continue
-        hint = most_consistent([(_whole(g), [(h, w) for h, w in _kv_mistakes(*a, wt) if w != wt])
-                                for (_, *a), (_, g, _), wt in zip(cases, results, wants)])
-        raise NotYet(f"case {label}: {value:,} bytes is not right.",
-                     hint or KV_HINTS["too_big" if value > want else "too_small"])
+    _exact_answers(kv_cache_bytes, "kv_cache_bytes", cases, wants, _whole, KV_HINTS["number"],
+                   lambda *a: [(h, w) for h, w in _kv_mistakes(*a) if w != a[-1]], lambda v: f"{v:,} bytes",
+                   {True: KV_HINTS["too_big"], False: KV_HINTS["too_small"]})
     return ExerciseResult(True, f"kv_cache_bytes agrees with mixtral_edu.full_size.sizes on all {len(cases)} cases.")
 
 
@@ -255,28 +262,18 @@ def _context_mistakes(c, memory, b, nbytes, rolling, want):
     return [(h, w) for h, w in out if h is not None and w != want]
 
 
+def _context_value(got):
+    return math.inf if isinstance(got, float) and got == math.inf else _whole(got)
+
+
 @checker
 def check_max_context(max_context: Callable) -> ExerciseResult:
     """max_context(config, memory_bytes, batch_size, bytes_per_element, rolling_window) -> tokens per sequence."""
     cases = _context_cases()
-    results = answers(max_context, [(c[0], c[1:]) for c in cases], "max_context")
     wants = [reference_max_context(*c[1:]) for c in cases]
-
-    def as_value(got):
-        return math.inf if isinstance(got, float) and got == math.inf else _whole(got)
-    for (label, *args), (_, got, stop), want in zip(cases, results, wants):
-        if stop is not None:
-            raise stop
-        value = as_value(got)
-        if value is None:
-            raise NotYet(f"case {label}: the result is a {type(got).__name__}.", CONTEXT_HINTS["number"])
-        if value == want:
-            continue
-        hint = most_consistent([(as_value(g), _context_mistakes(*a, wt))
-                                for (_, *a), (_, g, _), wt in zip(cases, results, wants)])
-        shown = "math.inf" if value == math.inf else f"{value:,} tokens"
-        raise NotYet(f"case {label}: {shown} is not right.",
-                     hint or CONTEXT_HINTS["too_big" if value > want else "too_small"])
+    _exact_answers(max_context, "max_context", cases, wants, _context_value, CONTEXT_HINTS["number"],
+                   _context_mistakes, lambda v: "math.inf" if v == math.inf else f"{v:,} tokens",
+                   {True: CONTEXT_HINTS["too_big"], False: CONTEXT_HINTS["too_small"]})
     return ExerciseResult(True, f"max_context is right on all {len(cases)} cases (weights of every expert, the "
                                 "cache per sequence, and the rolling buffer's cap).")
 
