@@ -63,6 +63,10 @@ WRONG_VALUES = ("{what}: {count} of {total} values are off by more than the tole
 WRONG_NUMBER = "{what} is {got}, which is off (by about {size} relative)"
 WRONG_VALUE = "{what} is {got!r}, which is not right"
 WRONG_HINT_DEFAULT = "compare your steps with the exercise text, one at a time, on this case."
+PREDICTIONS_TYPE = "return a dict {{name: your prediction}}, got a {kind}."
+PREDICTIONS_KEYS = "the dict must have exactly the names of the stub."
+PREDICTIONS_KEYS_HINT = "do not rename, add or remove entries: only replace each ... by your prediction."
+PREDICTIONS_BLANK = "{n} of the {total} predictions are still `...`."
 KIND_HINT = {  # the default hint for each kind of difference, when the check knows no better one
     "type": "return the kind of object the exercise's signature asks for.",
     "length": "return as many items as the exercise's signature lists.",
@@ -368,6 +372,20 @@ def _copies(x: Any) -> Any:
     if isinstance(x, dict):
         return {k: _copies(v) for k, v in x.items()}
     return x
+
+
+def filled_predictions(fn: Callable, names: Sequence[str], blank_hint: str) -> dict:
+    """For a "predict" exercise whose stub returns {name: ...}: the learner's dict, with exactly `names` and
+    no `...` left; NotYet (type, keys or blanks named) otherwise."""
+    got = call(fn, label="your predictions")
+    if not isinstance(got, dict):
+        raise NotYet(PREDICTIONS_TYPE.format(kind=type(got).__name__), PREDICTIONS_KEYS_HINT)
+    if set(got) != set(names):
+        raise NotYet(PREDICTIONS_KEYS, PREDICTIONS_KEYS_HINT)
+    blank = sum(v is Ellipsis for v in got.values())
+    if blank:
+        raise NotYet(PREDICTIONS_BLANK.format(n=blank, total=len(names)), blank_hint)
+    return got
 
 
 # -- kept for the checker modules written before the contract above ---------------------------------

@@ -18,16 +18,13 @@ from typing import Callable, Optional
 import torch
 import torch.nn.functional as F
 
-from . import ExerciseResult, NotYet, call, checker, expect_same, name_the_mistake, run_cases
+from . import (ExerciseResult, NotYet, call, checker, expect_same, filled_predictions, name_the_mistake,
+               run_cases)
 from ..modeling.rotary import MixtralRotaryEmbedding, apply_rotary_pos_emb
 
 # The user-facing sentences of this module, in one place (issue 19 wraps them for translation).
 MSG = {
     "shapes_passed": "all {n} shapes are right.",
-    "shapes_type": "return a dict {{tensor name: shape}}, got a {kind}.",
-    "shapes_keys": "the dict must have exactly the names of the stub: q, k_cached, k_repeated, scores, mask, z.",
-    "shapes_keys_hint": "do not rename, add or remove entries: only replace each ... by a shape.",
-    "shapes_blank": "{n} of the {total} shapes are still `...`.",
     "shapes_blank_hint": "replace every ... by a tuple of whole numbers, e.g. (1, 2, 3).",
     "shapes_odd": "{name}: a shape is a tuple of whole numbers, got {kind}.",
     "shapes_odd_hint": "write each shape as a tuple of ints, one per axis.",
@@ -153,14 +150,7 @@ def _as_shape(value):
 @checker
 def check_decode_step_shapes(fn: Callable) -> ExerciseResult:
     """fn() -> {name: shape}. Says how many are off and names the idea behind the first, never the shape."""
-    got = call(fn, label="your predictions")
-    if not isinstance(got, dict):
-        raise NotYet(MSG["shapes_type"].format(kind=type(got).__name__), MSG["shapes_keys_hint"])
-    if set(got) != set(SHAPE_NAMES):
-        raise NotYet(MSG["shapes_keys"], MSG["shapes_keys_hint"])
-    blank = sum(v is Ellipsis for v in got.values())
-    if blank:
-        raise NotYet(MSG["shapes_blank"].format(n=blank, total=len(SHAPE_NAMES)), MSG["shapes_blank_hint"])
+    got = filled_predictions(fn, SHAPE_NAMES, MSG["shapes_blank_hint"])
     for name in SHAPE_NAMES:
         if _as_shape(got[name]) is None:
             raise NotYet(MSG["shapes_odd"].format(name=name, kind=type(got[name]).__name__), MSG["shapes_odd_hint"])

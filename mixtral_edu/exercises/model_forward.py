@@ -15,17 +15,13 @@ from typing import Callable, Optional
 
 import torch
 
-from . import ExerciseResult, NotYet, call, checker, difference, expect_same, name_the_mistake, run_cases
+from . import (ExerciseResult, NotYet, call, checker, difference, expect_same, filled_predictions,
+               name_the_mistake, run_cases)
 from ..modeling.masks import prepare_4d_causal_attention_mask, prepare_4d_causal_attention_mask_for_sdpa
 
 # The user-facing sentences of this module, in one place (issue 19 wraps them for translation).
 MSG = {
     "sdpa_passed": "all {n} predictions are right.",
-    "sdpa_type": "return a dict {{case name: True or False}}, got a {kind}.",
-    "sdpa_type_hint": "keep the dict of the stub and replace each ... by True (a mask is built) or False (None).",
-    "sdpa_keys": "the dict must have exactly the case names of the stub.",
-    "sdpa_keys_hint": "do not rename, add or remove cases: only replace the values.",
-    "sdpa_blank": "{n} of the {total} predictions are still `...`.",
     "sdpa_blank_hint": "replace every ... by True (the builder returns a mask) or False (it returns None).",
     "sdpa_bool": "each prediction is True or False, got a {kind} for one case.",
     "sdpa_bool_hint": "True means 'a (B, 1, T, S) mask is built', False means 'the builder returns None'.",
@@ -127,14 +123,7 @@ def _sdpa_hint(name: str, mask2d, t: int, p: int, w) -> str:
 def check_sdpa_predictions(fn: Callable) -> ExerciseResult:
     """fn() -> {case: bool}. Says how many are off, and the idea behind the first wrong one."""
     cases = sdpa_cases()
-    got = call(fn, label="your predictions")
-    if not isinstance(got, dict):
-        raise NotYet(MSG["sdpa_type"].format(kind=type(got).__name__), MSG["sdpa_type_hint"])
-    if set(got) != set(cases):
-        raise NotYet(MSG["sdpa_keys"], MSG["sdpa_keys_hint"])
-    blank = sum(v is Ellipsis for v in got.values())
-    if blank:
-        raise NotYet(MSG["sdpa_blank"].format(n=blank, total=len(cases)), MSG["sdpa_blank_hint"])
+    got = filled_predictions(fn, list(cases), MSG["sdpa_blank_hint"])
     odd = [v for v in got.values() if not isinstance(v, bool)]
     if odd:
         raise NotYet(MSG["sdpa_bool"].format(kind=type(odd[0]).__name__), MSG["sdpa_bool_hint"])
