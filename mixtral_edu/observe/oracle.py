@@ -6,6 +6,7 @@
                                    both prepare_inputs_for_generation, every entry asserted equal
     describe(value)                a short text for a tensor, a cache or a tuple of them (shapes only)
     same(a, b, atol)               nested tuples/lists of tensors equal within atol
+    fed_one_by_one(cache, tokens)  zeros fed one token at a time, to show a cache's lengths
 
 transformers is imported only when one of these runs.
 """
@@ -94,3 +95,12 @@ def same(a: Any, b: Any, atol: float = 1e-5) -> bool:
         return type(a) is type(b) and len(a) == len(b) and all(same(x, y, atol) for x, y in zip(a, b))
     return a == b
 
+
+
+def fed_one_by_one(cache: Any, tokens: int, batch: int = 1, heads: int = 1, head_dim: int = 2) -> Any:
+    """Feed `tokens` single tokens of zero keys/values to layer 0 of a cache (ours or transformers'), as that
+    many decode forwards would: for showing its lengths. No RoPE tables are passed, so nothing is re-rotated."""
+    for _ in range(tokens):
+        zeros = torch.zeros(batch, heads, 1, head_dim)
+        cache.update(zeros, zeros.clone(), 0, {})
+    return cache
