@@ -119,6 +119,18 @@ def routing_summary(stats: Dict) -> Dict:
     return out
 
 
+def evaluate(model, tokenizer, quick: bool = False) -> Dict:
+    """All metrics; quick=True uses fewer prompts (for tests)."""
+    k = 4 if quick else 1
+    stats = domain_stats(model, tokenizer, n_per_domain=200 // k)
+    return {"addition": addition_accuracy(model, tokenizer, n=500 // k),
+            "grammar": grammar_rate(model, tokenizer, n=300 // k),
+            "records": record_rate(model, tokenizer, n=100 // k),
+            "domains": stats, "routing": routing_summary(stats),
+            "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "torch": torch.__version__,
+                        "threads": torch.get_num_threads()}}
+
+
 @torch.no_grad()
 def domain_loss(model, tokenizer, domain: str, n: int = 12, seed: int = EVAL_SEED) -> float:
     """Mean next-token cross-entropy (nats per token) on n held-out samples of one domain.
@@ -160,18 +172,6 @@ def repeat_rates(chosen: torch.Tensor) -> Tuple[float, float]:
     same_top1 = (a[:, 0] == b[:, 0]).float().mean().item()
     shared_any = (a[:, :, None] == b[:, None, :]).any(-1).any(-1).float().mean().item()   # (T-1, K, K) -> (T-1,)
     return same_top1, shared_any
-
-
-def evaluate(model, tokenizer, quick: bool = False) -> Dict:
-    """All metrics; quick=True uses fewer prompts (for tests)."""
-    k = 4 if quick else 1
-    stats = domain_stats(model, tokenizer, n_per_domain=200 // k)
-    return {"addition": addition_accuracy(model, tokenizer, n=500 // k),
-            "grammar": grammar_rate(model, tokenizer, n=300 // k),
-            "records": record_rate(model, tokenizer, n=100 // k),
-            "domains": stats, "routing": routing_summary(stats),
-            "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "torch": torch.__version__,
-                        "threads": torch.get_num_threads()}}
 
 
 def cpu_name() -> str:
