@@ -65,9 +65,9 @@ mxe_call_chain = {
     "decoder_layer": ["decoder", "layer"],
     "self_attn": ["attention", "attn", "rope", "rotary"],
     "block_sparse_moe": ["moe", "router", "routing", "expert"],
-    "norm": ["rmsnorm", "final_norm"],
+    "norm": "notebooks/04_model_forward",  # the final norm is taught with MixtralModel.forward
     "lm_head": ["lm_head", "head"],
-    "outputs": ["logits", "outputs", "kv_cache", "cache"],
+    "outputs": "notebooks/03_causal_lm_forward",  # what forward returns: logits, past_key_values, losses
     "next_token": ["next_token", "sampling", "decoding"],
 }
 

@@ -317,14 +317,14 @@ def _cases():
           ValueError, ("batch_size", ">= 1")),
 
         # -- exercises ----------------------------------------------------------------------------------
-        C("exercises", "something that is not a model", 'check_greedy_step(greedy_step, model="abc")',
+        C("exercises", "something that is not a model", 'check_greedy_generate(greedy_generate, model="abc")',
           NOT_YET, ("model", "MixtralForCausalLM", "str")),
-        C("exercises", "a name instead of the function", 'check_greedy_step("greedy_step")',
-          NOT_YET, ("greedy_step", "not callable")),
+        C("exercises", "a name instead of the function", 'check_greedy_generate("greedy_generate")',
+          NOT_YET, ("greedy_generate", "function")),
         C("exercises", "nothing given", "check_append_step(None)",
           NOT_YET, ("append_step", "NoneType")),
-        C("exercises", "the stub still unwritten", "check_greedy_step(greedy_step)",
-          NOT_YET, ("greedy_step", "NotImplementedError")),
+        C("exercises", "the stub still unwritten", "check_greedy_generate(greedy_generate)",
+          NOT_YET, ("greedy_generate", "NotImplementedError")),
     ]
 
 
@@ -346,7 +346,7 @@ def namespace() -> Tuple[Dict[str, Any], Any]:
 
     import mixtral_edu
     from mixtral_edu import MixtralConfig, MixtralForCausalLM, disable_expert, hooks, run_with_cache, trace
-    from mixtral_edu.exercises.generation_loop import check_append_step, check_greedy_step
+    from mixtral_edu.exercises.generation_loop import check_append_step, check_greedy_generate
     from mixtral_edu.full_size.presets import get_preset
     from mixtral_edu.full_size.sizes import (flops_per_token, kv_cache_bytes, kv_cache_bytes_per_token,
                                              parameter_count, shape_table)
@@ -381,8 +381,8 @@ def namespace() -> Tuple[Dict[str, Any], Any]:
     def print_shape(x, point):
         print(point.name, tuple(x.shape))
 
-    def greedy_step(model, input_ids, attention_mask, past_key_values):
-        raise NotImplementedError("Exercise 01.1")
+    def greedy_generate(model, input_ids, attention_mask, max_new_tokens):
+        raise NotImplementedError("Exercise 01.3")
 
     ids = torch.tensor([[5, 17, 33, 8, 61]])
     ids2 = torch.tensor([[5, 17, 33, 8, 61], [0, 0, 0, 0, 0]])
@@ -404,7 +404,7 @@ def namespace() -> Tuple[Dict[str, Any], Any]:
         kv_cache_bytes=kv_cache_bytes, kv_cache_bytes_per_token=kv_cache_bytes_per_token,
         parameter_count=parameter_count, get_preset=get_preset, flops_per_token=flops_per_token,
         shape_table=shape_table, train_tokenizer=train_tokenizer, load_tokenizer=load_tokenizer,
-        check_greedy_step=check_greedy_step, check_append_step=check_append_step, greedy_step=greedy_step,
+        check_greedy_generate=check_greedy_generate, check_append_step=check_append_step, greedy_generate=greedy_generate,
     )
     return ns, lambda: shutil.rmtree(root, ignore_errors=True)
 

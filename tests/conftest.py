@@ -141,3 +141,23 @@ def assert_legacy_equal(a, b, atol: float = 1e-5) -> None:
 def pair():
     """The default tiny eager pair, shared within a test module (tests must not modify it)."""
     return make_pair()
+
+
+# -- the exercise checkers' mutation score (tests/exercises) -----------------------------------------
+
+def pytest_terminal_summary(terminalreporter):
+    harness = sys.modules.get("exercise_harness")  # loaded only when mutation tests ran
+    results = harness.RESULTS if harness is not None else None
+    if not results:
+        return
+    total = sum(len(v) for v in results.values())
+    caught = sum(c for v in results.values() for _, c, _ in v)
+    named = sum(n for v in results.values() for _, _, n in v)
+    write = terminalreporter.write_line
+    write("")
+    write(f"mutation score: {caught}/{total} wrong answers caught ({caught / total:.0%}), "
+          f"{named}/{total} with a hint naming the mistake ({named / total:.0%})")
+    for key in sorted(results, key=lambda k: tuple(int(x) for x in k.split("."))):
+        v = results[key]
+        missed = [name for name, c, n in v if not n]
+        write(f"  {key}: {sum(n for _, _, n in v)}/{len(v)}" + (f"  (missed: {', '.join(missed)})" if missed else ""))

@@ -6,7 +6,8 @@ What it does, in build order:
   (a symlink, so nothing is copied and a chapter executes in the same folder it
   runs in under JupyterLab), and writes the generated includes under
   ``docs/_generated/``: the chapter toctree, the call-chain map, the API module
-  list and the benchmark table. A file is only rewritten when its text changes,
+  list, the benchmark table, and one folded solutions page per chapter
+  (``docs/solutions/<chapter>.md``, from ``notebooks/solutions/<chapter>.py``). A file is only rewritten when its text changes,
   so an unchanged rebuild stays incremental.
 * ``builder-inited``: makes sure the JavaScript packages the site serves itself
   are in the local vendor cache (``docs/_build/.vendor``), fetching a missing
@@ -365,6 +366,105 @@ def troubleshooting_include() -> str:
     return "\n".join(out) + "\n"
 
 
+# ---------------------------------------------------------------- solutions, folded
+
+SOLUTIONS_INTRO = ("Try each exercise in the notebook first: its check says PASS or NOT YET with a hint. "
+                   "Each reference solution below is folded; open one only to compare with your own.")
+SOLUTIONS_EMPTY = "This chapter has no exercises with a reference solution yet."
+_EXERCISE_HEADING = re.compile(r"^### (Exercise (\d\d\.\d+) .*)$", re.M)
+
+
+def exercise_headings(notebook: Path) -> Dict[str, str]:
+    """Exercise key ("01.2") -> its heading in the student notebook ("Exercise 01.2 · ★★☆ · 15 min · predict")."""
+    import json
+    cells = json.loads(notebook.read_text(encoding="utf-8")).get("cells", [])
+    text = "\n".join("".join(c.get("source", "")) for c in cells if c.get("cell_type") == "markdown")
+    return {m.group(2): m.group(1).strip() for m in _EXERCISE_HEADING.finditer(text)}
+
+
+def solution_functions(path: Path) -> Dict[str, str]:
+    """Function name -> its source, for each top-level function of a solutions module (read, not imported)."""
+    import ast
+    text = path.read_text(encoding="utf-8")
+    tree = ast.parse(text)
+    return {n.name: ast.get_source_segment(text, n) for n in tree.body if isinstance(n, ast.FunctionDef)}
+
+
+def chapter_exercises(stem: str) -> List[tuple]:
+    """(key, function name) of a chapter, in notebook order, from the checker modules' EXERCISES registries."""
+    prefix = stem.split("_", 1)[0] + "."
+    import importlib
+    package = importlib.import_module("mixtral_edu.exercises")
+    rows = []
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name.startswith("_"):
+            continue
+        registry = getattr(importlib.import_module(f"mixtral_edu.exercises.{info.name}"), "EXERCISES", {})
+        rows += [(key, name) for key, (name, _check) in registry.items() if key.startswith(prefix)]
+    return sorted(rows, key=lambda r: tuple(int(x) for x in r[0].split(".")))
+
+
+def _highlighted(code: str) -> str:
+    from pygments import highlight
+    from pygments.formatters import HtmlFormatter
+    from pygments.lexers import PythonLexer
+    return highlight(code, PythonLexer(), HtmlFormatter(cssclass="highlight"))
+
+
+def solutions_page(stem: str, title: str, exercises: Sequence[tuple], functions: Dict[str, str],
+                   headings: Dict[str, str]) -> str:
+    """One chapter's solutions page (MyST): one folded <details> per exercise, in notebook order.
+
+    Functions of the solutions module that no exercise names (helpers) are folded at the end.
+    """
+    lines = [f"# Solutions · {title}", "", SOLUTIONS_INTRO, "",
+             f"Chapter: [{title}](../notebooks/{stem}.ipynb) · source: `notebooks/solutions/{stem}.py`", ""]
+    shown = set()
+    blocks = []
+    for key, name in exercises:
+        if name not in functions:
+            continue
+        shown.add(name)
+        blocks.append((headings.get(key, f"Exercise {key}"), name, functions[name]))
+    for name, code in functions.items():
+        if name not in shown and not name.startswith("_"):
+            blocks.append((f"Helper: {name}", name, code))
+    if not blocks:
+        return "\n".join(lines + [SOLUTIONS_EMPTY, ""])
+    lines += ["```{raw} html", '<div class="mxe-solutions">']
+    for summary, name, code in blocks:
+        lines.append(f'<details class="mxe-solution" id="solution-{html.escape(name)}">'
+                     f"<summary>{html.escape(summary)} · <code>{html.escape(name)}</code></summary>")
+        lines += _highlighted(code).splitlines()
+        lines.append("</details>")
+    lines += ["</div>", "```", ""]
+    return "\n".join(lines)
+
+
+def write_solution_pages(chapters: Sequence[str]) -> List[str]:
+    """docs/solutions/<stem>.md for each chapter with a solutions module; returns their docnames."""
+    out = []
+    folder = DOCS / "solutions"
+    for chapter in chapters:
+        stem = chapter.split("/", 1)[1]
+        source = ROOT / "notebooks" / "solutions" / f"{stem}.py"
+        if not source.is_file():
+            continue
+        number, _, topic = stem.partition("_")
+        title = f"{number} · {topic.replace('_', ' ')}"
+        page = solutions_page(stem, title, chapter_exercises(stem), solution_functions(source),
+                              exercise_headings(ROOT / "notebooks" / f"{stem}.ipynb"))
+        _write_if_changed(folder / f"{stem}.md", page)
+        out.append(f"solutions/{stem}")
+    return out
+
+
+def solutions_include(pages: Sequence[str]) -> str:
+    if not pages:
+        return ""
+    return "\n".join(["```{toctree}", ":caption: Solutions (folded)", ":maxdepth: 1", "", *pages, "```", ""])
+
+
 def write_generated(app: Sphinx, config) -> None:
     link_notebooks()
     chapters = chapter_docnames()
@@ -375,6 +475,9 @@ def write_generated(app: Sphinx, config) -> None:
     _write_if_changed(GENERATED / "benchmarks.md", benchmarks_include())
     _write_if_changed(GENERATED / "tiny_model.md", tiny_model_include())
     _write_if_changed(GENERATED / "troubleshooting.md", troubleshooting_include())
+
+
+    _write_if_changed(GENERATED / "solutions.md", solutions_include(write_solution_pages(chapters)))
 
 
 # ---------------------------------------------------------------- vendored assets
@@ -502,6 +605,8 @@ RUN_LOCALLY = (
     "</div>"
 )
 
+SOLUTIONS_LINK = '<a class="reference internal" href="{href}">Reference solutions of the exercises (folded)</a>'
+
 
 def page_context(app: Sphinx, pagename: str, templatename: str, context: Dict[str, Any], doctree) -> None:
     body = context.get("body") or ""
@@ -515,6 +620,10 @@ def page_context(app: Sphinx, pagename: str, templatename: str, context: Dict[st
         href = f"{pathto('_sources', 1)}/{pagename}.ipynb"
         name = pagename.rsplit("/", 1)[-1] + ".ipynb"
         box = RUN_LOCALLY.format(href=html.escape(href), name=html.escape(name))
+        stem = pagename.rsplit("/", 1)[-1]
+        if f"solutions/{stem}" in app.env.all_docs:
+            box = box.replace("</p></div>", " · " + SOLUTIONS_LINK.format(
+                href=html.escape(pathto(f"solutions/{stem}"))) + "</p></div>")
         match = re.search(r"</h1>", body)
         at = match.end() if match else 0
         context["body"] = body[:at] + box + body[at:]

@@ -1,105 +1,412 @@
-"""Checks for the notebooks' exercises: they say what is wrong and hint at the fix.
+"""Checks for the notebooks' exercises: PASS, or NOT YET with a hint that names the mistake.
 
-Each notebook has a module here (`mixtral_edu.exercises.<topic>`) with
-`check_*` functions. A check runs the learner's code on a few cases against
-the package's own implementation and reports the first difference it finds.
-It returns True when everything agrees, so a notebook can `assert` it in CI.
+The contract every checker module (`mixtral_edu.exercises.<chapter>`) follows
+(written out with examples in notebooks/solutions/README.md):
 
-Shared by the modules: `run_cases` (compare case by case, with a hint that sees
-the case's inputs), `not_yet`; for the checks that compare by hand
-`call_learner`, `fail` and `dtype_failure`; `close` and `dtype_problem`.
+* A check is `check_<name>(fn)` decorated with :func:`checker`. It never raises:
+  a stub that still raises NotImplementedError, an exception inside the learner's
+  function, or an answer of a type the check did not expect all come back as
+  NOT YET with one line saying what happened, never as a traceback.
+* It returns an :class:`ExerciseResult` (truthy on PASS, so CI can `assert` it).
+* Hints name the mistake and never print the expected values or the solution's
+  code: :func:`difference` describes a wrong tensor by its type, shape, dtype,
+  non-finite entries and how many entries are off, never by the right numbers.
+* `EXERCISES = {"NN.k": ("stub_function_name", check_fn)}` lists the module's
+  checks in notebook order; the reference solutions live in
+  notebooks/solutions/NN_<chapter>.py under the same function names.
+
+Building blocks: :func:`checker`, :class:`NotYet` (raise it anywhere inside a
+check to stop with a hint), :func:`call` (run the learner's function),
+:func:`expect_same` / :func:`difference` / :func:`same` (compare safely),
+:func:`name_the_mistake` (match an answer against known wrong variants),
+:func:`run_cases` (the usual loop over cases).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Optional, Tuple, Union
+import functools
+import inspect
+import math
+from numbers import Number
+from typing import Any, Callable, Iterable, Optional, Sequence, Tuple, Union
 
 import torch
 
+# The user-facing sentences of this module, in one place (issue 19 wraps them for translation).
 NOT_YET = "not yet: write the body of `{name}` (it still raises NotImplementedError)."
+STUB_HINT = "replace the `raise NotImplementedError(...)` line with your code, then run this cell again."
+RAISED = "`{name}` raised {kind}: {text}"
+RAISED_HINT = {
+    "IndexError": "an index or slice went past the end of a dimension: print the shapes your code sees.",
+    "RuntimeError": "a tensor operation refused its inputs (often two shapes that do not fit): print the shapes.",
+    "TypeError": "a function got an argument of a type it does not take: check what each name holds.",
+    "ValueError": "a function got a value it does not accept: check the arguments you pass.",
+    "NameError": "the function uses a name that is not defined where it runs (a typo, or a missing import).",
+    "AttributeError": "an object has no attribute of that name: check what the variable holds.",
+    "ZeroDivisionError": "a division by zero: check which count can be 0.",
+}
+RAISED_OTHER = "run your function by hand on this case to see where it fails."
+ODD_ANSWER = "your answer could not be checked ({kind}: {text})."
+ODD_ANSWER_HINT = "return what the exercise asks for, of the type and shape its signature says."
+NOT_CALLABLE = "pass your function itself (`{check}({name})`), got a {kind}."
+NOT_CALLABLE_HINT = "write `{check}({name})`: the name of your function, without quotes or parentheses after it."
+PASSED = "{what} agrees on all {n} cases."
+CASE = "case {label}: {problem}"
+WRONG_TYPE = "{what} is a {got}, expected a {want}"
+WRONG_LEN = "{what} has {got} items, expected {want}"
+WRONG_KEYS = "{what} has keys {got}, expected {want}"
+WRONG_SHAPE = "{what} has shape {got}, expected {want}"
+WRONG_DTYPE = "{what} has dtype {got}, expected {want}"
+DTYPE_PROBLEM = "dtype {got}, expected {want}"
+NON_FINITE = "{what} holds {count} NaN/inf value(s) where the answer has none"
+WRONG_ENTRIES = "{what}: {count} of {total} entries are wrong (the first at index {index})"
+WRONG_VALUES = ("{what}: {count} of {total} values are off by more than the tolerance "
+                "(the largest by about {size}, at index {index})")
+WRONG_NUMBER = "{what} is {got}, which is off (by about {size} relative)"
+WRONG_VALUE = "{what} is {got!r}, which is not right"
+WRONG_HINT_DEFAULT = "compare your steps with the exercise text, one at a time, on this case."
+PREDICTIONS_TYPE = "return a dict {{name: your prediction}}, got a {kind}."
+PREDICTIONS_KEYS = "the dict must have exactly the names of the stub."
+PREDICTIONS_KEYS_HINT = "do not rename, add or remove entries: only replace each ... by your prediction."
+PREDICTIONS_BLANK = "{n} of the {total} predictions are still `...`."
+KIND_HINT = {  # the default hint for each kind of difference, when the check knows no better one
+    "type": "return the kind of object the exercise's signature asks for.",
+    "length": "return as many items as the exercise's signature lists.",
+    "keys": "use exactly the keys the exercise names.",
+    "shape": "print the shape of each intermediate tensor and compare it with the shape legend.",
+    "dtype": "keep the dtype the exercise asks for (a stray .float(), .long() or Python literal changes it).",
+    "non-finite": "a NaN or inf appeared: look for -inf times 0, a log of 0, a division by 0, or an overflow.",
+    "values": WRONG_HINT_DEFAULT,
+}
 
 
 class ExerciseResult:
-    """Pass/fail with a message; shows itself nicely in a notebook."""
+    """PASS or NOT YET, a message, and for NOT YET a hint; shows itself nicely in a notebook."""
 
-    def __init__(self, ok: bool, message: str):
-        self.ok, self.message = ok, message
+    def __init__(self, ok: bool, message: str, hint: Optional[str] = None):
+        self.ok, self.hint = ok, hint
+        self.message = message if not hint else f"{message}\nHint: {hint}"
 
     def __bool__(self) -> bool:
         return self.ok
 
     def __repr__(self) -> str:
-        if not self.ok and self.message.lower().startswith("not yet"):
+        if self.ok:
+            return "PASS: " + self.message
+        if self.message.lower().startswith("not yet"):
             return "NOT YET" + self.message[len("not yet"):]
-        return ("PASSED: " if self.ok else "NOT YET: ") + self.message
+        return "NOT YET: " + self.message
 
     def _repr_html_(self) -> str:
         colour, mark = ("#1b7837", "&#10004;") if self.ok else ("#b35806", "&#10008;")
         msg = self.message.replace("&", "&amp;").replace("<", "&lt;").replace("\n", "<br>")
         return (f'<div style="border-left:4px solid {colour};padding:4px 10px;margin:4px 0">'
-                f'<b style="color:{colour}">{mark} {"Passed" if self.ok else "Not yet"}</b><br>{msg}</div>')
+                f'<b style="color:{colour}">{mark} {"PASS" if self.ok else "NOT YET"}</b><br>{msg}</div>')
 
+
+class NotYet(Exception):
+    """Raise inside a check to stop with NOT YET: `raise NotYet(problem, hint)`."""
+
+    def __init__(self, problem: str, hint: Optional[str] = None):
+        super().__init__(problem)
+        self.problem, self.hint = problem, hint
+
+    def result(self) -> ExerciseResult:
+        return ExerciseResult(False, self.problem, self.hint)
+
+
+def _one_line(exc: BaseException, limit: int = 160) -> str:
+    text = " ".join(str(exc).split()) or "(no message)"
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def checker(check: Callable) -> Callable:
+    """Make a check safe: whatever the learner's function does, the check returns an ExerciseResult.
+
+    It also runs the check with the global random state saved and restored, so that
+    checking an answer does not change the numbers of the cells after it.
+    """
+    # the stub's name is the check's first parameter (check_append_step(append_step))
+    stub = next(iter(inspect.signature(check).parameters), "my_function")
+
+    @functools.wraps(check)
+    def safe(fn: Any = None, *args, **kwargs) -> ExerciseResult:
+        if not callable(fn):
+            names = dict(check=check.__name__, name=stub)
+            return ExerciseResult(False, NOT_CALLABLE.format(kind=type(fn).__name__, **names),
+                                  NOT_CALLABLE_HINT.format(**names))
+        try:
+            with torch.random.fork_rng(devices=[]):
+                result = check(fn, *args, **kwargs)
+        except NotYet as stop:
+            return stop.result()
+        except NotImplementedError:
+            return ExerciseResult(False, NOT_YET.format(name=getattr(fn, "__name__", "your function")), STUB_HINT)
+        except Exception as exc:  # the check tripped over an answer it did not expect: say so, no traceback
+            return ExerciseResult(False, ODD_ANSWER.format(kind=type(exc).__name__, text=_one_line(exc)),
+                                  ODD_ANSWER_HINT)
+        if isinstance(result, NotYet):
+            return result.result()
+        return result
+    safe.__checker__ = True
+    return safe
+
+
+def call(fn: Callable, *args, name: Optional[str] = None, label: str = "", **kwargs) -> Any:
+    """Run the learner's fn; a NotImplementedError or any exception becomes NotYet naming it."""
+    name = name or getattr(fn, "__name__", "your function")
+    try:
+        return fn(*args, **kwargs)
+    except NotImplementedError:
+        raise NotYet(NOT_YET.format(name=name), STUB_HINT) from None
+    except Exception as exc:  # the learner's code failed: say where, not a stack trace
+        problem = RAISED.format(name=name, kind=type(exc).__name__, text=_one_line(exc))
+        raise NotYet(CASE.format(label=label, problem=problem) if label else problem,
+                     RAISED_HINT.get(type(exc).__name__, RAISED_OTHER)) from None
+
+
+# -- comparing answers -----------------------------------------------------------------------------
+
+class Problem(str):
+    """A difference in words, with its kind ("type", "shape", "dtype", "non-finite", "values", ...)."""
+    kind = "values"
+
+
+def _problem(kind: str, text: str) -> Problem:
+    p = Problem(text)
+    p.kind = kind
+    return p
+
+
+def _index(flat_position: int, shape: Sequence[int]) -> Tuple[int, ...]:
+    out = []
+    for size in reversed(list(shape)):
+        out.append(flat_position % size)
+        flat_position //= size
+    return tuple(reversed(out))
+
+
+def _about(x: float) -> str:
+    """An order of magnitude, never a value to copy: 0.0032 -> '3e-03'."""
+    return f"{x:.0e}" if x > 0 else "0"
+
+
+def difference(got: Any, want: Any, atol: float = 1e-5, rtol: float = 0.0, what: str = "the result",
+               check_dtype: bool = True) -> Optional[Problem]:
+    """What is wrong with got, in words, or None when it matches want. Never raises, never prints want's values.
+
+    Tensors: type, shape, dtype (unless check_dtype=False), NaN/inf where want has none, then the values
+    (exact for integer/bool tensors, within atol + rtol * |want| for floats). Tuples, lists and dicts
+    are compared item by item; numbers within the same tolerance; anything else with ==.
+    """
+    try:
+        return _difference(got, want, atol, rtol, what, check_dtype)
+    except Exception as exc:  # an answer so odd that comparing it failed
+        return _problem("type", ODD_ANSWER.format(kind=type(exc).__name__, text=_one_line(exc)))
+
+
+def _difference(got, want, atol, rtol, what, check_dtype) -> Optional[Problem]:
+    if want is None:
+        return None if got is None else _problem("type", WRONG_TYPE.format(what=what, got=type(got).__name__,
+                                                                           want="None"))
+    if isinstance(want, torch.Tensor):
+        return _tensor_difference(got, want, atol, rtol, what, check_dtype)
+    if isinstance(want, (tuple, list)):
+        if not isinstance(got, (tuple, list)):
+            return _problem("type", WRONG_TYPE.format(what=what, got=type(got).__name__, want=type(want).__name__))
+        if len(got) != len(want):
+            return _problem("length", WRONG_LEN.format(what=what, got=len(got), want=len(want)))
+        for i, (g, w) in enumerate(zip(got, want)):
+            problem = _difference(g, w, atol, rtol, f"{what}[{i}]", check_dtype)
+            if problem:
+                return problem
+        return None
+    if isinstance(want, dict):
+        if not isinstance(got, dict):
+            return _problem("type", WRONG_TYPE.format(what=what, got=type(got).__name__, want="dict"))
+        if set(got) != set(want):
+            return _problem("keys", WRONG_KEYS.format(what=what, got=sorted(map(str, got)),
+                                                      want=sorted(map(str, want))))
+        for k in want:
+            problem = _difference(got[k], want[k], atol, rtol, f"{what}[{k!r}]", check_dtype)
+            if problem:
+                return problem
+        return None
+    if isinstance(want, bool) or not isinstance(want, Number):
+        if isinstance(want, bool) and not isinstance(got, bool):
+            return _problem("type", WRONG_TYPE.format(what=what, got=type(got).__name__, want="bool"))
+        return None if got == want else _problem("values", WRONG_VALUE.format(what=what, got=got))
+    return _number_difference(got, want, atol, rtol, what)
+
+
+def _number_difference(got, want, atol, rtol, what) -> Optional[Problem]:
+    if isinstance(got, torch.Tensor) and got.numel() == 1 and got.dim() == 0:
+        got = got.item()
+    if not isinstance(got, Number) or isinstance(got, bool):
+        return _problem("type", WRONG_TYPE.format(what=what, got=type(got).__name__, want="number"))
+    if isinstance(want, int) and not isinstance(got, int) and not isinstance(want, bool):
+        return _problem("type", WRONG_TYPE.format(what=what, got=type(got).__name__, want="whole number (int)"))
+    g, w = complex(got), complex(want)
+    if not (math.isfinite(g.real) and math.isfinite(g.imag)):
+        return _problem("non-finite", NON_FINITE.format(what=what, count=1))
+    if abs(g - w) > atol + rtol * abs(w):
+        return _problem("values", WRONG_NUMBER.format(what=what, got=got,
+                                                      size=_about(abs(g - w) / max(abs(w), 1e-30))))
+    return None
+
+
+def _tensor_difference(got, want, atol, rtol, what, check_dtype) -> Optional[Problem]:
+    if not isinstance(got, torch.Tensor):
+        return _problem("type", WRONG_TYPE.format(what=what, got=type(got).__name__, want="torch tensor"))
+    if tuple(got.shape) != tuple(want.shape):
+        return _problem("shape", WRONG_SHAPE.format(what=what, got=tuple(got.shape), want=tuple(want.shape)))
+    if check_dtype and got.dtype != want.dtype:
+        return _problem("dtype", WRONG_DTYPE.format(what=what, got=got.dtype, want=want.dtype))
+    if want.numel() == 0:
+        return None
+    if want.dim() == 0 and (want.is_floating_point() or want.is_complex()):
+        return _number_difference(got.item(), want.item(), atol, rtol, what)
+    if got.is_floating_point() or got.is_complex():
+        g = got.detach().to(torch.complex128 if got.is_complex() or want.is_complex() else torch.float64)
+    else:
+        g = got.detach().to(torch.int64 if want.dtype == torch.bool or not want.is_floating_point() else torch.float64)
+    exact = not (want.is_floating_point() or want.is_complex())
+    w = want.detach().to(g.dtype if g.is_floating_point() or g.is_complex() or exact else torch.float64)
+    if g.is_floating_point() or g.is_complex():
+        extra = torch.isfinite(w) & ~torch.isfinite(g)       # NaN/inf in the answer where the reference is finite
+        if bool(extra.any()):
+            return _problem("non-finite", NON_FINITE.format(what=what, count=int(extra.sum())))
+    if exact:
+        wrong = g != w
+        if bool(wrong.any()):
+            return _problem("values", WRONG_ENTRIES.format(what=what, count=int(wrong.sum()), total=want.numel(),
+                                                           index=_where(wrong, want.shape)))
+        return None
+    g = g.to(w.dtype)
+    special = ~torch.isfinite(w)   # where the reference is NaN/inf the answer must match it (inf with its sign)
+    special_wrong = special & ~((torch.isnan(g) & torch.isnan(w)) | (g == w))
+    err = (g - w).abs().masked_fill(special, 0.0)
+    wrong = (err > atol + rtol * w.abs().masked_fill(special, 0.0)) | special_wrong
+    if bool(wrong.any()):
+        return _problem("values", WRONG_VALUES.format(what=what, count=int(wrong.sum()), total=want.numel(),
+                                                      size=_about(float(err.max())) if bool((wrong & ~special).any())
+                                                      else "inf", index=_where(wrong, want.shape)))
+    return None
+
+
+def _where(wrong: torch.Tensor, shape) -> str:
+    if len(shape) == 0:
+        return "()"
+    return str(_index(int(wrong.flatten().nonzero()[0]), shape))
+
+
+def same(got: Any, want: Any, atol: float = 1e-5, rtol: float = 0.0, check_dtype: bool = False) -> bool:
+    """True when got matches want (NaN-aware, never raises). By default the dtype may differ."""
+    return difference(got, want, atol, rtol, check_dtype=check_dtype) is None
+
+
+def close(a: Any, b: Any, atol: float = 1e-5) -> bool:
+    """Two tensors of one shape, equal within atol; a NaN or inf in a where b has none is never close."""
+    return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and same(a, b, atol=atol)
+
+
+def name_the_mistake(got: Any, mistakes: Iterable[Tuple[str, Any]], atol: float = 1e-5,
+                     default: Optional[str] = None) -> Optional[str]:
+    """The hint of the first known mistake that got matches, else default.
+
+    mistakes: (hint, wrong) pairs; wrong is the wrong answer itself or a no-argument callable that makes
+    it (made lazily, in order; a callable that raises is skipped). Compared with :func:`same`.
+    """
+    for hint, wrong in mistakes:
+        try:
+            value = wrong() if callable(wrong) else wrong
+        except Exception:
+            continue
+        if same(got, value, atol=atol):
+            return hint
+    return default
+
+
+def expect_same(got: Any, want: Any, label: str, hint: Union[str, Callable[[], Optional[str]], None] = None,
+                atol: float = 1e-5, rtol: float = 0.0, what: str = "the result", check_dtype: bool = True) -> None:
+    """Raise NotYet naming what differs (and the hint, a string or a callable made only on failure)."""
+    problem = difference(got, want, atol, rtol, what, check_dtype)
+    if problem is None:
+        return
+    text = None
+    if callable(hint):
+        try:
+            text = hint()
+        except Exception:  # a diagnosis that trips over an odd answer falls back to the default
+            text = None
+    else:
+        text = hint
+    raise NotYet(CASE.format(label=label, problem=problem), text or KIND_HINT.get(problem.kind, WRONG_HINT_DEFAULT))
+
+
+def run_cases(fn: Callable, reference: Callable, cases, diagnose: Optional[Callable], what: str,
+              atol: Union[float, Callable[[str, tuple, dict], float]] = 1e-5, rtol: float = 0.0,
+              check_dtype: bool = True) -> ExerciseResult:
+    """Run fn and reference on each (label, args, kwargs); NOT YET at the first case that differs.
+
+    diagnose(got, want, *args, **kwargs) -> a hint naming the mistake (or None for the default);
+    it runs only on a failure, and an exception inside it falls back to the default hint.
+    atol is a number, or a function of (label, args, kwargs) for a per-case tolerance.
+    It returns NOT YET rather than raising, so it also works in a check not yet decorated with :func:`checker`.
+    """
+    cases = list(cases)
+    try:
+        for label, args, kwargs in cases:
+            want = reference(*args, **kwargs)
+            got = call(fn, *_copies(args), label=label, **_copies(kwargs))
+            tol = atol(label, args, kwargs) if callable(atol) else atol
+            expect_same(got, want, label,
+                        None if diagnose is None else (lambda: diagnose(got, want, *args, **kwargs)),
+                        atol=tol, rtol=rtol, what=what, check_dtype=check_dtype)
+    except NotYet as stop:
+        return stop.result()
+    return ExerciseResult(True, PASSED.format(what=what, n=len(cases)))
+
+
+def _copies(x: Any) -> Any:
+    """Fresh copies of tensors, so an answer that works in place cannot spoil the reference's inputs."""
+    if isinstance(x, torch.Tensor):
+        return x.clone()
+    if isinstance(x, tuple):
+        return tuple(_copies(v) for v in x)
+    if isinstance(x, list):
+        return [_copies(v) for v in x]
+    if isinstance(x, dict):
+        return {k: _copies(v) for k, v in x.items()}
+    return x
+
+
+def filled_predictions(fn: Callable, names: Sequence[str], blank_hint: str) -> dict:
+    """For a "predict" exercise whose stub returns {name: ...}: the learner's dict, with exactly `names` and
+    no `...` left; NotYet (type, keys or blanks named) otherwise."""
+    got = call(fn, label="your predictions")
+    if not isinstance(got, dict):
+        raise NotYet(PREDICTIONS_TYPE.format(kind=type(got).__name__), PREDICTIONS_KEYS_HINT)
+    if set(got) != set(names):
+        raise NotYet(PREDICTIONS_KEYS, PREDICTIONS_KEYS_HINT)
+    blank = sum(v is Ellipsis for v in got.values())
+    if blank:
+        raise NotYet(PREDICTIONS_BLANK.format(n=blank, total=len(names)), blank_hint)
+    return got
+
+
+# -- kept for the checker modules written before the contract above ---------------------------------
 
 def compare(cases: Iterable[Tuple[str, Tuple, dict]], learner: Callable, reference: Callable,
             hint: Callable[[str, Any, Any], str], what: str, atol: float = 1e-6) -> ExerciseResult:
-    """Run learner and reference on each (label, args, kwargs); report the first case that differs."""
-    n = 0
-    for label, args, kwargs in cases:
-        n += 1
-        want = reference(*args, **kwargs)
-        try:
-            got = learner(*args, **kwargs)
-        except Exception as exc:  # the learner's code failed: say where, not a stack trace
-            return ExerciseResult(False, f"{what} raised {type(exc).__name__}: {exc}\n(case: {label})")
-        problem = _difference(got, want, atol)
-        if problem:
-            return ExerciseResult(False, f"{what}, case {label}: {problem}\nHint: {hint(label, got, want)}")
-    return ExerciseResult(True, f"{what} agrees with mixtral_edu on all {n} cases.")
-
-
-def _difference(got: Any, want: Any, atol: float) -> Optional[str]:
-    if want is None:
-        return None if got is None else f"expected None, got {type(got).__name__}"
-    if isinstance(want, torch.Tensor):
-        if not isinstance(got, torch.Tensor):
-            return f"expected a tensor, got {type(got).__name__}"
-        if got.shape != want.shape:
-            return f"shape {tuple(got.shape)}, expected {tuple(want.shape)}"
-        if want.dtype == torch.bool or not want.is_floating_point():
-            if not torch.equal(got.to(want.dtype), want):
-                return f"values differ:\n got  {got.tolist()}\n want {want.tolist()}"
-        else:
-            err = (got.float() - want.float()).abs().max().item()
-            if err > atol:
-                return f"values differ by up to {err:.3g} (allowed {atol:g})"
-        return dtype_problem(got, want)  # the values were compared after a cast: a wrong dtype needs its own check
-    if isinstance(want, (tuple, list)):
-        if not isinstance(got, (tuple, list)) or len(got) != len(want):
-            return f"expected a sequence of {len(want)}, got {got!r}"
-        for i, (g, w) in enumerate(zip(got, want)):
-            p = _difference(g, w, atol)
-            if p:
-                return f"item {i}: {p}"
-        return None
-    if isinstance(want, dict):
-        if not isinstance(got, dict) or set(got) != set(want):
-            return f"expected keys {sorted(want)}, got {sorted(got) if isinstance(got, dict) else got!r}"
-        for k in want:
-            p = _difference(got[k], want[k], atol)
-            if p:
-                return f"key {k!r}: {p}"
-        return None
-    return None if got == want else f"got {got!r}, expected {want!r}"
+    """run_cases with a hint(label, got, want); returns (never raises)."""
+    def diagnose(got, want, *args, **kwargs):
+        return hint("", got, want)
+    return checker(lambda fn: run_cases(fn, reference, cases, diagnose, what, atol=atol))(learner)
 
 
 def dtype_problem(got: torch.Tensor, want: torch.Tensor) -> Optional[str]:
     """'dtype torch.int32, expected torch.int64', or None when the dtypes agree."""
-    return None if got.dtype == want.dtype else f"dtype {got.dtype}, expected {want.dtype}"
-
-
-def close(a: Any, b: Any, atol: float = 1e-5) -> bool:
-    """Two tensors of one shape, equal within atol (compared in float32)."""
-    return (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape
-            and bool(torch.allclose(a.float(), b.float(), atol=atol, rtol=0)))
+    return None if got.dtype == want.dtype else DTYPE_PROBLEM.format(got=got.dtype, want=want.dtype)
 
 
 def not_yet(fn: Callable, *args, **kwargs) -> Optional[ExerciseResult]:
@@ -107,50 +414,29 @@ def not_yet(fn: Callable, *args, **kwargs) -> Optional[ExerciseResult]:
     try:
         fn(*args, **kwargs)
     except NotImplementedError:
-        return ExerciseResult(False, NOT_YET.format(name=getattr(fn, "__name__", "your function")))
-    except Exception:  # a real error: compare() reports it with its case
+        return ExerciseResult(False, NOT_YET.format(name=getattr(fn, "__name__", "your function")), STUB_HINT)
+    except Exception:  # a real error: the check reports it with its case
         return None
     return None
-
-
-def run_cases(fn: Callable, reference: Callable, cases, diagnose: Callable, what: str,
-              atol: Union[float, Callable[[str, tuple, dict], float]] = 1e-5) -> ExerciseResult:
-    """compare() case by case, so that diagnose(got, want, *args, **kwargs) sees the case's inputs.
-
-    atol is a number, or a function of (label, args, kwargs) for a per-case tolerance.
-    """
-    cases = list(cases)
-    waiting = not_yet(fn, *cases[0][1], **cases[0][2])
-    if waiting is not None:
-        return waiting
-    for label, args, kwargs in cases:
-        tol = atol(label, args, kwargs) if callable(atol) else atol
-        result = compare([(label, args, kwargs)], fn, reference,
-                         hint=lambda _l, got, want, a=args, k=kwargs: diagnose(got, want, *a, **k),
-                         what=what, atol=tol)
-        if not result:
-            return result
-    return ExerciseResult(True, f"{what} agrees with mixtral_edu on all {len(cases)} cases.")
 
 
 def call_learner(fn: Callable, args: tuple, name: str, label: str) -> Tuple[Any, Optional[ExerciseResult]]:
     """(result, None), or (None, the ExerciseResult saying 'not yet' or what fn raised)."""
     try:
-        return fn(*args), None
-    except NotImplementedError:
-        return None, ExerciseResult(False, NOT_YET.format(name=name))
-    except Exception as exc:  # the learner's code failed: say where, not a stack trace
-        return None, ExerciseResult(False, f"`{name}` raised {type(exc).__name__}: {exc}\n(case: {label})")
+        return call(fn, *args, name=name, label=label), None
+    except NotYet as stop:
+        return None, stop.result()
 
 
 def fail(label: str, problem: str, hint: str) -> ExerciseResult:
-    return ExerciseResult(False, f"case {label}: {problem}\nHint: {hint}")
+    return ExerciseResult(False, CASE.format(label=label, problem=problem), hint)
 
 
 def dtype_failure(label: str, got: torch.Tensor, want: torch.Tensor, hint: str,
                   name: str = "") -> Optional[ExerciseResult]:
     """For a check that compared the values after a cast: fail() naming the wrong dtype, or None."""
+    if not isinstance(got, torch.Tensor):
+        return fail(label, WRONG_TYPE.format(what=name or "the result", got=type(got).__name__,
+                                             want="torch tensor"), hint)
     problem = dtype_problem(got, want)
-    if problem is None:
-        return None
-    return fail(label, f"{name}: {problem}" if name else problem, hint)
+    return None if problem is None else fail(label, f"{name}: {problem}" if name else problem, hint)

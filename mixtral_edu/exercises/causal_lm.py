@@ -1,35 +1,84 @@
-"""Checks for notebook 03 (`MixtralForCausalLM.forward`): the shifted loss, the aux loss, the output order.
+"""Exercises of notebook 03 (`MixtralForCausalLM.forward`).
 
-    check_shifted_cross_entropy(fn)   fn(logits (B, T, V), labels (B, T)) -> scalar loss
-    check_load_balancing_loss(fn)     fn(router_logits: tuple of L (N, E), num_experts, top_k) -> scalar
-    check_output_names(fn)            fn(labels, output_router_logits, use_cache, output_hidden_states,
-                                         output_attentions) -> list of field names, in tuple order
+    03.1 check_shifted_cross_entropy(fn)   fn(logits (B, T, V), labels (B, T)) -> scalar loss
+    03.2 check_masked_load_balancing_loss(fn)
+         fn(router_logits: tuple of L (B*T, E), num_experts, top_k, attention_mask (B, T)) -> scalar
+    03.3 check_output_names(fn)            fn(labels, output_router_logits, use_cache, output_hidden_states,
+                                              output_attentions) -> list of field names, in tuple order
 
-Each check runs the learner's function on several cases, compares it with the
-package's computation and, when they differ, names the likely mistake.
-A function whose body still raises NotImplementedError gets "not yet".
+References: the loss `MixtralForCausalLM.forward` computes, `mixtral_edu.modeling.moe.load_balancing_loss_func`
+and the fields of a real call. Hints name the mistake, never the expected values.
 """
 from __future__ import annotations
 
+import functools
 import itertools
-from typing import Callable, List
+from typing import List
 
 import torch
 import torch.nn.functional as F
 
-from . import ExerciseResult, close, run_cases
+from . import ExerciseResult, NotYet, call, checker, difference, name_the_mistake, run_cases
 from ..modeling.moe import load_balancing_loss_func
 
 IGNORE = -100  # the label value cross-entropy skips
 
+# -- the sentences a learner reads (one place, for translation) ------------------------------------
+CE_SCALAR = ("return one number (a 0-dim tensor): average over the kept positions "
+             "(F.cross_entropy's default reduction='mean').")
+CE_ROW_MEAN = ("that is a mean of per-row means: a row with few kept labels weighs as much as a row with many. "
+               "Average over all kept labels of the batch at once.")
+CE_ROW_NAN = ("a row whose labels are all -100 has nothing to average: 0 / 0 = NaN. Average over all kept labels "
+              "of the batch at once instead of row by row.")
+CE_NO_SHIFT = ("the logits at position t predict the token at t + 1: drop the LAST logit and the FIRST label "
+               "before the cross-entropy.")
+CE_WRONG_WAY = "the shift goes the other way: position t predicts the token AFTER it, not the one before."
+CE_SUM = "take the mean over the kept positions, not the sum."
+CE_IGNORED = ("labels equal to -100 must be skipped, not turned into a real token id: F.cross_entropy skips them "
+              "with ignore_index=-100.")
+CE_ALL_PAIRS = ("divide by the number of kept labels (those != -100), not by all B*(T-1) pairs: "
+                "F.cross_entropy(..., ignore_index=-100) does it.")
+CE_DEFAULT = ("shift (drop the last position's logits and the first label), flatten both, then one "
+              "F.cross_entropy with ignore_index=-100 over the whole batch.")
 
-# -- 1. the shifted cross-entropy --------------------------------------------------------------
+LB_SCALAR = "return one number (a 0-dim tensor): E * sum(f * P)."
+LB_NO_MASK = ("the pads were counted: leave the positions where attention_mask is 0 out of both f and P "
+              "(weight each token by its mask value, divide by the number of real tokens).")
+LB_F_ONLY = ("the mask was applied to f but not to P: the mean router probability P must also average over the "
+             "real tokens only.")
+LB_P_ONLY = "the mask was applied to P but not to f: f must also count the real tokens only."
+LB_LAYOUT = ("the mask is matched to the wrong rows: the logits are L blocks of (B*T) rows, layer after layer, "
+             "so the (B, T) mask must be flattened and repeated once per LAYER (not each entry repeated L times).")
+LB_DENOMINATOR = ("divide by the number of real tokens (the sum of the mask over all layers), not by all L*B*T rows.")
+LB_PER_LAYER = ("concatenate the L layers' router logits into one (L*B*T, E) tensor first, then average: the mean "
+                "of per-layer losses is not the same number.")
+LB_NO_E = "multiply by the number of experts E at the end (so a perfectly even router gives K)."
+LB_LOGITS = "P is the mean router PROBABILITY per expert: softmax the logits over the experts first."
+LB_TOP1 = "f must count all K choices of each token (torch.topk over the probabilities), not only the top one."
+LB_DEFAULT = ("softmax the (L*B*T, E) logits; top-k -> one-hot (L*B*T, K, E); weight each row by its token's mask; "
+              "f = masked mean over tokens (K, E); P = masked mean probability (E,); return E * sum(f * P).")
+
+NAMES_NOT_LIST = "return a list of field names such as ['logits', 'past_key_values']."
+NAMES_ORDER = ("the right fields in the wrong order. The order is fixed: loss, aux_loss, logits, past_key_values, "
+               "hidden_states, attentions, router_logits (absent ones are left out).")
+NAMES_WHY = {"loss": "loss exists only when labels are given",
+             "aux_loss": "aux_loss exists whenever output_router_logits=True, with or without labels",
+             "logits": "logits are always there",
+             "past_key_values": "the cache is returned when use_cache=True",
+             "hidden_states": "hidden_states come with output_hidden_states=True",
+             "attentions": "attentions come with output_attentions=True",
+             "router_logits": "router_logits come with output_router_logits=True"}
+NAMES_MISSING = "missing {names}"
+NAMES_EXTRA = "should not be there: {names}"
+
+
+# -- 03.1 the shifted cross-entropy ---------------------------------------------------------------
 
 def shifted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """The loss MixtralForCausalLM.forward computes: logits at t score the label at t + 1.
 
-    logits (B, T, V), labels (B, T) with -100 = ignore. Mean over the kept (B*(T-1)) pairs.
-    (The model computes this inline; tests/exercises/test_exercises_causal_lm.py checks it equals out.loss.)
+    logits (B, T, V), labels (B, T) with -100 = ignore. Mean over the kept pairs of the whole batch.
+    (The model computes this inline; tests/exercises/test_mutations_causal_lm.py checks it equals out.loss.)
     """
     vocab = logits.shape[-1]
     shift_logits = logits[..., :-1, :].reshape(-1, vocab)   # (B*(T-1), V): drop the last position
@@ -40,9 +89,11 @@ def shifted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.T
 def _ce_cases():
     g = torch.Generator().manual_seed(3)
     out = []
-    for label, (b, t, v), ignore in [("B=1, T=6, V=11", (1, 6, 11), []),
-                                     ("B=2, T=5, V=17", (2, 5, 17), []),
-                                     ("B=2, T=7, V=13, some labels -100", (2, 7, 13), [(0, 0), (0, 1), (1, 4)])]:
+    for label, (b, t, v), ignore in [
+            ("B=1, T=6, V=11", (1, 6, 11), []),
+            ("B=2, T=7, V=13, rows keep 5 and 3 labels", (2, 7, 13), [(1, 1), (1, 2), (1, 3)]),
+            ("B=3, T=5, V=17, -100 in two rows", (3, 5, 17), [(0, 0), (0, 1), (2, 4)]),
+            ("B=2, T=6, V=9, row 0 has no label left", (2, 6, 9), [(0, j) for j in range(6)])]:
         logits = torch.randn(b, t, v, generator=g) * 2
         labels = torch.randint(0, v, (b, t), generator=g)
         for i, j in ignore:
@@ -51,120 +102,120 @@ def _ce_cases():
     return out
 
 
-def _diagnose_ce(got, want, logits, labels) -> str:
-    if not isinstance(got, torch.Tensor):
-        return "return a tensor: the mean cross-entropy (F.cross_entropy returns one)."
-    if got.dim() != 0:
-        return (f"return one number (a 0-dim tensor), got shape {tuple(got.shape)}: "
-                "average over the kept positions (F.cross_entropy's default reduction='mean').")
+def _ce_mistakes(logits, labels):
     v = logits.shape[-1]
-    keep = labels[..., 1:] != IGNORE
-    clean = labels.clamp(min=0)
-    candidates = {
-        "no shift": lambda: F.cross_entropy(logits.reshape(-1, v), labels.reshape(-1), ignore_index=IGNORE),
-        "shift the wrong way": lambda: F.cross_entropy(logits[:, 1:].reshape(-1, v), labels[:, :-1].reshape(-1),
-                                                       ignore_index=IGNORE),
-        "sum": lambda: F.cross_entropy(logits[:, :-1].reshape(-1, v), labels[:, 1:].reshape(-1),
-                                       ignore_index=IGNORE, reduction="sum"),
-        "-100 counted": lambda: F.cross_entropy(logits[:, :-1].reshape(-1, v), clean[:, 1:].reshape(-1)),
-        "mean over all pairs": lambda: F.cross_entropy(logits[:, :-1].reshape(-1, v), labels[:, 1:].reshape(-1),
-                                                       ignore_index=IGNORE, reduction="sum") / keep.numel(),
-    }
-    for name, make in candidates.items():
-        if close(got, make()):
-            return {
-                "no shift": "the logits at position t predict the token at t + 1: drop the LAST logit "
-                            "(logits[:, :-1]) and the FIRST label (labels[:, 1:]) before the cross-entropy.",
-                "shift the wrong way": "the shift goes the other way: logits[:, :-1] with labels[:, 1:] "
-                                       "(position t predicts the token after it, not the one before).",
-                "sum": "take the mean over the kept positions, not the sum.",
-                "-100 counted": "labels equal to -100 must be skipped, not turned into a real token id: "
-                                "pass them to F.cross_entropy, whose ignore_index is -100.",
-                "mean over all pairs": "divide by the number of kept labels (those != -100), not by all "
-                                       "B*(T-1) pairs: F.cross_entropy(..., ignore_index=-100) does it.",
-            }[name]
-    return ("shift (logits[:, :-1], labels[:, 1:]), flatten to (B*(T-1), V) and (B*(T-1),), then "
-            "F.cross_entropy(..., ignore_index=-100).")
+    sl, sy = logits[:, :-1].reshape(-1, v), labels[:, 1:].reshape(-1)
+    kept = (labels[:, 1:] != IGNORE)
+
+    def row_means():
+        return torch.stack([F.cross_entropy(logits[b, :-1], labels[b, 1:], ignore_index=IGNORE)
+                            for b in range(logits.shape[0])])
+    return [
+        (CE_ROW_MEAN, lambda: row_means().mean()),
+        (CE_ROW_MEAN, lambda: row_means().nanmean()),
+        (CE_NO_SHIFT, lambda: F.cross_entropy(logits.reshape(-1, v), labels.reshape(-1), ignore_index=IGNORE)),
+        (CE_WRONG_WAY, lambda: F.cross_entropy(logits[:, 1:].reshape(-1, v), labels[:, :-1].reshape(-1),
+                                               ignore_index=IGNORE)),
+        (CE_SUM, lambda: F.cross_entropy(sl, sy, ignore_index=IGNORE, reduction="sum")),
+        (CE_IGNORED, lambda: F.cross_entropy(sl, sy.clamp(min=0))),
+        (CE_ALL_PAIRS, lambda: F.cross_entropy(sl, sy, ignore_index=IGNORE, reduction="sum") / kept.numel()),
+    ]
 
 
-def check_shifted_cross_entropy(fn: Callable) -> ExerciseResult:
+def _diagnose_ce(got, want, logits, labels):
+    if isinstance(got, torch.Tensor) and got.dim() != 0:
+        return CE_SCALAR
+    if isinstance(got, torch.Tensor) and not bool(torch.isfinite(got).all()):
+        return CE_ROW_NAN
+    return name_the_mistake(got, _ce_mistakes(logits, labels), default=CE_DEFAULT)
+
+
+@checker
+def check_shifted_cross_entropy(fn) -> ExerciseResult:
     """fn(logits (B, T, V), labels (B, T)) -> the shifted mean cross-entropy, ignoring -100 labels."""
-    return run_cases(fn, shifted_cross_entropy, _ce_cases(), _diagnose_ce, "shifted cross-entropy")
+    return run_cases(fn, shifted_cross_entropy, _ce_cases(), _diagnose_ce, "shifted cross-entropy",
+                     check_dtype=False)
 
 
-# -- 2. the load-balancing loss ------------------------------------------------------------------
+# -- 03.2 the load-balancing loss with padding ---------------------------------------------------------
 
 def _lb_cases():
     g = torch.Generator().manual_seed(5)
     out = []
-    for label, (layers, n, e, k) in [("L=1, N=6, E=4, K=2", (1, 6, 4, 2)),
-                                     ("L=3, N=10, E=8, K=2", (3, 10, 8, 2)),
-                                     ("L=2, N=9, E=8, K=1", (2, 9, 8, 1)),
-                                     ("L=2, N=12, E=4, K=3, peaked router", (2, 12, 4, 3))]:
+    for label, (layers, b, t, e, k), pads in [
+            ("L=1, B=2, T=4, E=4, K=2, row 0 has 2 pads", (1, 2, 4, 4, 2), (2, 0)),
+            ("L=3, B=2, T=5, E=8, K=2, pads 0 and 3", (3, 2, 5, 8, 2), (0, 3)),
+            ("L=2, B=3, T=4, E=8, K=1, pads 1, 0, 2", (2, 3, 4, 8, 1), (1, 0, 2)),
+            ("L=2, B=2, T=6, E=4, K=3, peaked router, pads 4 and 0", (2, 2, 6, 4, 3), (4, 0)),
+            ("L=2, B=2, T=3, E=4, K=2, no padding", (2, 2, 3, 4, 2), (0, 0))]:
         scale = 4.0 if "peaked" in label else 1.5
-        logits = tuple(torch.randn(n, e, generator=g) * scale for _ in range(layers))
-        out.append((label, (logits, e, k), {}))
+        logits = tuple(torch.randn(b * t, e, generator=g) * scale for _ in range(layers))
+        mask = torch.tensor([[0] * p + [1] * (t - p) for p in pads])
+        out.append((label, (logits, e, k, mask), {}))
     return out
 
 
-def _reference_lb(gate_logits, num_experts, top_k):
-    return load_balancing_loss_func(tuple(gate_logits), num_experts, top_k)
+def reference_masked_lb(router_logits, num_experts, top_k, attention_mask):
+    return load_balancing_loss_func(tuple(router_logits), num_experts, top_k, attention_mask)
 
 
-def _diagnose_lb(got, want, gate_logits, num_experts, top_k) -> str:
+def _lb_variant(router_logits, E, K, mask, f_mask=True, p_mask=True, layout="layers", denominator="real",
+                per_layer=False, times_e=True, softmax=True, top1=False):
+    """The masked loss with one of the usual mistakes (for naming them)."""
+    if per_layer:
+        return torch.stack([_lb_variant((g,), E, K, mask, f_mask, p_mask, layout, denominator, False, times_e,
+                                        softmax, top1) for g in router_logits]).mean()
+    logits = torch.cat(list(router_logits), dim=0)
+    probs = logits.softmax(-1) if softmax else logits
+    k = 1 if top1 else K
+    chosen = F.one_hot(torch.topk(logits.softmax(-1), k, dim=-1).indices, E).float()    # (L*N, k, E)
+    L = logits.shape[0] // mask.numel()
+    keep = mask.reshape(-1).repeat(L) if layout == "layers" else mask.reshape(-1).repeat_interleave(L)
+    keep = keep.float()
+    count = keep.sum() if denominator == "real" else torch.tensor(float(keep.numel()))
+    f = (chosen * keep[:, None, None]).sum(0) / count if f_mask else chosen.mean(0)
+    p = (probs * keep[:, None]).sum(0) / count if p_mask else probs.mean(0)
+    return (E if times_e else 1) * (f * p).sum()
+
+
+def _lb_mistakes(router_logits, E, K, mask):
+    v = functools.partial(_lb_variant, router_logits, E, K, mask)
+    return [(LB_NO_MASK, lambda: v(f_mask=False, p_mask=False)), (LB_F_ONLY, lambda: v(p_mask=False)),
+            (LB_P_ONLY, lambda: v(f_mask=False)), (LB_LAYOUT, lambda: v(layout="interleaved")),
+            (LB_DENOMINATOR, lambda: v(denominator="all")), (LB_PER_LAYER, lambda: v(per_layer=True)),
+            (LB_NO_E, lambda: v(times_e=False)), (LB_LOGITS, lambda: v(softmax=False)),
+            (LB_TOP1, lambda: v(top1=True))]
+
+
+def _diagnose_lb(got, want, router_logits, num_experts, top_k, attention_mask):
     if not isinstance(got, torch.Tensor) or got.dim() != 0:
-        return "return one number (a 0-dim tensor): E * sum(f * P)."
-    logits = torch.cat(list(gate_logits), dim=0)
-    probs = logits.softmax(-1)
-    if close(got, sum(g.sum() for g in gate_logits)):
-        return ("that is the walkthrough's placeholder, the sum of the router logits. The real loss is "
-                "E * sum_k sum_e f[k, e] * P[e]: f = share of tokens whose k-th choice is expert e, "
-                "P = mean router probability of e.")
-    if close(got, want / num_experts):
-        return "multiply by the number of experts E at the end (so a perfectly even router gives K)."
-    if close(got, want / top_k):
-        return ("f keeps one row per top-k slot (K, E) and each row sums to 1; do not divide f by K "
-                "(a perfectly even router must give K, not 1).")
-    per_layer = torch.stack([load_balancing_loss_func((g,), num_experts, top_k) for g in gate_logits]).mean()
-    if len(gate_logits) > 1 and close(got, per_layer):
-        return ("concatenate the L layers' router logits into one (L*N, E) tensor first, then average: "
-                "the mean of per-layer losses is not the same number.")
-    top1 = F.one_hot(probs.argmax(-1), num_experts).float().mean(0)
-    if top_k > 1 and close(got, num_experts * (top1 * probs.mean(0)).sum()):
-        return "f must count all K choices of each token (torch.topk(probs, K)), not only the top one."
-    wrong_p = logits.mean(0)
-    f = F.one_hot(torch.topk(probs, top_k, dim=-1).indices, num_experts).float().mean(0)
-    if close(got, num_experts * (f * wrong_p).sum()):
-        return "P is the mean router PROBABILITY per expert: softmax the logits over the experts first."
-    return ("softmax the (L*N, E) logits over experts; topk -> one-hot (L*N, K, E); f = its mean over tokens "
-            "(K, E); P = mean probability (E,); return E * sum(f * P).")
+        return LB_SCALAR
+    return name_the_mistake(got, _lb_mistakes(router_logits, num_experts, top_k, attention_mask), default=LB_DEFAULT)
 
 
-def check_load_balancing_loss(fn: Callable) -> ExerciseResult:
-    """fn(router_logits: tuple of L tensors (N, E), num_experts, top_k) -> the aux loss (no padding mask)."""
-    return run_cases(fn, _reference_lb, _lb_cases(), _diagnose_lb, "load-balancing loss")
+@checker
+def check_masked_load_balancing_loss(fn) -> ExerciseResult:
+    """fn(router_logits: tuple of L (B*T, E), num_experts, top_k, attention_mask (B, T)) -> the aux loss."""
+    return run_cases(fn, reference_masked_lb, _lb_cases(), _diagnose_lb, "masked load-balancing loss",
+                     check_dtype=False)
 
 
-# -- 3. the order of the output tuple --------------------------------------------------------------
+# -- 03.3 the order of the output tuple --------------------------------------------------------------
 
 FLAGS = ("labels", "output_router_logits", "use_cache", "output_hidden_states", "output_attentions")
-_TINY = None
 
 
+@functools.lru_cache(maxsize=1)
 def _tiny_model():
     """A minuscule random MixtralForCausalLM (built once): the reference runs it to read the fields."""
-    global _TINY
-    if _TINY is None:
-        from ..modeling.causal_lm import MixtralForCausalLM
-        from ..modeling.config import MixtralConfig
-        state = torch.random.get_rng_state()
+    from ..modeling.causal_lm import MixtralForCausalLM
+    from ..modeling.config import MixtralConfig
+    config = MixtralConfig(vocab_size=11, hidden_size=8, intermediate_size=8, num_hidden_layers=1,
+                           num_attention_heads=2, num_key_value_heads=1, num_local_experts=2,
+                           num_experts_per_tok=1, max_position_embeddings=16, attn_implementation="eager")
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        config = MixtralConfig(vocab_size=11, hidden_size=8, intermediate_size=8, num_hidden_layers=1,
-                               num_attention_heads=2, num_key_value_heads=1, num_local_experts=2,
-                               num_experts_per_tok=1, max_position_embeddings=16, attn_implementation="eager")
-        _TINY = MixtralForCausalLM(config).eval()
-        torch.random.set_rng_state(state)
-    return _TINY
+        return MixtralForCausalLM(config).eval()
 
 
 def output_names(labels: bool, output_router_logits: bool, use_cache: bool, output_hidden_states: bool,
@@ -185,28 +236,26 @@ def _names_cases():
 
 
 def _diagnose_names(got, want, *flags) -> str:
-    if not isinstance(got, (list, tuple)):
-        return "return a list of field names such as ['logits', 'past_key_values']."
+    if not isinstance(got, (list, tuple)) or not all(isinstance(n, str) for n in got):
+        return NAMES_NOT_LIST
     got = list(got)
     if sorted(got) == sorted(want):
-        return ("the right fields in the wrong order. The order is fixed: loss, aux_loss, logits, "
-                "past_key_values, hidden_states, attentions, router_logits (leave out the absent ones).")
+        return NAMES_ORDER
     missing, extra = [n for n in want if n not in got], [n for n in got if n not in want]
-    parts = []
-    if missing:
-        parts.append(f"missing {missing}")
-    if extra:
-        parts.append(f"should not be there: {extra}")
-    why = {"loss": "loss exists only when labels are given",
-           "aux_loss": "aux_loss exists whenever output_router_logits=True, with or without labels",
-           "past_key_values": "the cache is returned when use_cache=True",
-           "hidden_states": "hidden_states come with output_hidden_states=True",
-           "attentions": "attentions come with output_attentions=True",
-           "router_logits": "router_logits come with output_router_logits=True"}
-    notes = [why[n] for n in missing + extra if n in why]
+    parts = ([NAMES_MISSING.format(names=missing)] if missing else []) + \
+            ([NAMES_EXTRA.format(names=extra)] if extra else [])
+    notes = [NAMES_WHY[n] for n in missing + extra if n in NAMES_WHY]
     return "; ".join(parts) + (". Remember: " + "; ".join(notes) + "." if notes else ".")
 
 
-def check_output_names(fn: Callable) -> ExerciseResult:
+@checker
+def check_output_names(fn) -> ExerciseResult:
     """fn(labels, output_router_logits, use_cache, output_hidden_states, output_attentions) -> names in order."""
     return run_cases(fn, output_names, _names_cases(), _diagnose_names, "output order")
+
+
+EXERCISES = {
+    "03.1": ("shifted_cross_entropy", check_shifted_cross_entropy),
+    "03.2": ("masked_load_balancing_loss", check_masked_load_balancing_loss),
+    "03.3": ("output_names", check_output_names),
+}

@@ -1,20 +1,81 @@
-"""Exercises of notebook 10 (full-size Mixtral): count parameters and KV-cache bytes from a config.
+"""Exercises of notebook 10 (full-size Mixtral).
 
-    check_parameter_count(count)     count(config) -> (total, active)
-    check_kv_bytes_per_token(fn)     fn(config, bytes_per_element) -> bytes one more cached token costs
+    10.1 predict             predicted_shapes(config, batch_size, seq_len, past_len) -> dict of five shapes
+    10.2 find the bug        kv_cache_bytes(config, n_tokens, batch_size, bytes_per_element) -> int
+    10.3 implement a variant max_context(config, memory_bytes, batch_size, bytes_per_element, rolling_window) -> int
 
-Both compare with `mixtral_edu.full_size.sizes` (whose numbers the test suite checks against
-real models) on the published Mixtral configs and on small variants that catch
-the usual slips: GQA, tied embeddings, the router, the norms, K of E experts.
+The references are `mixtral_edu.full_size.sizes` (checked by the test suite against real models
+and against a traced forward on the meta device). No hint prints an expected value: the hints
+name the mistake a wrong answer matches, or say which part to look at.
 """
 from __future__ import annotations
 
-from typing import Callable, List, Tuple
+import math
+from typing import Callable, Dict, List, Tuple
 
-from . import ExerciseResult, call_learner
-from ..modeling.config import MixtralConfig
+import torch
+
+from . import ExerciseResult, NotYet, call, checker
+from ._across_cases import answers, most_consistent
 from ..full_size.presets import mixtral_8x7b, mixtral_8x22b
-from ..full_size.sizes import format_bytes, format_count, kv_cache_bytes_per_token, parameter_count
+from ..full_size.sizes import kv_cache_bytes as reference_kv_cache_bytes
+from ..full_size.sizes import kv_cache_bytes_per_token, parameter_count, shape_table
+from ..modeling.config import MixtralConfig
+
+# -- what the checks say (plain literals, one place) ------------------------------------------------
+
+SHAPE_KEYS = ("query_states", "cached_keys", "attention_pattern", "router_logits", "logits")
+SHAPE_HINTS = {
+    "dict": "return a dict with exactly these keys: query_states, cached_keys, attention_pattern, router_logits, logits.",
+    "tuple": "{key}: give the shape as a tuple of whole numbers, e.g. (2, 3, 4).",
+    "query_states": ("queries exist only for the T new tokens, one per query head, heads before positions "
+                     "(the projection is split into heads and transposed)."),
+    "query_states_kv": "every one of the H query heads has its own queries; only keys and values have Hkv heads.",
+    "cached_keys": "the cache keeps Hkv key/value heads per layer, not H query heads (grouped-query attention).",
+    "cached_keys_len": "after this call the cache holds the P positions it had plus the T new ones.",
+    "attention_pattern": ("each of the T new queries scores every key it may see, the P cached ones and the "
+                          "T new ones; after repeat_kv every query head has its keys."),
+    "attention_pattern_kv": "repeat_kv has run before the scores: there is one pattern per query head, H of them.",
+    "router_logits": "the router sees the N = B * T tokens flattened into one list, one score per expert.",
+    "logits": ("MixtralForCausalLM.forward in 4.41.2 returns logits for every position of the call, one score "
+               "per vocabulary entry; generate keeps only the last position afterwards."),
+    "generic": "write it with the legend's letters first (B, T, P, S, H, Hkv, D, N, E, V), then substitute.",
+}
+KV_HINTS = {
+    "number": "return a whole number of bytes (an int).",
+    "stub_no_gqa": ("two symptoms: without grouped-query attention your count is half the right one (each cached "
+                    "token stores something besides its key), and with it your count also grows with the number "
+                    "of query heads (which heads does each layer cache?)."),
+    "half": "your count is half of it: each cached token stores something besides its key.",
+    "query_heads": ("your count grows with the number of query heads: the cache stores keys and values for the "
+                    "Hkv key/value heads only."),
+    "bits": "that counts bits: bytes_per_element is already in bytes.",
+    "layers": "every layer keeps its own cache: multiply by the number of layers.",
+    "batch": "every sequence of the batch has its own cache: multiply by batch_size.",
+    "hidden": "per head the cache holds head_dim = C / H numbers, not the hidden size C.",
+    "too_big": "too large: count per token 2 (key and value) x layers x kv heads x head_dim x bytes.",
+    "too_small": "too small: count per token 2 (key and value) x layers x kv heads x head_dim x bytes.",
+}
+CONTEXT_HINTS = {
+    "number": "return a whole number of tokens (an int), or math.inf when no length is too long.",
+    "active": ("you budgeted the *active* parameters. Memory holds every expert (any token may pick any of "
+               "them): count the total."),
+    "no_weights": "the weights sit in the same memory: subtract them from the budget before the cache.",
+    "no_batch": "each of the batch_size sequences has its own cache of that many tokens.",
+    "ceil": "one token too many: round down, the last token must fit entirely.",
+    "negative": "when the weights alone do not fit, no context does: return 0, not a negative length.",
+    "rolling_ignored": ("with a rolling buffer the cache stops growing at sliding_window slots: once weights and "
+                        "W slots fit, any length fits (math.inf)."),
+    "rolling_window": ("the window is how many slots the buffer keeps, not a limit on the context: a rolling "
+                       "buffer lets the context grow without end once W slots fit."),
+    "rolling_no_window": "rolling_window only matters when the config has a sliding_window; this one has none.",
+    "rolling_too_small": ("here even the W slots of the rolling buffer do not all fit: the context is limited by "
+                          "the memory, as without a window."),
+    "cache_per_token": "count the cache of one token as the model stores it: 2 x layers x kv heads x head_dim x bytes.",
+    "too_big": "too long: check what you subtract from the budget and what one token costs.",
+    "too_small": "too short: check what you subtract from the budget and what one token costs.",
+}
+DTYPES = {4: torch.float32, 2: torch.bfloat16, 1: torch.int8}
 
 
 def _small(**overrides) -> MixtralConfig:
@@ -24,113 +85,201 @@ def _small(**overrides) -> MixtralConfig:
     return MixtralConfig(**kw)
 
 
-def _cases() -> List[Tuple[str, MixtralConfig]]:
-    return [
-        ("Mixtral 8x7B", mixtral_8x7b()),
-        ("Mixtral 8x22B", mixtral_8x22b()),
-        ("small: 8 query heads, 2 kv heads, 4 experts, top-2", _small()),
-        ("small with top_k=1 and 6 experts", _small(num_experts_per_tok=1, num_local_experts=6)),
-        ("small with tied embeddings (lm_head shares embed_tokens)", _small(tie_word_embeddings=True)),
-        ("small without GQA (num_key_value_heads = num_attention_heads)", _small(num_key_value_heads=8)),
+# -- 10.1 predict the shapes -----------------------------------------------------------------------
+
+def reference_shapes(config: MixtralConfig, batch_size: int, seq_len: int, past_len: int) -> Dict[str, tuple]:
+    """The five shapes, read from sizes.shape_table (which the notebook checks against a traced meta forward)."""
+    rows = {r["name"]: tuple(r["shape"]) for r in shape_table(config, batch_size, seq_len, past_len)}
+    attn = "model.layers.{i}.self_attn"
+    return {"query_states": rows[attn + ".hook_q"], "cached_keys": rows["past_key_values[i]"],
+            "attention_pattern": rows[attn + ".hook_pattern"],
+            "router_logits": rows["model.layers.{i}.block_sparse_moe.hook_router_logits"],
+            "logits": rows["hook_logits"]}
+
+
+def _shape_cases():
+    return [("Mixtral 8x7B, B=1, T=16 new tokens, P=0 cached", mixtral_8x7b(), 1, 16, 0),
+            ("Mixtral 8x22B, one decode step: B=2, T=1, P=100", mixtral_8x22b(), 2, 1, 100),
+            ("small config, B=3, T=5, P=7", _small(), 3, 5, 7)]
+
+
+def _shape_mistakes(c: MixtralConfig, B: int, T: int, P: int) -> Dict[str, List[Tuple[str, tuple]]]:
+    H, Hkv, D, E, V, S = (c.num_attention_heads, c.num_key_value_heads, c.head_dim, c.num_local_experts,
+                          c.vocab_size, P + T)
+    return {
+        "query_states": [(SHAPE_HINTS["query_states"], (B, T, H, D)), (SHAPE_HINTS["query_states"], (B, H, S, D)),
+                         (SHAPE_HINTS["query_states_kv"], (B, Hkv, T, D))],
+        "cached_keys": [(SHAPE_HINTS["cached_keys"], (B, H, S, D)), (SHAPE_HINTS["cached_keys_len"], (B, Hkv, T, D)),
+                        (SHAPE_HINTS["cached_keys_len"], (B, Hkv, P, D)), (SHAPE_HINTS["cached_keys"], (B, S, Hkv, D))],
+        "attention_pattern": [(SHAPE_HINTS["attention_pattern"], (B, H, T, T)),
+                              (SHAPE_HINTS["attention_pattern"], (B, H, S, S)),
+                              (SHAPE_HINTS["attention_pattern_kv"], (B, Hkv, T, S))],
+        "router_logits": [(SHAPE_HINTS["router_logits"], (B, T, E))],
+        "logits": [(SHAPE_HINTS["logits"], (B, V)), (SHAPE_HINTS["logits"], (B, 1, V))],
+    }
+
+
+def _as_shape(value):
+    if isinstance(value, torch.Size):
+        return tuple(value)
+    if isinstance(value, (tuple, list)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        return tuple(value)
+    return None
+
+
+@checker
+def check_predicted_shapes(predicted_shapes: Callable) -> ExerciseResult:
+    """predicted_shapes(config, batch_size, seq_len, past_len) -> {key: shape tuple} for the five SHAPE_KEYS."""
+    cases = _shape_cases()
+    for label, config, B, T, P in cases:
+        got = call(predicted_shapes, config, B, T, P, name="predicted_shapes", label=label)
+        if not isinstance(got, dict) or set(got) != set(SHAPE_KEYS):
+            raise NotYet(f"case {label}: the result is not a dict with the five keys.", SHAPE_HINTS["dict"])
+        want = reference_shapes(config, B, T, P)
+        mistakes = _shape_mistakes(config, B, T, P)
+        for key in SHAPE_KEYS:
+            shape = _as_shape(got[key])
+            if shape is None:
+                raise NotYet(f"case {label}: {key} is a {type(got[key]).__name__}.", SHAPE_HINTS["tuple"].format(key=key))
+            if shape == want[key]:
+                continue
+            why = next((hint for hint, wrong in mistakes[key] if wrong == shape), None)
+            if why is None:
+                why = SHAPE_HINTS[key] if len(shape) == len(want[key]) else SHAPE_HINTS["generic"]
+            raise NotYet(f"case {label}: {key} is not the shape this call produces.", why)
+    return ExerciseResult(True, f"predicted_shapes is right for all {len(cases)} calls (prefill and decode, with "
+                                "and without a cache). The next cells check the same shapes on a traced run.")
+
+
+# -- 10.2 KV cache bytes: find the bug ------------------------------------------------------------------
+
+def _kv_cases():
+    return [("small config without GQA (num_key_value_heads = num_attention_heads), 10 tokens, 2 bytes",
+             _small(num_key_value_heads=8), 10, 1, 2),
+            ("Mixtral 8x7B, 32,768 tokens, one sequence, bfloat16 (2 bytes)", mixtral_8x7b(), 32768, 1, 2),
+            ("Mixtral 8x22B, 1,000 tokens, batch of 4, float32 (4 bytes)", mixtral_8x22b(), 1000, 4, 4),
+            ("small config with GQA, 7 tokens, batch of 3, 1 byte (an 8-bit cache)", _small(), 7, 3, 1)]
+
+
+def _kv_mistakes(c: MixtralConfig, n: int, b: int, nbytes: int, want: int):
+    G = c.num_attention_heads // c.num_key_value_heads
+    both = want * G // 2
+    candidates = [(KV_HINTS["stub_no_gqa"], both)] if G > 1 else []
+    return candidates + [
+        (KV_HINTS["half"], want // 2),
+        (KV_HINTS["query_heads"], want * G),
+        (KV_HINTS["bits"], want * 8),
+        (KV_HINTS["layers"], want // c.num_hidden_layers),
+        (KV_HINTS["batch"], want // b),
+        (KV_HINTS["hidden"], want * c.num_attention_heads),
     ]
 
 
-# -- parameters ------------------------------------------------------------------------
-
-def _parameter_hint(c: MixtralConfig, got: int, want: int, which: str) -> str:
-    """Name the component that explains the difference got - want, if one does."""
-    C, I, L, V = c.hidden_size, c.intermediate_size, c.num_hidden_layers, c.vocab_size
-    H, Hkv, D, E, K = c.num_attention_heads, c.num_key_value_heads, c.head_dim, c.num_local_experts, c.num_experts_per_tok
-    diff = got - want
-    expert = 3 * C * I
-    known = {
-        -V * C: "you left out one V x C matrix: the embeddings, or lm_head (stored separately unless "
-                "tie_word_embeddings is true).",
-        V * C: "you counted lm_head although tie_word_embeddings is true: it is the embedding matrix, stored once."
-               if c.tie_word_embeddings else "you counted one V x C matrix too many.",
-        -(2 * L + 1) * C: "you forgot the RMSNorm weights: two per layer (C each) plus the final norm.",
-        -2 * L * C: "you forgot the two RMSNorm weights per layer (C each).",
-        -C: "you forgot the final norm (C weights).",
-        -L * C * E: "you forgot the router: gate is (E, C) in every layer, and it runs for every token.",
-        2 * L * C * (H - Hkv) * D: "k_proj and v_proj have only Hkv heads (grouped-query attention): they are "
-                                   "(Hkv*D, C), not (H*D, C).",
-        -L * E * C * I if which == "total" else -L * K * C * I: "an expert has three matrices: w1 and w3 (I, C) "
-                                                                "and w2 (C, I).",
-    }
-    if which == "active":
-        known.update({
-            L * (E - K) * expert: "active counts only the K chosen experts per layer, not all E.",
-            -L * (K - 1) * expert: "active includes K experts per layer (top-K), not one.",
-            -L * C * E: "the router is active: every token is scored by the gate, in every layer.",
-        })
-        if abs(got - parameter_count(c).total * K / E) <= 1:
-            return ("total * K / E scales *everything* down, but attention, embeddings, norms and router "
-                    "are used by every token: only the experts are sparse.")
-    for delta, text in known.items():
-        if diff == delta:
-            return text
-    return (f"off by {diff:+,}. Count per layer: attention (q, k, v, o), router (E x C), E experts of "
-            "3 C x I matrices, two norms; then embeddings, lm_head and the final norm.")
+def _whole(value):
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_floating_point():
+        value = int(value)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-def check_parameter_count(count: Callable) -> ExerciseResult:
-    """count(config) -> (total, active): stored parameters, and those one token uses."""
-    cases = _cases()
-    for label, cfg in cases:
-        got, err = call_learner(count, (cfg,), "count", label)
-        if err is not None:
-            return err
-        want = parameter_count(cfg)
-        if not isinstance(got, (tuple, list)) or len(got) != 2:
-            return ExerciseResult(False, f"case {label}: return a pair (total, active), got {got!r}.")
-        total, active = (int(x) for x in got)
-        if total != want.total:
-            return ExerciseResult(False, f"case {label}: total {total:,} ({format_count(total)}), expected "
-                                         f"{want.total:,} ({format_count(want.total)}).\nHint: "
-                                         + _parameter_hint(cfg, total, want.total, "total"))
-        if active != want.active:
-            return ExerciseResult(False, f"case {label}: active {active:,} ({format_count(active)}), expected "
-                                         f"{want.active:,} ({format_count(want.active)}).\nHint: "
-                                         + _parameter_hint(cfg, active, want.active, "active"))
-    return ExerciseResult(True, f"count agrees with mixtral_edu.full_size.sizes.parameter_count on all {len(cases)} configs "
-                                f"(8x7B: {parameter_count(mixtral_8x7b())}).")
-
-
-# -- KV cache ---------------------------------------------------------------------------
-
-def check_kv_bytes_per_token(kv_bytes_per_token: Callable) -> ExerciseResult:
-    """kv_bytes_per_token(config, bytes_per_element) -> int, e.g. bytes_per_element=2 for bf16."""
-    import torch
-    dtypes = {4: torch.float32, 2: torch.bfloat16, 1: torch.int8}
-    cases = [(f"{label}, {n} byte(s) per element", cfg, n) for label, cfg in _cases()[:3] for n in (2, 4)]
-    cases.append(("small, 1 byte per element (an 8-bit cache)", _small(), 1))
-    for label, cfg, n in cases:
-        got, err = call_learner(kv_bytes_per_token, (cfg, n), "kv_bytes_per_token", label)
-        if err is not None:
-            return err
-        want = kv_cache_bytes_per_token(cfg, dtypes[n])
-        try:
-            got = int(got)
-        except Exception:
-            return ExerciseResult(False, f"case {label}: return a number of bytes (an int), got {got!r}.")
-        if got == want:
+def _exact_answers(fn: Callable, name: str, cases, wants, convert: Callable, number_hint: str, mistakes_of: Callable,
+                   shown: Callable, too: Dict[bool, str]) -> None:
+    """NOT YET at the first case whose converted answer differs from want, naming the most consistent mistake."""
+    results = answers(fn, [(c[0], c[1:]) for c in cases], name)
+    for (label, *args), (_, got, stop), want in zip(cases, results, wants):
+        if stop is not None:
+            raise stop
+        value = convert(got)
+        if value is None:
+            raise NotYet(f"case {label}: the result is a {type(got).__name__}, not a whole number.", number_hint)
+        if value == want:
             continue
-        ratio = got / want
-        G = cfg.num_attention_heads // cfg.num_key_value_heads
-        hints = [
-            (G, "you cached all H query heads. With grouped-query attention only the Hkv key/value heads are "
-                "cached: num_key_value_heads, not num_attention_heads."),
-            (0.5, "count both the keys and the values: a factor 2."),
-            (1 / cfg.num_hidden_layers, "every layer has its own cache: multiply by the number of layers L."),
-            (8, "that is bits: bytes_per_element is already in bytes."),
-            (1 / n, "multiply by the bytes per element."),
-            (cfg.num_attention_heads, "the keys of one head are head_dim = C / H numbers, not C."),
-        ]
-        for r, text in hints:
-            if abs(ratio - r) < 1e-9 and r != 1:
-                return ExerciseResult(False, f"case {label}: {got:,} bytes, expected {want:,}.\nHint: {text}")
-        return ExerciseResult(False, f"case {label}: {got:,} bytes, expected {want:,} (ratio {ratio:.3g}).\nHint: "
-                                     "2 (key and value) x L layers x Hkv kv heads x D head_dim x bytes per element.")
-    per_token = format_bytes(kv_cache_bytes_per_token(mixtral_8x7b(), torch.bfloat16))
-    return ExerciseResult(True, f"kv_bytes_per_token agrees with mixtral_edu.full_size.sizes.kv_cache_bytes_per_token on "
-                                f"all {len(cases)} cases (8x7B in bf16: {per_token} per token).")
+        hint = most_consistent([(convert(g), mistakes_of(*a, wt))
+                                for (_, *a), (_, g, _), wt in zip(cases, results, wants)])
+        raise NotYet(f"case {label}: {shown(value)} is not right.", hint or too[value > want])
+
+
+@checker
+def check_kv_cache_bytes(kv_cache_bytes: Callable) -> ExerciseResult:
+    """kv_cache_bytes(config, n_tokens, batch_size, bytes_per_element) -> bytes of keys and values cached."""
+    cases = _kv_cases()
+    wants = [reference_kv_cache_bytes(c, n, batch_size=b, dtype=DTYPES[nbytes]) for _, c, n, b, nbytes in cases]
+    _exact_answers(kv_cache_bytes, "kv_cache_bytes", cases, wants, _whole, KV_HINTS["number"],
+                   lambda *a: [(h, w) for h, w in _kv_mistakes(*a) if w != a[-1]], lambda v: f"{v:,} bytes",
+                   {True: KV_HINTS["too_big"], False: KV_HINTS["too_small"]})
+    return ExerciseResult(True, f"kv_cache_bytes agrees with mixtral_edu.full_size.sizes on all {len(cases)} cases.")
+
+
+# -- 10.3 the longest context that fits: implement a variant ------------------------------------------------
+
+GB = 10 ** 9
+
+
+def reference_max_context(config: MixtralConfig, memory_bytes: int, batch_size: int = 1, bytes_per_element: int = 2,
+                          rolling_window: bool = False):
+    """Tokens per sequence that fit next to the weights (all experts, same dtype); math.inf when unbounded."""
+    dtype = DTYPES[bytes_per_element]
+    free = memory_bytes - parameter_count(config).total * bytes_per_element
+    if free < 0:
+        return 0
+    per_token = batch_size * kv_cache_bytes_per_token(config, dtype)
+    if rolling_window and config.sliding_window is not None and config.sliding_window * per_token <= free:
+        return math.inf
+    return free // per_token
+
+
+def _context_cases():
+    windowed = MixtralConfig.from_dict(mixtral_8x7b().to_dict(), sliding_window=4096)
+    return [
+        ("Mixtral 8x7B, bfloat16, two 80 GB GPUs (160 GB), one sequence", mixtral_8x7b(), 160 * GB, 1, 2, False),
+        ("Mixtral 8x7B, bfloat16, one 80 GB GPU", mixtral_8x7b(), 80 * GB, 1, 2, False),
+        ("Mixtral 8x22B, 8-bit, four 80 GB GPUs, batch of 8", mixtral_8x22b(), 320 * GB, 8, 1, False),
+        ("Mixtral 8x7B with sliding_window 4096, rolling buffer, 160 GB, batch of 4", windowed, 160 * GB, 4, 2, True),
+        ("the same windowed model without a rolling buffer (4.41.2's DynamicCache)", windowed, 160 * GB, 4, 2, False),
+        ("windowed 8x7B, rolling buffer, 94 GB, batch of 32: not even W slots fit", windowed, 94 * GB, 32, 2, True),
+        ("Mixtral 8x7B (no window), rolling buffer asked for, 100 GB", mixtral_8x7b(), 100 * GB, 1, 2, True),
+    ]
+
+
+def _context_mistakes(c, memory, b, nbytes, rolling, want):
+    count = parameter_count(c)
+    per_token = kv_cache_bytes_per_token(c, DTYPES[nbytes])
+    free = memory - count.total * nbytes
+    out = [(CONTEXT_HINTS["active"], (memory - count.active * nbytes) // (b * per_token)),
+           (CONTEXT_HINTS["no_weights"], memory // (b * per_token)),
+           (CONTEXT_HINTS["cache_per_token"], free // (b * per_token // 2)),
+           (CONTEXT_HINTS["negative"], free // (b * per_token)) if free < 0 else (None, None)]
+    if free >= 0:
+        out += [(CONTEXT_HINTS["no_batch"], free // per_token),
+                (CONTEXT_HINTS["ceil"], -(-free // (b * per_token)))]
+    if rolling and c.sliding_window is not None:
+        out += [(CONTEXT_HINTS["rolling_ignored"], free // (b * per_token)) if want == math.inf else (None, None),
+                (CONTEXT_HINTS["rolling_window"], c.sliding_window) if want == math.inf else (None, None),
+                (CONTEXT_HINTS["rolling_too_small"], math.inf) if want != math.inf else (None, None)]
+    if rolling and c.sliding_window is None:
+        out += [(CONTEXT_HINTS["rolling_no_window"], math.inf)]
+    return [(h, w) for h, w in out if h is not None and w != want]
+
+
+def _context_value(got):
+    return math.inf if isinstance(got, float) and got == math.inf else _whole(got)
+
+
+@checker
+def check_max_context(max_context: Callable) -> ExerciseResult:
+    """max_context(config, memory_bytes, batch_size, bytes_per_element, rolling_window) -> tokens per sequence."""
+    cases = _context_cases()
+    wants = [reference_max_context(*c[1:]) for c in cases]
+    _exact_answers(max_context, "max_context", cases, wants, _context_value, CONTEXT_HINTS["number"],
+                   _context_mistakes, lambda v: "math.inf" if v == math.inf else f"{v:,} tokens",
+                   {True: CONTEXT_HINTS["too_big"], False: CONTEXT_HINTS["too_small"]})
+    return ExerciseResult(True, f"max_context is right on all {len(cases)} cases (weights of every expert, the "
+                                "cache per sequence, and the rolling buffer's cap).")
+
+
+EXERCISES = {
+    "10.1": ("predicted_shapes", check_predicted_shapes),
+    "10.2": ("kv_cache_bytes", check_kv_cache_bytes),
+    "10.3": ("max_context", check_max_context),
+}

@@ -1,15 +1,15 @@
-"""Exercises of notebook 01 (the generation loop): one greedy step, and the bookkeeping after it.
+"""Exercises of notebook 01 (the generation loop).
 
-    check_greedy_step(greedy_step, model=None)
-        greedy_step(model, input_ids (B, S), attention_mask (B, S), past_key_values or None)
-            -> (next_tokens (B,), past_key_values after this step's forward)
-    check_append_step(append_step)
-        append_step(input_ids (B, S), attention_mask (B, S), next_tokens (B,), unfinished (B,),
-                    eos_token_id, pad_token_id)
-            -> (input_ids (B, S + 1), attention_mask (B, S + 1), unfinished (B,))
+    01.1 check_tokens_fed(tokens_fed)
+        tokens_fed(prompt_length, new_tokens, use_cache) -> int, token positions fed to forward in one generate call
+    01.2 check_append_step(append_step)
+        append_step(input_ids (B, S), attention_mask (B, S), next_tokens (B,), unfinished (B,), eos_token_id,
+                    pad_token_id) -> (input_ids (B, S + 1), attention_mask (B, S + 1), unfinished (B,))
+    01.3 check_greedy_generate(greedy_generate, model=None)
+        greedy_generate(model, input_ids (B, T0), attention_mask (B, T0), max_new_tokens) -> (B, T0 + new) ids
 
-Both compare the learner's function with what `mixtral_edu.modeling.generation.generate` does
-in one turn of its loop, on several cases, and name the mistake when they recognise it.
+The references are `mixtral_edu.modeling.generation.generate` and live traces of it. Hints name the
+mistake, never the expected values.
 """
 from __future__ import annotations
 
@@ -18,151 +18,119 @@ from typing import Any, Callable, List, Optional, Tuple
 
 import torch
 
-from . import ExerciseResult, call_learner, dtype_failure, fail
-from ..modeling.cache import Cache
+from . import ExerciseResult, NotYet, call, checker, difference, name_the_mistake, same
 from ..modeling.causal_lm import MixtralForCausalLM
 from ..modeling.config import MixtralConfig
 
 PAD, EOS = 3, 2
 
+# -- the sentences a learner reads (one place, for translation) ------------------------------------
+FED_CACHE_LAST = ("the token chosen at the last step is appended to the output but never fed: with a cache the "
+                  "model is fed the prompt once, then one token for each step but the last.")
+FED_CACHE_LIKE_NONE = ("with a cache, a decode step feeds only the one new token: the cache already holds the rest.")
+FED_NONE_FLAT = ("without a cache, every step feeds the whole sequence so far, and it grows by one token per step.")
+FED_NONE_SHIFT = ("without a cache the first step feeds the prompt alone, the second the prompt plus one token, and "
+                  "so on: the last step does not feed the token it chooses.")
+FED_NONE_LIKE_CACHE = "without a cache nothing is remembered: each step feeds the whole sequence again."
+FED_TYPE = "return a whole number (a Python int)."
+FED_DEFAULT = "write out the tokens fed at steps 0, 1, 2 for a small case by hand, then find the pattern."
+FED_WRONG = "case prompt_length={T}, new_tokens={n}, use_cache={c}: {got!r} is not the number of tokens fed"
+FED_PASSED = "tokens_fed matches a live trace of generate in all {n} cases."
 
-@functools.lru_cache(maxsize=1)
-def toy_model() -> MixtralForCausalLM:
-    """A small random Mixtral (seeded) for the checks when no model is given.
+APP_NOT_TRIPLE = "return the three updated tensors as a tuple: (input_ids, attention_mask, unfinished)."
+APP_NEW_ROW = "append along the sequence axis (dim=-1, a new column), not as a new row."
+APP_SHAPE = "each of input_ids and attention_mask gains exactly one column; unfinished stays (B,)."
+APP_DTYPE = ("keep the dtype of what you extend: build the new column with attention_mask.new_ones(...) (or pass "
+             "dtype=...), and append next_tokens as token ids (torch.long).")
+APP_FINISHED_TOKEN = ("a row that had already finished still got its chosen token: finished rows receive "
+                      "pad_token_id (next_tokens * unfinished + pad_token_id * (1 - unfinished)).")
+APP_MASK_ZERO = ("the new mask column must be all ones, for every row: generate appends a 1 even for a finished "
+                 "row (its pads come after its eos, so they change nothing that matters).")
+APP_NOT_UPDATED = "unfinished was not updated: a row that just emitted eos_token_id is finished (set it to 0)."
+APP_FORGETS = ("a finished row came back to life: once a row has emitted eos it stays finished, so combine the old "
+               "flags with the new test (unfinished & ...).")
+APP_PAD_ENDS = ("a running row may choose the pad id as an ordinary token: only eos_token_id finishes a row, never "
+                "the pad id.")
+APP_EOS_BEFORE_PAD = ("test for eos on the tokens you append (after finished rows were given pad_token_id), not on "
+                      "the tokens the model chose.")
+APP_DEFAULT = ("three steps, in order: give finished rows the pad id, append the tokens and a column of ones to the "
+               "mask, then mark the rows that just emitted eos as finished.")
+APP_PASSED = "append_step agrees with generate's loop on all {n} cases."
 
-    initializer_range 0.2 makes its logits decisive, so a wrong position or a
-    wrong cache changes the argmax instead of hiding below rounding.
-    """
+GEN_NOT_TENSOR = "return the sequences as one (B, T0 + new) LongTensor, prompt included, as generate does."
+GEN_TOO_LONG = ("your loop went on after every row had finished: generate stops as soon as all rows are done, "
+                "so the result can be shorter than T0 + max_new_tokens.")
+GEN_TOO_SHORT = ("your loop stopped early: it must go on until every row has finished or max_new_tokens tokens "
+                 "were added.")
+GEN_POSITION0 = ("the first new token is wrong in some rows: you read the logits of position 0; the next token "
+                 "comes from the LAST position, logits[:, -1, :].")
+GEN_FORGETS = ("a finished row came back to life after one pad: once a row has emitted eos it stays finished "
+               "(unfinished = unfinished & ...).")
+GEN_SECOND = "There is a second bug as well."
+GEN_NO_PAD = "a finished row kept getting tokens: rows that emitted eos receive pad_token_id from then on."
+GEN_POSITIONS = ("the left-padded rows drift: the positions must be counted from the attention mask "
+                 "(prepare_inputs_for_generation builds position_ids from it).")
+GEN_NO_CACHE = ("the tokens are right, but every step fed the whole sequence again: carry the past_key_values "
+                "of each forward into the next step, so that a decode step feeds one token per row.")
+GEN_NOT_A_MODEL = "check_greedy_generate(model=...) takes a mixtral_edu MixtralForCausalLM, got a {kind}."
+GEN_NOT_A_MODEL_HINT = "pass the model from `mixtral_edu.load_tiny()`, or leave model out to check on small random models."
+GEN_MASK = "extend the attention mask by a column of ones every step, as the sequence grows."
+GEN_DEFAULT = ("compare your loop with generate, step by step: which tokens are fed, which logits choose, how "
+               "finished rows are handled, when to stop.")
+GEN_WRONG = "case {label}: {problem}"
+GEN_PASSED = "greedy_generate agrees with model.generate on all {n} cases."
+
+
+# -- a small random model for the checks -----------------------------------------------------------
+
+@functools.lru_cache(maxsize=4)
+def toy_model(eos_token_id: int = EOS) -> MixtralForCausalLM:
+    """A small random Mixtral (seeded). initializer_range 0.2 makes its choices decisive, so a wrong position
+    or a wrong cache changes the argmax instead of hiding below rounding."""
     config = MixtralConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
                            num_attention_heads=4, num_key_value_heads=2, num_local_experts=4,
                            num_experts_per_tok=2, max_position_embeddings=128, rope_theta=10000.0,
-                           initializer_range=0.2, pad_token_id=PAD, bos_token_id=1, eos_token_id=EOS)
-    g = torch.random.fork_rng()
-    with g:
+                           initializer_range=0.2, pad_token_id=PAD, bos_token_id=1, eos_token_id=eos_token_id)
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        model = MixtralForCausalLM(config).eval()
-    return model
+        return MixtralForCausalLM(config).eval()
 
 
-# -- one greedy step ---------------------------------------------------------------------------
+# -- 01.1 tokens fed ----------------------------------------------------------------------------------
 
-@torch.no_grad()
-def reference_greedy_step(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                          past_key_values: Any) -> Tuple[torch.Tensor, Any]:
-    """One turn of generate's loop, greedy: prepare -> forward -> argmax at the last position."""
-    inputs = model.prepare_inputs_for_generation(input_ids, past_key_values=past_key_values,
-                                                 attention_mask=attention_mask, use_cache=True)
-    out = model(**inputs, return_dict=True)
-    return out.logits[:, -1, :].argmax(-1), out.past_key_values
-
-
-def _legacy(cache: Any) -> Any:
-    return cache.to_legacy_cache() if isinstance(cache, Cache) else cache
+def reference_tokens_fed(prompt_length: int, new_tokens: int, use_cache: bool) -> int:
+    """Token positions fed to forward by one generate call (B = 1, no eos), read off a live trace."""
+    from ..observe.tracer import trace
+    model = toy_model()
+    ids = torch.arange(4, 4 + prompt_length)[None]
+    with torch.no_grad(), trace(model, depth=1) as tr:
+        model.generate(ids, max_new_tokens=new_tokens, eos_token_id=None, use_cache=use_cache)
+    return sum(int(step.input_ids.shape[1]) for step in tr.steps)
 
 
-def _prompt_batch(model) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Three left-padded rows (0, 2 and 4 pads), ids that are never special tokens."""
-    V = model.config.vocab_size
-    g = torch.Generator().manual_seed(11)
-    ids = torch.randint(4, V, (3, 7), generator=g)
-    mask = torch.ones_like(ids)
-    for b, pads in enumerate((0, 2, 4)):
-        ids[b, :pads] = model.config.pad_token_id if model.config.pad_token_id is not None else 0
-        mask[b, :pads] = 0
-    return ids, mask
+def _fed_mistakes(T: int, n: int, use_cache: bool):
+    if use_cache:
+        return [(FED_CACHE_LAST, T + n), (FED_CACHE_LIKE_NONE, sum(T + i for i in range(n))),
+                (FED_CACHE_LIKE_NONE, T * n), (FED_CACHE_LAST, T + n - 2)]
+    return [(FED_NONE_FLAT, T * n), (FED_NONE_SHIFT, sum(T + i for i in range(1, n + 1))),
+            (FED_NONE_LIKE_CACHE, T + n - 1), (FED_NONE_SHIFT, sum(T + i for i in range(n - 1)))]
 
 
-def _cache_lengths(cache: Any) -> Optional[List[int]]:
-    try:
-        return [k.shape[2] for k, _ in _legacy(cache)]
-    except Exception:
-        return None
+@checker
+def check_tokens_fed(tokens_fed) -> ExerciseResult:
+    """tokens_fed(prompt_length, new_tokens, use_cache) -> int."""
+    cases = [(5, 4, True), (5, 4, False), (3, 1, True), (3, 1, False), (7, 6, True), (7, 6, False), (1, 9, False)]
+    for T, n, c in cases:
+        got = call(tokens_fed, T, n, c, label=f"prompt_length={T}, new_tokens={n}, use_cache={c}")
+        if isinstance(got, bool) or not isinstance(got, int):
+            raise NotYet(FED_WRONG.format(T=T, n=n, c=c, got=got), FED_TYPE)
+        if got != reference_tokens_fed(T, n, c):
+            raise NotYet(FED_WRONG.format(T=T, n=n, c=c, got=got),
+                         name_the_mistake(got, _fed_mistakes(T, n, c), default=FED_DEFAULT))
+    return ExerciseResult(True, FED_PASSED.format(n=len(cases)))
 
 
-def _greedy_hint(model, ids, mask, past, got_tokens, got_cache, want_cache) -> str:
-    """Recognise the usual mistakes from what the learner returned."""
-    P = 0 if past is None else past[0][0].shape[2]
-    lengths, want = _cache_lengths(got_cache), _cache_lengths(want_cache)
-    if lengths is not None and want is not None and lengths != want:
-        if past is not None and lengths[0] == P:
-            return ("the cache did not grow: return the past_key_values of the forward you just ran, not the "
-                    "one you were given.")
-        if past is not None and lengths[0] == P + ids.shape[1]:
-            return ("the cache grew by the whole sequence: with a cache, feed only the tokens it does not hold yet "
-                    "(model.prepare_inputs_for_generation cuts them out for you).")
-        return f"the cache holds {lengths} tokens per layer, it should hold {want}."
-    with torch.no_grad():
-        inputs = model.prepare_inputs_for_generation(ids, past_key_values=past, attention_mask=mask, use_cache=True)
-        logits = model(**inputs, return_dict=True).logits
-        if torch.equal(got_tokens, logits[:, 0, :].argmax(-1)) and logits.shape[1] > 1:
-            return "you read the logits of the first position; the next token comes from the last one: logits[:, -1, :]."
-        plain = model(**{**inputs, "attention_mask": None, "position_ids": None}, return_dict=True).logits
-        if torch.equal(got_tokens, plain[:, -1, :].argmax(-1)):
-            return ("the left-padded rows are not handled as generate handles them: pass the attention_mask and the "
-                    "position_ids built from it (the cached keys are rotated by position). "
-                    "model.prepare_inputs_for_generation(input_ids, past_key_values=..., attention_mask=...) builds both.")
-    return ("prepare the inputs with model.prepare_inputs_for_generation(input_ids, past_key_values=..., "
-            "attention_mask=..., use_cache=True), run model(**inputs), take logits[:, -1, :].argmax(-1).")
-
-
-def check_greedy_step(greedy_step: Callable, model: Optional[MixtralForCausalLM] = None) -> ExerciseResult:
-    """greedy_step(model, input_ids, attention_mask, past_key_values) -> (next_tokens (B,), past_key_values).
-
-    Cases: the prefill of a left-padded batch (no cache), then two decode steps that
-    reuse the cache. The model is the one given, or a small random one.
-    """
-    if model is not None and not isinstance(model, MixtralForCausalLM):
-        return ExerciseResult(False, f"not yet: `model` must be a mixtral_edu MixtralForCausalLM (or None for a small "
-                                     f"random one), got {type(model).__name__}. Pass the model you loaded, e.g. "
-                                     "check_greedy_step(greedy_step, model=model), or leave model out.")
-    model = toy_model() if model is None else model
-    ids, mask = _prompt_batch(model)
-    past = None
-    for label in ("prefill: 3 left-padded prompts, no cache yet",
-                  "decode step 1: the cache from the prefill",
-                  "decode step 2: the cache from step 1"):
-        want_tokens, want_cache = reference_greedy_step(model, ids, mask, past)
-        got, err = call_learner(greedy_step, (model, ids.clone(), mask.clone(), past), "greedy_step", label)
-        if err is not None:
-            if past is not None and "past + new" in err.message:  # the model's own complaint: too many tokens fed
-                err.message += ("\nHint: with a cache, feed only the tokens it does not hold yet "
-                                "(model.prepare_inputs_for_generation cuts them out for you).")
-            return err
-        if not isinstance(got, (tuple, list)) or len(got) != 2:
-            return fail(label, f"returned {type(got).__name__}, expected a pair (next_tokens, past_key_values)",
-                        "return next_tokens, outputs.past_key_values")
-        got_tokens, got_cache = got
-        if not isinstance(got_tokens, torch.Tensor):
-            return fail(label, f"next_tokens is a {type(got_tokens).__name__}, expected a tensor",
-                        "argmax over the vocabulary gives a LongTensor of shape (B,).")
-        if got_tokens.shape != want_tokens.shape:
-            hint = ("drop the extra dimension: logits[:, -1, :].argmax(-1) has shape (B,)"
-                    if got_tokens.numel() == want_tokens.numel() else
-                    "take the argmax over the vocabulary (the last dim) of the last position's logits (B, V).")
-            return fail(label, f"next_tokens has shape {tuple(got_tokens.shape)}, expected {tuple(want_tokens.shape)}",
-                        hint)
-        tokens_ok = torch.equal(got_tokens.long(), want_tokens)
-        cache_ok = _cache_lengths(got_cache) == _cache_lengths(want_cache)
-        if cache_ok:
-            cache_ok = all(torch.allclose(a, b, atol=1e-5) for (ka, va), (kb, vb) in
-                           zip(_legacy(got_cache), _legacy(want_cache)) for a, b in ((ka, kb), (va, vb)))
-        if not (tokens_ok and cache_ok):
-            problem = (f"next_tokens {got_tokens.tolist()}, expected {want_tokens.tolist()}" if not tokens_ok else
-                       "next_tokens are right but the returned cache differs from the forward's")
-            return fail(label, problem, _greedy_hint(model, ids, mask, past, got_tokens, got_cache, want_cache))
-        failure = dtype_failure(label, got_tokens, want_tokens,  # the tokens were compared as long
-                                "token ids are torch.long, as argmax returns them: they are appended to input_ids.",
-                                name="next_tokens")
-        if failure is not None:
-            return failure
-        # the loop goes on with the reference's results, as generate would
-        ids = torch.cat([ids, want_tokens[:, None]], dim=-1)
-        mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
-        past = _legacy(want_cache)
-    return ExerciseResult(True, "greedy_step agrees with generate's loop on the prefill and two decode steps.")
-
-
-# -- the bookkeeping after the token is chosen ---------------------------------------------------
+# -- 01.2 the bookkeeping after the token is chosen ---------------------------------------------------
 
 def reference_append_step(input_ids: torch.Tensor, attention_mask: torch.Tensor, next_tokens: torch.Tensor,
                           unfinished: torch.Tensor, eos_token_id: int, pad_token_id: int):
@@ -182,58 +150,183 @@ def _append_cases():
         ("row 1 emits eos now", ids[:2], mask[:2], torch.tensor([25, EOS]), torch.tensor([1, 1])),
         ("row 2 finished earlier: whatever it 'chose' becomes pad", ids, mask,
          torch.tensor([26, 36, 46]), torch.tensor([1, 1, 0])),
+        ("row 2 finished earlier and 'chose' eos again", ids, mask, torch.tensor([26, 36, EOS]),
+         torch.tensor([1, 1, 0])),
+        ("a running row chooses the pad id as an ordinary token", ids[:2], mask[:2], torch.tensor([PAD, 35]),
+         torch.tensor([1, 1])),
         ("every row done after this step", ids, mask, torch.tensor([EOS, EOS, 9]), torch.tensor([1, 1, 0])),
     ]
 
 
-def _append_hint(label, got, want, args) -> Optional[str]:
-    ids, mask, tokens, unfinished = args
-    g_ids, g_mask, g_unf = got
-    w_ids, w_mask, w_unf = want
-    for name, g, w in (("input_ids", g_ids, w_ids), ("attention_mask", g_mask, w_mask), ("unfinished", g_unf, w_unf)):
-        if not isinstance(g, torch.Tensor):
-            return f"{name} is a {type(g).__name__}, expected a tensor."
-        if g.shape != w.shape:
-            extra = (" Append along the sequence axis (dim=-1, a new column), not as a new row."
-                     if name != "unfinished" and g.shape[0] == w.shape[0] + 1 else "")
-            return f"{name} has shape {tuple(g.shape)}, expected {tuple(w.shape)}.{extra}"
-        if name == "unfinished":
-            continue  # long or bool both work as flags
-        if g.dtype != w.dtype:
-            return (f"{name} has dtype {g.dtype}, expected {w.dtype}: build new columns with "
-                    f"{name}.new_ones(...) (or dtype={name}.dtype) so the dtype stays the same.")
-    if not torch.equal(g_ids, w_ids):
-        if torch.equal(g_ids[:, -1], tokens) and not torch.equal(tokens, w_ids[:, -1]):
-            return ("a row that had finished still got its chosen token: finished rows receive pad_token_id "
-                    "(next_tokens * unfinished + pad * (1 - unfinished)).")
-        return f"input_ids: got {g_ids.tolist()}, expected {w_ids.tolist()}. Append the chosen tokens as a new last column."
-    if not torch.equal(g_mask, w_mask):
-        if torch.equal(g_mask[:, :-1], mask) and bool((g_mask[:, -1] == 0).any()):
-            return ("the new mask column must be all ones, for every row: generate appends a 1 even for a finished "
-                    "row (its pads come after its eos, so they change nothing that matters).")
-        return f"attention_mask: got {g_mask.tolist()}, expected {w_mask.tolist()}. Append a column of ones."
-    if not torch.equal(g_unf.long(), w_unf):
-        if torch.equal(g_unf.long(), unfinished):
-            return "unfinished was not updated: a row that just emitted eos_token_id is finished (set it to 0)."
-        return (f"unfinished: got {g_unf.tolist()}, expected {w_unf.tolist()}. A row stays unfinished while it has "
-                "not emitted eos; once finished it stays finished.")
-    return None
+def _append_mistakes(ids, mask, tokens, unfinished):
+    B = ids.shape[0]
+    ones = mask.new_ones((B, 1))
+    padded = tokens * unfinished + PAD * (1 - unfinished)
+    good_ids = torch.cat([ids, padded[:, None]], dim=-1)
+    good_mask = torch.cat([mask, ones], dim=-1)
+    right = unfinished & (padded != EOS).long()
+    return [
+        (APP_FINISHED_TOKEN, (torch.cat([ids, tokens[:, None]], -1), good_mask, unfinished & (tokens != EOS).long())),
+        (APP_FINISHED_TOKEN, (torch.cat([ids, tokens[:, None]], -1), good_mask, right)),
+        (APP_MASK_ZERO, (good_ids, torch.cat([mask, unfinished[:, None].to(mask.dtype)], -1), right)),
+        (APP_NOT_UPDATED, (good_ids, good_mask, unfinished)),
+        (APP_FORGETS, (good_ids, good_mask, (padded != EOS).long())),
+        (APP_FORGETS, (good_ids, good_mask, (tokens != EOS).long())),
+        (APP_PAD_ENDS, (good_ids, good_mask, unfinished & (padded != EOS).long() & (padded != PAD).long())),
+        (APP_EOS_BEFORE_PAD, (good_ids, good_mask, unfinished & (tokens != EOS).long())),
+    ]
 
 
-def check_append_step(append_step: Callable) -> ExerciseResult:
+@checker
+def check_append_step(append_step) -> ExerciseResult:
     """append_step(input_ids, attention_mask, next_tokens, unfinished, eos_token_id, pad_token_id)
     -> (input_ids (B, S + 1), attention_mask (B, S + 1), unfinished (B,))."""
-    for label, ids, mask, tokens, unfinished in _append_cases():
+    cases = _append_cases()
+    for label, ids, mask, tokens, unfinished in cases:
         want = reference_append_step(ids, mask, tokens, unfinished, EOS, PAD)
-        got, err = call_learner(append_step, (ids.clone(), mask.clone(), tokens.clone(), unfinished.clone(), EOS, PAD),
-                                "append_step", label)
-        if err is not None:
-            return err
+        got = call(append_step, ids.clone(), mask.clone(), tokens.clone(), unfinished.clone(), EOS, PAD,
+                   label=label)
         if not isinstance(got, (tuple, list)) or len(got) != 3:
-            return fail(label, f"returned {type(got).__name__}, expected (input_ids, attention_mask, unfinished)",
-                        "return the three updated tensors as a tuple.")
-        hint = _append_hint(label, tuple(got), want, (ids, mask, tokens, unfinished))
-        if hint is not None:
-            return fail(label, "the result differs from generate's bookkeeping", hint)
-    return ExerciseResult(True, "append_step agrees with generate's loop on all 4 cases "
-                                "(running rows, eos now, finished rows padded, all done).")
+            raise NotYet(f"case {label}: returned {type(got).__name__}, expected three tensors", APP_NOT_TRIPLE)
+        for i, name in enumerate(("input_ids", "attention_mask", "unfinished")):
+            # unfinished may be long or bool: both work as flags
+            problem = difference(got[i], want[i], what=name, check_dtype=name != "unfinished")
+            if problem is None:
+                continue
+            if problem.kind == "shape":
+                g = got[i]
+                hint = APP_NEW_ROW if name != "unfinished" and g.shape[0] == want[i].shape[0] + 1 else APP_SHAPE
+            elif problem.kind == "dtype":
+                hint = APP_DTYPE
+            else:
+                got_long = tuple(x.long() if isinstance(x, torch.Tensor) else x for x in got)
+                hint = name_the_mistake(got_long, _append_mistakes(ids, mask, tokens, unfinished),
+                                        default=APP_DEFAULT)
+            raise NotYet(f"case {label}: {problem}", hint)
+    return ExerciseResult(True, APP_PASSED.format(n=len(cases)))
+
+
+# -- 01.3 the loop, greedy ----------------------------------------------------------------------------
+
+@torch.no_grad()
+def _loop(model, input_ids, attention_mask, max_new_tokens, position0=False, forgets=False, no_pad=False,
+          plain_positions=False, no_break=False):
+    """generate's greedy loop, optionally with one of the known mistakes (for naming them)."""
+    eos, pad = model.config.eos_token_id, model.config.pad_token_id
+    past, unfinished = None, torch.ones(input_ids.shape[0], dtype=torch.long)
+    for _ in range(max_new_tokens):
+        if plain_positions:
+            fed = input_ids if past is None else input_ids[:, -1:]
+            out = model(fed, attention_mask=attention_mask, past_key_values=past, use_cache=True)
+        else:
+            out = model(**model.prepare_inputs_for_generation(input_ids, past_key_values=past,
+                                                              attention_mask=attention_mask, use_cache=True))
+        tokens = out.logits[:, 0 if position0 else -1, :].argmax(-1)
+        if not no_pad:
+            tokens = tokens * unfinished + pad * (1 - unfinished)
+        input_ids = torch.cat([input_ids, tokens[:, None]], dim=-1)
+        attention_mask = torch.cat([attention_mask, attention_mask.new_ones((attention_mask.shape[0], 1))], dim=-1)
+        past = out.past_key_values
+        unfinished = (tokens != eos).long() if forgets else unfinished & (tokens != eos).long()
+        if unfinished.max() == 0 and not no_break:
+            break
+    return input_ids
+
+
+def _loop_mistakes(model, ids, mask, n):
+    run = functools.partial(_loop, model, ids, mask, n)
+    return [(GEN_POSITION0, lambda: run(position0=True)), (GEN_FORGETS, lambda: run(forgets=True)),
+            (GEN_POSITION0 + " " + GEN_SECOND, lambda: run(position0=True, forgets=True)),
+            (GEN_NO_PAD, lambda: run(no_pad=True)), (GEN_POSITIONS, lambda: run(plain_positions=True)),
+            (GEN_TOO_LONG, lambda: run(no_break=True))]
+
+
+def _padded_prompts(seed: int, pads=(0, 2, 4), length: int = 7) -> Tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(4, 64, (len(pads), length), generator=g)
+    mask = torch.ones_like(ids)
+    for b, p in enumerate(pads):
+        ids[b, :p], mask[b, :p] = PAD, 0
+    return ids, mask
+
+
+@functools.lru_cache(maxsize=1)
+def _early_token() -> int:
+    """The token the toy model emits in row 0 at step 1 of the prompts of seed 11: made its eos, row 0 finishes
+    there while the other rows go on (tests/exercises/test_mutations_generation_loop.py checks it)."""
+    ids, mask = _padded_prompts(11)
+    return int(_loop(toy_model(63), ids, mask, 8, no_break=True)[0, 8])
+
+
+@functools.lru_cache(maxsize=1)
+def _toy_bf16() -> MixtralForCausalLM:
+    import copy
+    return copy.deepcopy(toy_model(63)).to(torch.bfloat16)
+
+
+def _generate_cases(model: Optional[MixtralForCausalLM]):
+    """(label, model, ids, mask, max_new_tokens). With the tiny model: real prompts first; then small random models."""
+    cases = []
+    if model is not None and getattr(model.config, "vocab_size", 0) > 300:
+        from ..tiny.pretrained import TINY_DIR
+        from ..tiny.tokenizer import load_tokenizer
+        tok = load_tokenizer(TINY_DIR)
+        for label, prompts, n in (("the tiny model: an addition, a sentence, a record", ["37+48=", "the small cat",
+                                                                                        "{id:"], 12),
+                                  ("the tiny model: two additions, both finish early", ["37+48=", "5+61="], 8)):
+            batch = tok(prompts, return_tensors="pt", padding=True)
+            cases.append((label, model, batch.input_ids, batch.attention_mask, n))
+    ids, mask = _padded_prompts(11)
+    early = toy_model(_early_token())
+    cases += [
+        ("a random model, 3 left-padded prompts, no row finishes", toy_model(63), ids, mask, 5),
+        ("a random model where rows finish at different steps", early, ids, mask, 8),
+        ("a random model, one row that finishes at step 1", early, ids[:1], mask[:1], 6),
+        ("a random model in bfloat16, 3 left-padded prompts", _toy_bf16(), *_padded_prompts(0), 8),
+    ]
+    return cases
+
+
+@checker
+def check_greedy_generate(greedy_generate, model: Optional[MixtralForCausalLM] = None) -> ExerciseResult:
+    """greedy_generate(model, input_ids, attention_mask, max_new_tokens) -> (B, T0 + new) ids, like generate."""
+    from ..observe.tracer import trace
+    if model is not None and not isinstance(model, MixtralForCausalLM):
+        raise NotYet(GEN_NOT_A_MODEL.format(kind=type(model).__name__), GEN_NOT_A_MODEL_HINT)
+    cases = _generate_cases(model)
+    for label, m, ids, mask, n in cases:
+        want = m.generate(ids, attention_mask=mask, max_new_tokens=n)
+        try:
+            with trace(m, depth=1) as tr:
+                got = call(greedy_generate, m, ids.clone(), mask.clone(), n, label=label)
+        except NotYet as stop:
+            if "mask" in stop.problem.lower():      # the model refused a mask shorter than the sequence
+                stop.hint = GEN_MASK
+            raise
+        if not isinstance(got, torch.Tensor) or got.dim() != 2 or got.shape[0] != want.shape[0]:
+            raise NotYet(GEN_WRONG.format(label=label, problem=difference(got, want, what="the result")),
+                         GEN_NOT_TENSOR)
+        problem = difference(got, want, what="the sequences")
+        if problem is not None:
+            if problem.kind == "shape":
+                hint = GEN_TOO_LONG if got.shape[1] > want.shape[1] else GEN_TOO_SHORT
+                if got.shape[1] <= n:
+                    hint = GEN_NOT_TENSOR
+                hint = name_the_mistake(got, _loop_mistakes(m, ids, mask, n)[:5], default=hint)
+            elif problem.kind == "dtype":
+                hint = GEN_NOT_TENSOR
+            else:
+                hint = name_the_mistake(got, _loop_mistakes(m, ids, mask, n), default=GEN_DEFAULT)
+            raise NotYet(GEN_WRONG.format(label=label, problem=problem), hint)
+        fed = [node.args.get("input_ids", {}).get("shape") for node in tr.find("MixtralForCausalLM.forward")]
+        if any(shape is not None and shape[1] != 1 for shape in fed[1:]):
+            raise NotYet(GEN_WRONG.format(label=label, problem="a decode step fed more than one token per row"),
+                         GEN_NO_CACHE)
+    return ExerciseResult(True, GEN_PASSED.format(n=len(cases)))
+
+
+EXERCISES = {
+    "01.1": ("tokens_fed", check_tokens_fed),
+    "01.2": ("append_step", check_append_step),
+    "01.3": ("greedy_generate", check_greedy_generate),
+}

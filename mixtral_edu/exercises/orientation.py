@@ -1,27 +1,74 @@
-"""Exercises of notebook 00 (orientation): a left-padded batch, and the active parameter count.
+"""Exercises of notebook 00 (orientation).
 
-    check_left_pad(left_pad)
+    00.1 check_left_pad(left_pad)
         left_pad(sequences: list of lists of ids, pad_id) -> (input_ids (B, T), attention_mask (B, T))
-    check_active_parameters(active_parameters)
+    00.2 check_active_parameters(active_parameters)
         active_parameters(config: MixtralConfig) -> int, the parameters one token uses
+    00.3 check_predicted_shapes(predicted_shapes)
+        predicted_shapes(B, T, V, new_tokens) -> dict of the shapes one generate call produces
 
-The references are the tiny model's own tokenizer (`tokenizer.pad`, left padding) and
-`mixtral_edu.full_size.sizes.parameter_count`. The checks name the mistake when they recognise it.
+References: the tiny model's tokenizer (`tokenizer.pad`, left padding), `mixtral_edu.full_size.sizes.parameter_count`,
+and a live trace of `generate` on a small random model. Hints name the mistake, never the expected values.
 """
 from __future__ import annotations
 
 import functools
-from typing import Callable, List, Tuple
+from typing import List, Tuple
 
 import torch
 
-from . import ExerciseResult, call_learner, fail
+from . import ExerciseResult, NotYet, call, checker, difference, name_the_mistake
 from ..full_size import sizes
-from ..modeling.config import MixtralConfig
 from ..full_size.presets import get_preset
 
+# -- the sentences a learner reads (one place, for translation) ------------------------------------
+PAD_RIGHT = ("that is right padding: the pads go on the LEFT, so that every row ends with its last real token "
+             "and the next token of every row lands in the same column.")
+PAD_MASK_INVERTED = "the mask is inverted: 1 marks a real token, 0 a pad."
+PAD_MASK_FROM_IDS = ("the mask was computed from the ids (id != pad_id), but a real token can have the same id as "
+                     "the pad: build the mask from the lengths of the sequences, not from the values.")
+PAD_MASK_ALL_ONES = "the attention_mask must be 0 where you put a pad, and 1 on the real tokens."
+PAD_WRONG_ID = "the pads must be the pad_id you are given, whatever its value."
+PAD_NOT_TENSORS = "return (input_ids, attention_mask), both torch tensors of shape (B, T)."
+PAD_SHAPE = "B rows (one per sequence) and T columns, T = the length of the longest sequence."
+PAD_DTYPE = "token ids and masks are torch.long: build them from Python ints, or pass dtype=torch.long."
+PAD_DEFAULT = "pad each row on the left with pad_id up to the longest row; mask = 1 for real tokens, 0 for pads."
+PAD_PASSED = "left_pad agrees with the tokenizer on all {n} cases."
 
-# -- left padding -----------------------------------------------------------------------------------
+ACT_TOTAL = ("that is the total: each token runs only K of the E experts of every layer, so the other E - K "
+             "experts of each layer do not count.")
+ACT_ROUTER = "you left out the router (gate, C x E per layer): it runs for every token, so it is active."
+ACT_NORMS = "you left out the RMSNorm weights (2 per layer plus the final one): small, but active."
+ACT_EMBED = ("you left out one V x C matrix: the embedding table and the lm_head (unless tied) both count, as in "
+             "the published active counts (13B for 8x7B).")
+ACT_TIED = "with tie_word_embeddings the lm_head IS the embedding matrix: count it once."
+ACT_KV = "k_proj and v_proj have only Hkv heads (grouped-query attention): C x (Hkv * D) each, not C x (H * D)."
+ACT_IDLE = "you counted the E - K experts a token does NOT use; count the K it does use."
+ACT_ONE_EXPERT = "each token uses K experts per layer, not one: K = config.num_experts_per_tok."
+ACT_TWO_MATRICES = "an expert has three C x I matrices (w1, w2, w3), not two."
+ACT_TYPE = "return a whole number (a Python int)."
+ACT_DEFAULT = ("go part by part: embeddings, then per layer attention (q, k, v, o), router, K experts, two norms; "
+               "then the final norm and the lm_head. Compare each part with the breakdown table in section 4.")
+ACT_PASSED = "active_parameters agrees with mixtral_edu.sizes on all {n} cases (tiny, 8x7B, 8x22B, top-1, tied head)."
+
+SHAPE_KEYS = ("prefill_input_ids", "decode_input_ids", "decode_logits", "final_cache_length", "output")
+SHAPE_NOT_DICT = "return a dict with the keys {keys}."
+SHAPE_HINTS = {
+    "prefill_input_ids": ("the prefill has no cache yet: it feeds every column of the padded prompt, pads "
+                          "included, for every row."),
+    "decode_input_ids": ("with a cache, a decode step feeds only the token(s) the cache has not seen: one new "
+                         "token per row."),
+    "decode_logits": ("forward returns logits for every position it was fed, (B, fed, V); only afterwards does "
+                      "the loop keep the last one."),
+    "final_cache_length": ("count what was fed: the whole prompt, then one token per decode step. The token chosen "
+                           "at the last step is appended to the output but never fed, so it is not in the cache."),
+    "output": "generate returns the prompt (with its pads) followed by the new tokens.",
+}
+SHAPE_WRONG = "{key} is not right for B={B}, T={T}, V={V}, new_tokens={n}"
+SHAPE_PASSED = "predicted_shapes matches a live trace of generate in all {n} settings."
+
+
+# -- 00.1 left padding ------------------------------------------------------------------------------
 
 @functools.lru_cache(maxsize=1)
 def _tokenizer():
@@ -43,51 +90,49 @@ def _left_pad_cases():
     return [
         ("two prompts of different lengths", [[1, 22, 26, 14, 23, 27, 32], [1, 20, 14, 24, 32]], 3),
         ("three prompts, the longest in the middle", [[1, 262, 339], [1, 7, 8, 9, 10, 11], [1]], 3),
+        ("a real token equal to the pad id (3)", [[1, 3, 3, 9], [1, 5]], 3),
         ("prompts of equal length need no padding", [[1, 5, 6], [1, 7, 8]], 3),
-        ("another pad id (0)", [[1, 5], [1, 6, 7, 8]], 0),
+        ("another pad id (0), and a real 0 in a row", [[1, 0], [1, 6, 0, 8]], 0),
     ]
 
 
-def _left_pad_hint(seqs, pad_id, got_ids, got_mask, want_ids, want_mask) -> str:
+def _left_pad_mistakes(seqs, pad_id):
     T = max(len(s) for s in seqs)
+    ids, mask = reference_left_pad(seqs, pad_id)
     right = torch.tensor([list(s) + [pad_id] * (T - len(s)) for s in seqs])
-    if torch.equal(got_ids, right):
-        return ("that is right padding: the pads must go on the LEFT, so every row ends with its last real token "
-                "and the next token of every row is appended in the same column.")
-    if torch.equal(got_ids, want_ids) and torch.equal(got_mask, 1 - want_mask):
-        return "the mask is inverted: 1 marks a real token, 0 a pad."
-    if torch.equal(got_ids, want_ids):
-        return "input_ids are right; the attention_mask should be 1 for real tokens and 0 for pads, in the same places."
-    return "pad each row on the left with pad_id up to the longest row; mask = 1 for real tokens, 0 for pads."
+    right_mask = torch.tensor([[1] * len(s) + [0] * (T - len(s)) for s in seqs])
+    return [
+        (PAD_RIGHT, (right, right_mask)),
+        (PAD_RIGHT, (right, mask)),
+        (PAD_MASK_INVERTED, (ids, 1 - mask)),
+        (PAD_MASK_FROM_IDS, (ids, (ids != pad_id).long())),
+        (PAD_MASK_ALL_ONES, (ids, torch.ones_like(mask))),
+        (PAD_WRONG_ID, lambda: (reference_left_pad(seqs, 3 if pad_id != 3 else 0)[0], mask)),
+        (PAD_WRONG_ID, lambda: (reference_left_pad(seqs, 0 if pad_id != 0 else 2)[0], mask)),
+    ]
 
 
-def check_left_pad(left_pad: Callable) -> ExerciseResult:
+@checker
+def check_left_pad(left_pad) -> ExerciseResult:
     """left_pad(sequences, pad_id) -> (input_ids (B, T) long, attention_mask (B, T) long)."""
-    for label, seqs, pad_id in _left_pad_cases():
-        want_ids, want_mask = reference_left_pad(seqs, pad_id)
-        got, err = call_learner(left_pad, ([list(s) for s in seqs], pad_id), "left_pad", label)
-        if err is not None:
-            return err
+    cases = _left_pad_cases()
+    for label, seqs, pad_id in cases:
+        want = reference_left_pad(seqs, pad_id)
+        got = call(left_pad, [list(s) for s in seqs], pad_id, label=label)
         if not isinstance(got, (tuple, list)) or len(got) != 2 or not all(isinstance(x, torch.Tensor) for x in got):
-            return fail(label, f"returned {type(got).__name__}, expected two tensors",
-                        "return (input_ids, attention_mask), both torch tensors of shape (B, T).")
-        ids, mask = got
-        for name, g, w in (("input_ids", ids, want_ids), ("attention_mask", mask, want_mask)):
-            if g.shape != w.shape:
-                return fail(label, f"{name} has shape {tuple(g.shape)}, expected {tuple(w.shape)}",
-                            "B rows (one per prompt), T columns (the longest prompt's length).")
-            if g.dtype != torch.long:
-                return fail(label, f"{name} has dtype {g.dtype}, expected torch.int64",
-                            "build it with torch.tensor(rows) from Python ints, or pass dtype=torch.long.")
-        if torch.equal(ids, want_ids) and torch.equal(mask, want_mask):
-            continue
-        return fail(label, f"got input_ids {ids.tolist()} and mask {mask.tolist()}, expected "
-                           f"{want_ids.tolist()} and {want_mask.tolist()}",
-                    _left_pad_hint(seqs, pad_id, ids, mask, want_ids, want_mask))
-    return ExerciseResult(True, "left_pad agrees with the tokenizer on all 4 cases.")
+            raise NotYet(f"case {label}: returned {type(got).__name__}, expected two tensors", PAD_NOT_TENSORS)
+        for name, g, w in (("input_ids", got[0], want[0]), ("attention_mask", got[1], want[1])):
+            problem = difference(g, w, what=name)
+            if problem is None:
+                continue
+            hint = {"shape": PAD_SHAPE, "dtype": PAD_DTYPE}.get(problem.kind)
+            if hint is None:
+                hint = name_the_mistake(tuple(got), _left_pad_mistakes(seqs, pad_id), default=PAD_DEFAULT)
+            raise NotYet(f"case {label}: {problem}", hint)
+    return ExerciseResult(True, PAD_PASSED.format(n=len(cases)))
 
 
-# -- active parameters ---------------------------------------------------------------------------
+# -- 00.2 active parameters ---------------------------------------------------------------------------
 
 def _active_cases():
     tiny_top1 = get_preset("tiny")
@@ -103,42 +148,118 @@ def _active_cases():
     ]
 
 
-def _active_hint(config: MixtralConfig, got: int, want: int) -> str:
+def _active_mistakes(config):
     count = sizes.parameter_count(config)
-    b, L = count.breakdown, config.num_hidden_layers
-    E, K = config.num_local_experts, config.num_experts_per_tok
-    if got == count.total:
-        return (f"that is the total: every token passes through only K = {K} of the E = {E} experts of each "
-                f"layer, so drop L * (E - K) experts.")
-    if got == want - L * b["router_per_layer"]:
-        return "you left out the router (gate, C x E per layer): it runs for every token, so it is active."
-    if got == want - b["norms"]:
-        return "you left out the RMSNorm weights (2 per layer plus the final one): small, but active."
-    if got == want - b["embeddings"]:
-        return "you left out the embedding table: count it too, as the published active counts (e.g. 13B for 8x7B) do."
-    if config.tie_word_embeddings and got == want + b["embeddings"]:
-        return "with tie_word_embeddings the lm_head IS the embedding matrix: count it once."
-    hd = config.head_dim
-    wrong_kv = want - 2 * L * config.hidden_size * hd * (config.num_key_value_heads - config.num_attention_heads)
-    if got == wrong_kv:
-        return ("k_proj and v_proj have only Hkv heads (grouped-query attention): C x (Hkv * D) each, "
-                "not C x (H * D).")
-    return (f"expected {want:,} (= total {count.total:,} minus L * (E - K) experts of 3 * C * I weights each); "
-            f"you are off by {got - want:+,}.")
+    b, L, want = count.breakdown, config.num_hidden_layers, count.active
+    E, K, C, I = config.num_local_experts, config.num_experts_per_tok, config.hidden_size, config.intermediate_size
+    expert = 3 * C * I
+    hd, H, Hkv = config.head_dim, config.num_attention_heads, config.num_key_value_heads
+    out = [
+        (ACT_TOTAL, count.total),
+        (ACT_ROUTER, want - L * b["router_per_layer"]),
+        (ACT_NORMS, want - b["norms"]),
+        (ACT_EMBED, want - b["embeddings"]),
+        (ACT_KV, want + 2 * L * C * hd * (H - Hkv)),
+        (ACT_IDLE, want + L * (E - 2 * K) * expert),
+        (ACT_TWO_MATRICES, want - L * K * C * I),
+    ]
+    if K != 1:
+        out.append((ACT_ONE_EXPERT, want - L * (K - 1) * expert))
+    if config.tie_word_embeddings:
+        out.append((ACT_TIED, want + b["embeddings"]))
+    return out
 
 
-def check_active_parameters(active_parameters: Callable) -> ExerciseResult:
+@checker
+def check_active_parameters(active_parameters) -> ExerciseResult:
     """active_parameters(config) -> the number of parameters one token passes through."""
-    for label, config in _active_cases():
+    cases = _active_cases()
+    for label, config in cases:
         want = sizes.parameter_count(config).active
-        got, err = call_learner(active_parameters, (config,), "active_parameters", label)
-        if err is not None:
-            return err
-        if isinstance(got, torch.Tensor) and got.numel() == 1:
+        got = call(active_parameters, config, label=label)
+        if isinstance(got, torch.Tensor) and got.numel() == 1 and not got.is_floating_point():
             got = int(got)
         if not isinstance(got, int) or isinstance(got, bool):
-            return fail(label, f"returned a {type(got).__name__}, expected an int", "return a whole number.")
+            raise NotYet(f"case {label}: returned a {type(got).__name__}, expected an int", ACT_TYPE)
         if got != want:
-            return fail(label, f"got {got:,}, expected {want:,}", _active_hint(config, got, want))
-    return ExerciseResult(True, "active_parameters agrees with mixtral_edu.full_size.sizes on all 5 cases "
-                                "(tiny, 8x7B, 8x22B, top-1, tied head).")
+            hint = name_the_mistake(got, _active_mistakes(config), default=ACT_DEFAULT)
+            raise NotYet(f"case {label}: {got:,} is not the active count", hint)
+    return ExerciseResult(True, ACT_PASSED.format(n=len(cases)))
+
+
+# -- 00.3 predict the shapes of one generate call ---------------------------------------------------
+
+@functools.lru_cache(maxsize=4)
+def _toy_model(vocab: int):
+    """A small random Mixtral with vocabulary `vocab` (seeded), for live traces of generate."""
+    from ..modeling.causal_lm import MixtralForCausalLM
+    from ..modeling.config import MixtralConfig
+    config = MixtralConfig(vocab_size=vocab, hidden_size=16, intermediate_size=16, num_hidden_layers=2,
+                           num_attention_heads=2, num_key_value_heads=1, num_local_experts=2,
+                           num_experts_per_tok=1, max_position_embeddings=64, pad_token_id=0, bos_token_id=1,
+                           eos_token_id=2)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return MixtralForCausalLM(config).eval()
+
+
+def reference_shapes(B: int, T: int, V: int, new_tokens: int) -> dict:
+    """Read off a live trace of generate: B left-padded prompts of T columns, new_tokens new ones, no eos."""
+    from ..observe.tracer import trace
+    model = _toy_model(V)
+    g = torch.Generator().manual_seed(B * 100 + T)
+    ids = torch.randint(3, V, (B, T), generator=g)
+    mask = torch.ones_like(ids)
+    mask[0, : T // 2] = 0                                    # row 0 is padded on the left
+    ids = ids.masked_fill(mask == 0, 0)
+    with torch.no_grad(), trace(model, depth=2) as tr:
+        out = model.generate(ids, attention_mask=mask, max_new_tokens=new_tokens, eos_token_id=None)
+    last = tr.steps[-1]
+    forwards = tr.find("MixtralForCausalLM.forward")
+    return {
+        "prefill_input_ids": tuple(tr.steps[0].input_ids.shape),
+        "decode_input_ids": tuple(last.input_ids.shape),
+        "decode_logits": tuple(forwards[-1].result["logits"]["shape"]),
+        "final_cache_length": int(last.layers[0].cache_after),
+        "output": tuple(out.shape),
+    }
+
+
+def _shape_cases():
+    return [(2, 5, 11, 3), (4, 9, 40, 2), (1, 3, 7, 5), (3, 6, 19, 4)]
+
+
+def _as_shape(x):
+    if isinstance(x, torch.Size):
+        return tuple(x)
+    if isinstance(x, list):
+        return tuple(x)
+    return x
+
+
+@checker
+def check_predicted_shapes(predicted_shapes) -> ExerciseResult:
+    """predicted_shapes(B, T, V, new_tokens) -> {key: shape tuple or int} for the keys in SHAPE_KEYS."""
+    cases = _shape_cases()
+    for B, T, V, n in cases:
+        got = call(predicted_shapes, B, T, V, n, label=f"B={B}, T={T}, V={V}, new_tokens={n}")
+        if not isinstance(got, dict) or set(got) != set(SHAPE_KEYS):
+            raise NotYet(SHAPE_NOT_DICT.format(keys=", ".join(SHAPE_KEYS)),
+                         "keep the keys of the stub and fill in each value.")
+        want = reference_shapes(B, T, V, n)
+        for key in SHAPE_KEYS:
+            value = _as_shape(got[key])
+            if key == "final_cache_length":
+                wrong = not isinstance(value, int) or isinstance(value, bool) or value != want[key]
+            else:
+                wrong = not isinstance(value, tuple) or tuple(value) != want[key]
+            if wrong:
+                raise NotYet(SHAPE_WRONG.format(key=key, B=B, T=T, V=V, n=n), SHAPE_HINTS[key])
+    return ExerciseResult(True, SHAPE_PASSED.format(n=len(cases)))
+
+
+EXERCISES = {
+    "00.1": ("left_pad", check_left_pad),
+    "00.2": ("active_parameters", check_active_parameters),
+    "00.3": ("predicted_shapes", check_predicted_shapes),
+}

@@ -13,7 +13,7 @@ import json
 import math
 import os
 import platform
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -129,6 +129,49 @@ def evaluate_model(model, tokenizer, quick: bool = False) -> Dict:
             "domains": stats, "routing": routing_summary(stats),
             "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "torch": torch.__version__,
                         "threads": torch.get_num_threads()}}
+
+
+@torch.no_grad()
+def domain_loss(model, tokenizer, domain: str, n: int = 12, seed: int = EVAL_SEED) -> float:
+    """Mean next-token cross-entropy (nats per token) on n held-out samples of one domain.
+
+    One left-padded batch; padding gets no loss. Quick enough to measure with and without a
+    hook (notebook 07 switches an expert off and compares).
+    """
+    texts = [t for _, t in corpus.make_corpus(n, seed=seed, domains=(domain,))]
+    batch = tokenizer(texts, return_tensors="pt", padding=True)
+    labels = batch.input_ids.masked_fill(batch.attention_mask == 0, -100)     # (B, T), no loss on padding
+    out = model(batch.input_ids, attention_mask=batch.attention_mask, labels=labels, use_cache=False)
+    return float(out.loss)
+
+
+@torch.no_grad()
+def chosen_experts(model, tokenizer, domain: str, n: int = 16, seed: int = EVAL_SEED) -> List[List[torch.Tensor]]:
+    """Per layer, per sample: the (T_real, K) experts each real token chose, best first (padding left out)."""
+    from ..observe.capture import run_with_cache
+    texts = [t for _, t in corpus.make_corpus(n, seed=seed, domains=(domain,))]
+    batch = tokenizer(texts, return_tensors="pt", padding=True)
+    _, acts = run_with_cache(model, batch.input_ids, attention_mask=batch.attention_mask,
+                             names="*.block_sparse_moe.hook_topk_indices")
+    B, T = batch.input_ids.shape
+    K = model.config.num_experts_per_tok
+    out = []
+    for layer in range(model.config.num_hidden_layers):
+        chosen = acts[f"model.layers.{layer}.block_sparse_moe.hook_topk_indices"].view(B, T, K)   # (N, K) -> (B, T, K)
+        out.append([chosen[i, batch.attention_mask[i].bool()] for i in range(B)])
+    return out
+
+
+def repeat_rates(chosen: torch.Tensor) -> Tuple[float, float]:
+    """chosen (T, K): the experts of T consecutive tokens at one layer, best first (Mixtral paper, section 5).
+
+    same_top1: share of the T - 1 neighbouring pairs whose best expert is the same.
+    shared_any: share of pairs whose K chosen experts have at least one expert in common.
+    """
+    a, b = chosen[:-1], chosen[1:]                                             # (T-1, K) each
+    same_top1 = (a[:, 0] == b[:, 0]).float().mean().item()
+    shared_any = (a[:, :, None] == b[:, None, :]).any(-1).any(-1).float().mean().item()   # (T-1, K, K) -> (T-1,)
+    return same_top1, shared_any
 
 
 def cpu_name() -> str:

@@ -116,12 +116,12 @@ def balance_figure(stats: BalanceStats) -> go.Figure:
     fig.add_hline(y=K, line=dict(color=pal.DARK_GREY, dash="dash"), row=3, col=1,
                   annotation_text=f"perfectly balanced = K = {K}", annotation_position="bottom right",
                   annotation_bgcolor="rgba(255,255,255,0.85)")
-    worst = E * K  # every token sent to the same K experts
+    worst = E  # every token sent, confidently, to the same K experts: E * (sum of their P, about 1)
     fig.update_yaxes(title_text="loss", range=[0, max(K * 1.5, max(b.aux_per_layer.max() for b in
                                                                     stats.domains.values()) * 1.15)],
                      row=3, col=1)
     title = (f"Load balance per domain: {E} experts, top-{K}; even routing gives f = P = 1/E = {1 / E:.3f}"
-             f"<br><sup>loss = K = {K} when perfectly balanced, up to E·K = {worst} when collapsed</sup>")
+             f"<br><sup>loss = K = {K} when perfectly balanced, up to E = {worst} when collapsed</sup>")
     fig.update_layout(**pal.base_layout(title, height=900))
     fig.update_layout(barmode="group", legend=dict(orientation="h", y=-0.08, x=0),
                       coloraxis=dict(colorscale=pal.SEQUENTIAL_ALT, cmin=0, cmax=vmax,

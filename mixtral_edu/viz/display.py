@@ -163,3 +163,24 @@ def show_static_twin(fig: Any, note: Optional[str] = None, config: Optional[Dict
         text = note.rstrip() + (" " if note.rstrip().endswith((".", "!", "?", ":")) else ". ") + text
     display(note_bundle(text), raw=True)
     show(fig, config=config)
+
+
+def table_html(header: Any, rows: Any, caption: Optional[str] = None) -> str:
+    """A small HTML table: header is one row of column names, rows a list of rows; cells are escaped."""
+    esc = lambda x: html.escape(str(x))  # noqa: E731
+    head = "".join(f"<th style='text-align:left'>{esc(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td style='text-align:left'><code>{esc(c)}</code></td>" for c in r) + "</tr>"
+                   for r in rows)
+    cap = f"<caption style='text-align:left'>{esc(caption)}</caption>" if caption else ""
+    return f"<table class='mxe-table'>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def table(header: Any, rows: Any, caption: Optional[str] = None) -> None:
+    """Display a small table in a notebook: table(header, rows), the one signature every notebook uses.
+
+    The same rows print as plain text where no HTML is shown (a terminal), so they stay readable there.
+    """
+    from IPython.display import display
+    rows = [list(r) for r in rows]
+    text = "\n".join(" | ".join(str(c) for c in r) for r in [list(header)] + rows)
+    display({"text/html": table_html(header, rows, caption), "text/plain": text}, raw=True)

@@ -7,10 +7,11 @@ transformers version is installed (the suite pins 4.41.2).
 """
 from __future__ import annotations
 
+import ast
 import html
 import inspect
 import textwrap
-from typing import Any, Optional
+from typing import Any, List, Optional
 
 
 def source_of(obj: Any, max_lines: Optional[int] = None) -> str:
@@ -20,6 +21,14 @@ def source_of(obj: Any, max_lines: Optional[int] = None) -> str:
     if max_lines is not None and len(lines) > max_lines:
         lines = lines[:max_lines] + [f"# ... {len(lines) - max_lines} more lines"]
     return "\n".join(lines)
+
+
+def string_literals(obj: Any, containing: str = "") -> List[str]:
+    """The string constants written in obj's source that contain `containing` (e.g. the text of a
+    warning it raises). Reads the installed source; nothing is run."""
+    tree = ast.parse(source_of(obj))
+    return [node.value for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and containing in node.value]
 
 
 def qualified_name(obj: Any) -> str:
@@ -52,3 +61,13 @@ class SideBySide:
 def side_by_side(theirs: Any, ours: Any, max_lines: Optional[int] = None) -> SideBySide:
     """transformers' object beside ours, e.g. side_by_side(hf.MixtralRMSNorm.forward, MixtralRMSNorm.forward)."""
     return SideBySide(theirs, ours, max_lines)
+
+
+def excerpt(source: str, start: str, end: str) -> str:
+    """The lines of `source` from the first one containing `start` to the next one containing `end`, dedented."""
+    lines = source.splitlines()
+    i = next((k for k, line in enumerate(lines) if start in line), None)
+    j = next((k for k, line in enumerate(lines) if i is not None and k > i and end in line), None)
+    if i is None or j is None:
+        raise ValueError(f"excerpt: no line with {start!r} followed by one with {end!r}")
+    return textwrap.dedent("\n".join(lines[i:j + 1]))
