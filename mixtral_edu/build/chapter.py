@@ -52,14 +52,16 @@ M_SOLUTIONS_MISSING = ("{env} is set, but no {stem}.py was found in {places}. Se
                        "solutions (e.g. notebooks/solutions), or unset it.")
 M_REFERENCE_USED = "{env} is set: the reference `{name}` stands in for the one above."
 M_PASS = ("`{name}` is yours now ({n} of {total} pieces): {rows} prompts x {new} new tokens, token for token what "
-          "transformers 4.41.2 generates; logits within {worst:.1e} (allowed {tol:g}); aux loss within {aux:.1e}.")
+          "transformers 4.41.2 generates; largest logit difference {worst:.2g}, aux loss difference {aux:.2g} "
+          "(allowed {tol:g}).")
 M_FAIL_TOKENS = "the generated tokens differ from transformers' in rows {rows}"
 M_FAIL_LENGTH = "generation returned shape {got}; transformers' has shape {want}"
 M_FAIL_LOGITS = "the logits differ from transformers' by up to {worst:.3g} (allowed {tol:g})"
 M_FAIL_AUX = "the load-balancing loss differs from transformers' by {aux:.3g} (allowed {tol:g})"
 PLAN_HEADER = ("your function", "takes the place of", "whose")
-M_FINALE = ("Every piece is yours ({n} of {total}). Additions: {right} of {count} right, the same tokens as "
-            "transformers in every row: {same_a}. Sentences: {ok} of {n_s} grammatical, same tokens: {same_s}.")
+M_FINALE = "{n} of {total} pieces are yours. Additions: {right} of {count} right. Sentences: {ok} of {n_s} grammatical. {same}"
+M_SAME_ALL = "Every row is token for token what transformers 4.41.2 generates."
+M_SAME_NOT = "Rows that differ from transformers 4.41.2: {rows}."
 
 
 class StopChapter(Exception):
@@ -171,10 +173,12 @@ class Finale:
         return sum(r[3] for r in self.sentences) / len(self.sentences)
 
     def summary(self) -> str:
+        rows = self.additions + self.sentences
+        same = M_SAME_ALL if self.same_as_transformers else \
+            M_SAME_NOT.format(rows=[i for i, r in enumerate(rows) if r[1] != r[2]])
         return M_FINALE.format(n=self.n_plugged, total=len(PIECES), right=sum(r[3] for r in self.additions),
-                               count=len(self.additions), same_a=all(r[1] == r[2] for r in self.additions),
-                               ok=sum(r[3] for r in self.sentences), n_s=len(self.sentences),
-                               same_s=all(r[1] == r[2] for r in self.sentences))
+                               count=len(self.additions), ok=sum(r[3] for r in self.sentences),
+                               n_s=len(self.sentences), same=same)
 
     def __repr__(self) -> str:
         rows = [f"{p}{y}   (transformers: {p}{t})  {'ok' if good else 'WRONG'}"

@@ -66,13 +66,15 @@ T_ERROR = "the {b} run raised {kind}: {error}"
 T_PLUG_ERROR = "could not plug in: {error}"
 T_MISSING = "({n} calls of {a} had no counterpart in {b} and were not compared)"
 S_FINE = "your {names} {verb} fine; "
-S_DIFF = "your {piece} differs at {where}."
-S_DIFF_OTHER = "the runs first differ in {who}, at {where}."
+S_DIFF = "your {piece} differs{at} {where}."
+S_DIFF_OTHER = "the runs first differ in {who}{at} {where}."
+S_IN_CALL = "{what} (in {call})"
 S_RAISED = "your {piece} raised {kind} ({chapter_short})."
 S_SAME = "every piece agrees."
 W_SHAPE = "shape {a} vs {b}"
 W_DTYPE = "dtype {a} vs {b}"
 W_TYPE = "{a} vs {b}"
+W_NUMBER = "{a} {x}, {b} {y}"
 CHAPTER = "chapter {nn}, notebooks/{stem}.ipynb"
 
 
@@ -195,7 +197,7 @@ class Recorder:
         return forward
 
     def _prepare_observer(self, model, current) -> Callable:
-        kind = ("position_ids_from_mask", "", P.PIECES["position_ids_from_mask"].chapter, ("row", "token"))
+        kind = ("position_ids_from_mask", "", P.PIECES["position_ids_from_mask"].chapter, ("row", "position"))
 
         def prepare_inputs_for_generation(*args, **kwargs):
             out = current(*args, **kwargs)
@@ -298,12 +300,13 @@ def _fmt(v: float) -> str:
     return f"{v:.4g}" if abs(v) < 1e4 or v != v else f"{v:.3e}"
 
 
-def locate(m: Mismatch, dims: Tuple[str, ...], bt: Optional[Tuple[int, int]]) -> str:
-    """'row 0, head 2, query 3, from key 5 on (14 of 972 values differ)' for the first differing entry."""
+def locate(m: Mismatch, dims: Tuple[str, ...], bt: Optional[Tuple[int, int]], labels=("ours", "yours")) -> str:
+    """'row 0, head 2, query 3, from key 5 on (14 of 972 values differ)' for the first differing entry;
+    for a number, both values; for a shape, dtype or type, what differs."""
     if m.what != "values" or m.index is None:
         return m.text
     if not m.index:
-        return "the value itself"
+        return W_NUMBER.format(a=labels[0], b=labels[1], x=_fmt(float(m.a)), y=_fmt(float(m.b)))
     names = list(dims) if len(dims) == len(m.index) else [f"dim {i}" for i in range(len(m.index))]
     parts = []
     for name, i in zip(names[:-1], m.index[:-1]):
@@ -318,8 +321,10 @@ def locate(m: Mismatch, dims: Tuple[str, ...], bt: Optional[Tuple[int, int]]) ->
         parts.append(f"row {cols[0] // bt[1]}, position {cols[0] % bt[1]}")
     elif len(cols) == 1:
         parts.append(f"{last} {cols[0]}")
-    elif cols == list(range(cols[0], row.numel())):
+    elif cols == list(range(cols[0], row.numel())) and parts:
         parts.append(f"from {last} {cols[0]} on")
+    elif cols == list(range(cols[0], cols[-1] + 1)):
+        parts.append(f"{last}s {cols[0]} to {cols[-1]}")
     else:
         parts.append(f"{last}s {', '.join(map(str, cols[:6]))}{', ...' if len(cols) > 6 else ''}")
     if "head" in names[:-1]:  # which heads differ at all: often the clearest clue (repeat_kv, masks per head)
@@ -403,7 +408,10 @@ class TraceDiff:
         layer = "" if self.first.layer is None else f"layer {self.first.layer}, "
         part = PARTS.get(self.first.piece, ("first", "second"))
         which = "" if self.mismatch.part is None else f"the {part[self.mismatch.part]}, "
-        return layer + which + locate(self.mismatch, self.first.dims, self.bt)
+        where = locate(self.mismatch, self.first.dims, self.bt, self.labels)
+        if self.mismatch.what != "values":
+            where = S_IN_CALL.format(what=where, call=self.first.name)
+        return layer + which + where
 
     @property
     def max_diff(self) -> Optional[float]:
@@ -422,10 +430,11 @@ class TraceDiff:
         fine = [p for p in self.plugged if p in self.agreed and p != self.piece]
         start = S_FINE.format(names=", ".join(fine), verb="is" if len(fine) == 1 else "are") if fine else ""
         if self.first is not None:
+            at = " at" if self.mismatch.what == "values" and self.mismatch.index else ":"
             if self.piece in self.plugged:
-                end = S_DIFF.format(piece=self.piece, where=self.where)
+                end = S_DIFF.format(piece=self.piece, where=self.where, at=at)
             else:
-                end = S_DIFF_OTHER.format(who=self.who, where=self.where)
+                end = S_DIFF_OTHER.format(who=self.who, where=self.where, at=at)
             return (start + end)[:1].upper() + (start + end)[1:] + f" ({self._chapter_text()})"
         err = self.plug_error or self.error
         if err is not None:

@@ -35,7 +35,7 @@ def load_balancing_loss_func(gate_logits, num_experts, top_k, attention_mask):
     else:  # each layer saw the same (B, T) tokens, in the same order
         real = attention_mask.reshape(-1).float().repeat(len(gate_logits)).to(stacked.device)   # (L*N,)
     share = torch.einsum("n,nke->ke", real, slots) / real.sum()             # (K, E)
-    mean_prob = torch.einsum("n,ne->e", real, probs) / real.sum()           # (E,)
+    mean_prob = (probs * real[:, None]).sum(dim=0) / real.sum()             # (E,)
     return num_experts * torch.sum(share * mean_prob[None, :])
 
 
