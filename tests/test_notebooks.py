@@ -13,10 +13,23 @@ import pytest
 from nbclient import NotebookClient
 
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+# Chapter 12 (build it yourself) is all stubs: it runs clean only with the reference pieces plugged in and must
+# stop early without them; tests/capstone/test_chapter.py runs it both ways.
+CAPSTONE = "12_build_it_yourself"
+NOTEBOOKS = sorted(p for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb") if p.stem != CAPSTONE)
 EXPECTED = ["00_orientation", "01_generation_loop", "02_prepare_inputs", "03_causal_lm_forward",
             "04_model_forward", "05_decoder_layer", "06_attention", "07_moe", "08_lm_head_sampling",
             "09_training", "10_full_size"]
+
+
+def record_time(stem: str, seconds: float) -> None:
+    """Print a notebook's run time and keep it in artifacts/notebook_times.json (the benchmarks read it)."""
+    print(f"{stem}.ipynb: {seconds:.1f} s")
+    record = ROOT / "artifacts" / "notebook_times.json"
+    record.parent.mkdir(exist_ok=True)
+    times = json.loads(record.read_text()) if record.exists() else {}
+    times[stem] = round(seconds, 2)
+    record.write_text(json.dumps(times, indent=1, sort_keys=True))
 
 
 def test_the_walkthrough_is_complete():
@@ -42,11 +55,6 @@ def test_notebook_runs_clean(path, tmp_path):
     finally:
         os.environ.clear()
         os.environ.update(env_backup)
-    print(f"{path.name}: {seconds:.1f} s")
-    record = ROOT / "artifacts" / "notebook_times.json"
-    record.parent.mkdir(exist_ok=True)
-    times = json.loads(record.read_text()) if record.exists() else {}
-    times[path.stem] = round(seconds, 2)
-    record.write_text(json.dumps(times, indent=1, sort_keys=True))
+    record_time(path.stem, seconds)
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors

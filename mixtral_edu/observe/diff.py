@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import html
 from collections import Counter
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 
 from ..build import pieces as P
-from ..build.plug import RUNNING, PieceError, Rebinder, plug_in
+from ..build.plug import RUNNING, PieceError, Rebinder, plan, plug_in
 
 ROWS = ("row", "position", "channel")
 # What each hook point shows: (piece or None, what computes it when no piece does, chapter, axis names)
@@ -70,6 +71,7 @@ S_DIFF = "your {piece} differs{at} {where}."
 S_DIFF_OTHER = "the runs first differ in {who}{at} {where}."
 S_IN_CALL = "{what} (in {call})"
 S_RAISED = "your {piece} raised {kind} ({chapter_short})."
+S_NO_FIT = "your {piece} does not fit where it plugs in ({chapter_short})."
 S_SAME = "every piece agrees."
 W_SHAPE = "shape {a} vs {b}"
 W_DTYPE = "dtype {a} vs {b}"
@@ -114,7 +116,7 @@ class Recorder:
     def __init__(self, model) -> None:
         self.model = model
         self.calls: List[Call] = []
-        self.forwards: List[dict] = []       # per model forward: B, T, past length or None
+        self.forwards: List[dict] = []       # per model forward: B, T, and whether a cache came in
         self._count: Counter = Counter()
         self._layer: Optional[int] = None
 
@@ -147,7 +149,8 @@ class Recorder:
             x = kwargs.get("input_ids", args[0] if args else None)
             x = kwargs.get("inputs_embeds") if x is None else x
             past = kwargs.get("past_key_values")
-            self.forwards.append({"B": x.shape[0], "T": x.shape[1], "cached": past is not None and len(past) > 0})
+            cached = past is not None and (len(past) > 0 if isinstance(past, (tuple, list)) else past.get_seq_length() > 0)
+            self.forwards.append({"B": x.shape[0], "T": x.shape[1], "cached": cached})
             self._layer = None
             return top(*args, **kwargs)
         rebinder.set(model, "forward", forward)
@@ -214,21 +217,13 @@ def record(model, run: Callable, pieces: Optional[Dict[str, Callable]] = None) -
     with torch.no_grad():
         torch.manual_seed(0)
         try:
-            with (plug_in(model, pieces) if pieces else _nothing()):
+            with (plug_in(model, pieces) if pieces else nullcontext()):
                 with Rebinder() as rebinder:
                     recorder.attach(rebinder)
                     result = run(model)
         except Exception as err:  # noqa: BLE001  reported by the diff; the model is already restored
             error = err
     return recorder, result, error
-
-
-class _nothing:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 # -- comparing ------------------------------------------------------------------------------------
@@ -438,8 +433,8 @@ class TraceDiff:
             return (start + end)[:1].upper() + (start + end)[1:] + f" ({self._chapter_text()})"
         err = self.plug_error or self.error
         if err is not None:
-            end = S_RAISED.format(piece=self.piece or "code", kind=type(err).__name__,
-                                  chapter_short=self._chapter_text())
+            end = (S_NO_FIT if self.plug_error is not None else S_RAISED).format(
+                piece=self.piece or "code", kind=type(err).__name__, chapter_short=self._chapter_text())
             return (start + end)[:1].upper() + (start + end)[1:]
         return S_SAME
 
@@ -557,13 +552,16 @@ def trace_diff(model, pieces: Optional[Dict[str, Callable]] = None, *, other=Non
         run = standard_run(input_ids, attention_mask, max_new_tokens)
     labels = labels or (("ours", "yours") if other is None else ("A", "B"))
     pieces = dict(pieces or {})
+    learner_model = model if other is None else other
+    if pieces:
+        try:
+            plan(learner_model, pieces)       # checks only: names, signatures, slots
+        except PieceError as err:             # the pieces do not fit: nothing to run
+            return TraceDiff(labels, tuple(pieces), 0, plug_error=err)
     reference, _, ref_error = record(model, run)
     if ref_error is not None:
         raise ref_error
-    try:
-        learner, _, error = record(model if other is None else other, run, pieces)
-    except PieceError as err:  # the pieces do not fit: nothing ran
-        return TraceDiff(labels, tuple(pieces), 0, plug_error=err)
+    learner, _, error = record(learner_model, run, pieces)
     diff = TraceDiff(labels, tuple(pieces), 0, error=error)
     theirs = {c.key: c for c in learner.calls}
     agreed: Dict[str, int] = {}

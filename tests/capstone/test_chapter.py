@@ -22,6 +22,7 @@ from mixtral_edu.build import PIECES
 from mixtral_edu.build.chapter import ENV, Capstone, StopChapter
 
 from capstone_helpers import ROOT, SOLUTIONS
+from test_notebooks import record_time
 
 NOTEBOOK = ROOT / "notebooks" / "12_build_it_yourself.ipynb"
 HEADING = re.compile(r"^### Exercise 12\.(\d+) · (★{1,3}☆{0,2}) · (\d+) min · implement$", re.M)
@@ -55,12 +56,7 @@ def _errors(nb):
 
 def test_the_chapter_runs_clean_with_the_reference_pieces():
     nb, error, seconds = _execute(solutions=True)
-    print(f"{NOTEBOOK.name} with the reference pieces: {seconds:.1f} s")
-    record = ROOT / "artifacts" / "notebook_times.json"
-    record.parent.mkdir(exist_ok=True)
-    times = json.loads(record.read_text()) if record.exists() else {}
-    times[NOTEBOOK.stem] = round(seconds, 2)
-    record.write_text(json.dumps(times, indent=1, sort_keys=True))
+    record_time(NOTEBOOK.stem, seconds)
     assert error is None and not _errors(nb)
     text = json.dumps([c.get("outputs", []) for c in nb.cells])
     assert text.count("Passed") == len(PIECES)

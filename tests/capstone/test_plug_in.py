@@ -1,13 +1,11 @@
 """plug_in: the one mechanism, its checks, and what it leaves behind (nothing)."""
 from __future__ import annotations
 
-import sys
-
 import pytest
 import torch
 
 import mixtral_edu
-from mixtral_edu.build import PIECES, PieceError, PieceNotWritten, plug_in
+from mixtral_edu.build import PieceError, PieceNotWritten, plug_in
 from mixtral_edu.build import assembled
 from mixtral_edu.build.plug import RUNNING
 from mixtral_edu.modeling import attention, causal_lm, masks, model as model_module, moe, rotary
