@@ -19,6 +19,7 @@ from __future__ import annotations
 import html
 import importlib.util
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
@@ -51,7 +52,7 @@ M_UNKNOWN = "`{name}` is not one of the pieces: {names}. Keep the function's nam
 M_SOLUTIONS_MISSING = ("{env} is set, but no {stem}.py was found in {places}. Set it to the folder that holds the "
                        "solutions (e.g. notebooks/solutions), or unset it.")
 M_REFERENCE_USED = "{env} is set: the reference `{name}` stands in for the one above."
-M_PASS = ("`{name}` is yours now ({n} of {total} pieces): {rows} prompts x {new} new tokens, token for token what "
+M_PASS = ("`{name}` is yours now ({n} of {total} pieces): {rows} prompts × {new} new tokens, token for token what "
           "transformers 4.41.2 generates; largest logit difference {worst:.2g}, aux loss difference {aux:.2g} "
           "(allowed {tol:g}).")
 M_FAIL_TOKENS = "the generated tokens differ from transformers' in rows {rows}"
@@ -146,10 +147,15 @@ class Verdict:
 
     def _repr_html_(self) -> str:
         colour, mark = ("#1b7837", "&#10004; Passed") if self.ok else ("#b35806", "&#10008; Not yet")
-        note = f'<div style="color:#555">{html.escape(self.note)}</div>' if self.note else ""
+        note = f'<div style="color:#555">{_code(self.note)}</div>' if self.note else ""
         diff = "" if self.diff is None else self.diff._repr_html_()
         return (f'<div style="border-left:4px solid {colour};padding:4px 10px;margin:4px 0">{note}'
-                f'<b style="color:{colour}">{mark}</b> {html.escape(self.message())}</div>{diff}')
+                f'<b style="color:{colour}">{mark}</b> {_code(self.message())}</div>{diff}')
+
+
+def _code(text: str) -> str:
+    """Escaped HTML with `name` shown as code."""
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(text))
 
 
 @dataclass
@@ -318,4 +324,4 @@ class Capstone:
     def __repr__(self) -> str:
         mode = f", {ENV} set: reference pieces stand in for the stubs" if self.solutions is not None else ""
         return (f"<Capstone: {len(self.pieces)} of {len(PIECES)} pieces plugged in; check batch of "
-                f"{len(PROMPTS)} prompts x {self.max_new_tokens} new tokens{mode}>")
+                f"{len(PROMPTS)} prompts × {self.max_new_tokens} new tokens{mode}>")
