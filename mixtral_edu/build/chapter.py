@@ -60,7 +60,8 @@ M_FAIL_LENGTH = "generation returned shape {got}; transformers' has shape {want}
 M_FAIL_LOGITS = "the logits differ from transformers' by up to {worst:.3g} (allowed {tol:g})"
 M_FAIL_AUX = "the load-balancing loss differs from transformers' by {aux:.3g} (allowed {tol:g})"
 PLAN_HEADER = ("your function", "takes the place of", "whose")
-M_FINALE = "{n} of {total} pieces are yours. Additions: {right} of {count} right. Sentences: {ok} of {n_s} grammatical. {same}"
+M_FINALE = ("{n} of {total} pieces are yours. Additions: {right} of {count} right. Sentences: {ok} of {n_s} "
+            "grammatical. {same}")
 M_SAME_ALL = "Every row is token for token what transformers 4.41.2 generates."
 M_SAME_NOT = "Rows that differ from transformers 4.41.2: {rows}."
 
@@ -79,7 +80,8 @@ def load_solutions(stem: str = STEM):
     value = os.environ.get(ENV, "")
     if value in ("", "0"):
         return None
-    places = ([Path(value)] if Path(value).is_dir() else []) + [Path.cwd() / "solutions", ROOT / "notebooks" / "solutions"]
+    places = [Path(value)] if Path(value).is_dir() else []
+    places += [Path.cwd() / "solutions", ROOT / "notebooks" / "solutions"]
     for folder in places:
         path = folder / f"{stem}.py"
         if path.is_file():

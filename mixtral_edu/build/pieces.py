@@ -93,7 +93,8 @@ PREPARE = MethodSlot(MixtralForCausalLM, "prepare_inputs_for_generation",
 AUX_LOSS = FunctionSlot("moe", "load_balancing_loss_func", lambda _, current, fns: fns["load_balancing_loss_func"])
 MASK = FunctionSlot("masks", "prepare_4d_causal_attention_mask",
                     lambda _, current, fns: assembled.with_mask(current, fns["build_4d_mask"]))
-NORM = MethodSlot(MixtralRMSNorm, "forward", lambda norm, current, fns: assembled.rms_norm_forward(norm, fns["rms_norm"]))
+NORM = MethodSlot(MixtralRMSNorm, "forward",
+                  lambda norm, current, fns: assembled.rms_norm_forward(norm, fns["rms_norm"]))
 ROTATE = FunctionSlot("rotary", "rotate_half", lambda _, current, fns: fns["rotate_half"])
 ROTARY = FunctionSlot("rotary", "apply_rotary_pos_emb", lambda _, current, fns: fns["apply_rotary_pos_emb"])
 REPEAT = FunctionSlot("attention", "repeat_kv", lambda _, current, fns: fns["repeat_kv"])

@@ -149,7 +149,8 @@ class Recorder:
             x = kwargs.get("input_ids", args[0] if args else None)
             x = kwargs.get("inputs_embeds") if x is None else x
             past = kwargs.get("past_key_values")
-            cached = past is not None and (len(past) > 0 if isinstance(past, (tuple, list)) else past.get_seq_length() > 0)
+            cached = past is not None and (len(past) > 0 if isinstance(past, (tuple, list))
+                                           else past.get_seq_length() > 0)
             self.forwards.append({"B": x.shape[0], "T": x.shape[1], "cached": cached})
             self._layer = None
             return top(*args, **kwargs)
@@ -544,7 +545,8 @@ def trace_diff(model, pieces: Optional[Dict[str, Callable]] = None, *, other=Non
 
     run(model) makes the calls (default: `standard_run` on input_ids / attention_mask, or on
     `default_inputs(model)`). A value agrees when |a - b| <= atol + rtol * |a|; by default
-    atol = rtol = 1e-5 in float32, 0 (bit for bit) in bfloat16 and float16; integers exactly. Returns a TraceDiff naming the first call that differs.
+    atol = rtol = 1e-5 in float32, 0 (bit for bit) in bfloat16 and float16; integers exactly.
+    Returns a TraceDiff naming the first call that differs.
     """
     if run is None:
         if input_ids is None:
