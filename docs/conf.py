@@ -16,6 +16,10 @@ sys.path.insert(0, str(DOCS / "_ext"))
 sys.path.insert(0, str(DOCS.parent))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Chapter 12 (build it yourself) is shown finished: with this variable set, its exercise cells plug in the
+# reference pieces of notebooks/solutions/12_build_it_yourself.py instead of the stubs (the cells the reader
+# sees stay stubs; see mixtral_edu.build.chapter). The kernels myst-nb starts inherit it.
+os.environ.setdefault("MIXTRAL_EDU_SOLUTIONS", str(DOCS.parent / "notebooks" / "solutions"))
 
 from mixtral_site import static_paths  # noqa: E402
 

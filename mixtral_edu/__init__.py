@@ -16,11 +16,13 @@ from .tiny.pretrained import load_tiny
 from .full_size import presets
 from .full_size.sizes import parameter_count
 from .observe.tracer import Trace, trace
+from .build.plug import plug_in
+from .build.diff import trace_diff
 
 __all__ = [
     "Cache", "DynamicCache", "MixtralConfig", "MixtralForCausalLM", "MixtralModel", "MixtralPreTrainedModel",
     "MoeCausalLMOutputWithPast", "MoeModelOutputWithPast", "generate", "GenerationConfig",
     "ActivationCache", "Trace", "disable_expert", "hooks", "run_with_cache", "trace",
-    "load_tiny", "parameter_count", "presets",
+    "load_tiny", "parameter_count", "presets", "plug_in", "trace_diff",
 ]
 __version__ = "0.1.0"

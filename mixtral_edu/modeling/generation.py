@@ -112,7 +112,7 @@ def prepare_attention_mask_for_generation(input_ids: torch.Tensor, pad_token_id:
     return input_ids.ne(pad_token_id).long()
 
 
-def _as_id_list(ids) -> Optional[List[int]]:
+def as_id_list(ids) -> Optional[List[int]]:
     if ids is None:
         return None
     if isinstance(ids, torch.Tensor):
@@ -216,7 +216,7 @@ def generate(
                          "(greedy search and sampling only). Switch them off, e.g. "
                          f"model.generation_config.extra.pop({next(iter(unsupported))!r}).")
     input_ids = _check_input_ids(input_ids)
-    eos_ids = _as_id_list(gen.eos_token_id)
+    eos_ids = as_id_list(gen.eos_token_id)
     pad_id = gen.pad_token_id
     if pad_id is None and eos_ids:
         pad_id = eos_ids[0]  # transformers does the same, with a warning
