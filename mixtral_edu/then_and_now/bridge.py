@@ -250,11 +250,18 @@ class Tf5Bridge:
         return self.call("aux_loss", gate_logits=list(gate_logits), num_experts=num_experts, top_k=top_k,
                          attention_mask=attention_mask)["aux_loss"]
 
+    def sliding_layer(self, sliding_window: int, updates) -> list:
+        """5.23's DynamicSlidingWindowLayer fed the (key, value) pairs in turn."""
+        return self.call("sliding_layer", sliding_window=sliding_window, updates=[list(u) for u in updates])
+
     def recorders(self, handle: str, input_ids: torch.Tensor) -> Dict[str, Any]:
         return self.call("recorders", handle=handle, input_ids=input_ids)
 
     def registries(self) -> Dict[str, Any]:
         return self.call("registries")
+
+    def conversion_rules(self, model_type: str = "mixtral") -> list:
+        return self.call("conversion_rules", model_type=model_type)
 
     def source(self, *names: str) -> Dict[str, Dict[str, Any]]:
         """{dotted name: {"source", "file", "line"}} read with inspect in the 5.23 environment."""

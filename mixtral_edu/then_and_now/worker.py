@@ -291,22 +291,33 @@ def op_moe(handle: str, layer: int, hidden_states, implementations: list):
     block = model.model.layers[layer].mlp
     before = model.config._experts_implementation
     results: Dict[str, Any] = {}
-    try:
-        with torch.no_grad():
-            router_logits, router_scores, router_indices = block.gate(hidden_states)
-            for impl in implementations:
-                try:
-                    model.set_experts_implementation(impl)
-                    out = block.experts(hidden_states, router_indices, router_scores)
-                    results[impl] = {"output": out, "used": model.config._experts_implementation}
-                except Exception as exc:  # an implementation that needs hardware we lack: say so
-                    results[impl] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
-            block_out = block(hidden_states[None])  # (1, N, C): the block returns hidden states only
-    finally:
-        model.set_experts_implementation(before)
+    with torch.no_grad():
+        router_logits, router_scores, router_indices = block.gate(hidden_states)
+        for impl in implementations:
+            try:
+                model.set_experts_implementation(impl)
+                out = block.experts(hidden_states, router_indices, router_scores)
+                results[impl] = {"output": out, "used": model.config._experts_implementation}
+            except Exception as exc:  # an implementation that needs hardware or packages we lack: say so
+                results[impl] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"}
+            finally:
+                model.set_experts_implementation(before)
+        block_out = block(hidden_states[None])  # (1, N, C): the block returns hidden states only
     return {"router_logits": router_logits, "router_scores": router_scores, "router_indices": router_indices,
             "block_output": block_out[0], "block_returns": type(block_out).__name__,
             "experts": results, "default": before}
+
+
+def op_sliding_layer(sliding_window: int, updates: list):
+    """Feed (key, value) pairs in turn to one DynamicSlidingWindowLayer; what each update returned and kept."""
+    from transformers.cache_utils import DynamicSlidingWindowLayer
+    layer = DynamicSlidingWindowLayer(sliding_window=sliding_window)
+    steps = []
+    for key, value in updates:
+        attend_k, attend_v = layer.update(key, value)
+        steps.append({"attend_k": attend_k, "attend_v": attend_v, "keep_k": layer.keys, "keep_v": layer.values,
+                      "seq_length": layer.get_seq_length()})
+    return steps
 
 
 def op_aux_loss(gate_logits: list, num_experts: int, top_k: int, attention_mask=None):
@@ -337,7 +348,7 @@ def op_recorders(handle: str, input_ids):
 
 def op_registries():
     """The interfaces 5.23 dispatches through, and where generation's input preparation lives."""
-    from transformers import MixtralForCausalLM
+    from transformers import GenerationMixin, MixtralForCausalLM
     from transformers.integrations.moe import ALL_EXPERTS_FUNCTIONS
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
@@ -349,9 +360,22 @@ def op_registries():
         "mask_functions": sorted(ALL_MASK_ATTENTION_FUNCTIONS.valid_keys()),
         "mixtral_classes": classes,
         "prepare_inputs_for_generation": MixtralForCausalLM.prepare_inputs_for_generation.__qualname__,
+        "mixtral_defines": sorted(n for n in vars(MixtralForCausalLM) if not n.startswith("__")),
+        "generation_has_initial_cache_position": hasattr(GenerationMixin, "_get_initial_cache_position"),
         "forward_parameters": list(inspect.signature(MixtralForCausalLM.forward).parameters),
         "model_forward_parameters": list(inspect.signature(mm.MixtralModel.forward).parameters),
     }
+
+
+def op_conversion_rules(model_type: str = "mixtral"):
+    """The load-time rules 5.23 applies to a checkpoint of this model type (and reverts on save)."""
+    from transformers.conversion_mapping import get_checkpoint_conversion_mapping
+    rules = []
+    for rule in get_checkpoint_conversion_mapping(model_type):
+        ops = [type(o).__name__ + (f"(dim={o.dim})" if hasattr(o, "dim") else "")
+               for o in getattr(rule, "operations", [])]
+        rules.append({"rule": repr(rule), "operations": ops})
+    return rules
 
 
 def op_source(names: list):
