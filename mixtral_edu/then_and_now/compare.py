@@ -83,3 +83,28 @@ def keep_routing_weights_fp32() -> Dict[str, object]:
         return top / top.sum(dim=-1, keepdim=True)
 
     return {"*.block_sparse_moe.hook_router_probs": remember, "*.block_sparse_moe.hook_topk_weights": uncast}
+
+
+def scale_scores_by_multiplying() -> Dict[str, object]:
+    """Hook spec for mixtral_edu.hooks() (eager attention, one forward without a cache).
+
+    4.41.2 divides q·kᵀ by sqrt(D); 5.23's eager_attention_forward multiplies by D ** -0.5.
+    Both are the same number on paper but round differently in the last bit. This recomputes
+    our scores 5.23's way, from the same queries, keys and mask, and leaves all else alone.
+    """
+    seen: Dict[str, torch.Tensor] = {}
+
+    def remember(name: str):
+        def fn(t: torch.Tensor, point: HookPoint) -> None:
+            seen[name] = t
+        return fn
+
+    def rescale(scores: torch.Tensor, point: HookPoint) -> torch.Tensor:
+        q, k = seen["q"], seen["k"]                                      # (B, H, T, D), (B, Hkv, S, D)
+        k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)         # (B, Hkv, S, D) -> (B, H, S, D)
+        out = torch.matmul(q, k.transpose(2, 3)) * q.shape[-1] ** -0.5  # (B, H, T, S)
+        mask = seen.get("mask")
+        return out + mask if mask is not None else out
+
+    return {"model.hook_mask": remember("mask"), "*.self_attn.hook_q": remember("q"),
+            "*.self_attn.hook_k": remember("k"), "*.self_attn.hook_attn_scores": rescale}
