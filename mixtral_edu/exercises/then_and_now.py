@@ -202,8 +202,8 @@ def reference_sliding_layer_update(cached_k, cached_v, new_k, new_v, sliding_win
 
 def _update_cases() -> List[Tuple[str, int, List[int]]]:
     """(label, W, the T of each update in turn)."""
-    return [("W=4, updates of T = 3, 1, 1, 1 (passes the window)", 4, [3, 1, 1, 1]),
-            ("W=3, a prefill longer than the window (T = 6), then 1, 1", 3, [6, 1, 1]),
+    return [("W=3, a prefill longer than the window (T = 6), then 1, 1", 3, [6, 1, 1]),
+            ("W=4, updates of T = 3, 1, 1, 1 (passes the window)", 4, [3, 1, 1, 1]),
             ("W=5, two chunks of 4", 5, [4, 4]),
             ("W=2, five single tokens", 2, [1, 1, 1, 1, 1])]
 
