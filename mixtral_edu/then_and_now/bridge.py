@@ -111,9 +111,15 @@ class Tf5Bridge:
         self._finalizer = None
 
     # -- life cycle ----------------------------------------------------------------------
-    def start(self) -> "Tf5Bridge":
-        """Start the worker (if not running) and check it runs transformers 5.23.0."""
+    def start(self, wait: bool = True) -> "Tf5Bridge":
+        """Start the worker (if not running) and check it runs transformers 5.23.0.
+
+        wait=False returns at once and checks on the first request: the worker's imports
+        (a few seconds) then overlap with whatever the caller does meanwhile.
+        """
         if self.alive:
+            if wait and not self.versions:
+                self._check()
             return self
         self._dir = tempfile.mkdtemp(prefix="mixtral_edu_tf5_")  # mode 0700: ours only
         self._log = open(os.path.join(self._dir, "worker.log"), "w+", encoding="utf-8")
@@ -123,13 +129,18 @@ class Tf5Bridge:
         self.proc = subprocess.Popen([str(self.python), "-I", str(WORKER), self._dir], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=self._log, text=True, env=env, cwd=self._dir)
         self._finalizer = weakref.finalize(self, _stop, self.proc, self._dir, self._log)
-        self.versions = self.call("hello")
-        if self.versions["transformers"] != EXPECTED_TRANSFORMERS:
-            found = self.versions["transformers"]
-            self.close()
-            raise Tf5EnvironmentMissing(WRONG_VERSION.format(python=self.python, found=found,
-                                                             want=EXPECTED_TRANSFORMERS, setup=SETUP_COMMAND))
+        self.versions = {}
+        if wait:
+            self._check()
         return self
+
+    def _check(self) -> None:
+        versions = self._request("hello", {})
+        if versions["transformers"] != EXPECTED_TRANSFORMERS:
+            self.close()
+            raise Tf5EnvironmentMissing(WRONG_VERSION.format(python=self.python, found=versions["transformers"],
+                                                             want=EXPECTED_TRANSFORMERS, setup=SETUP_COMMAND))
+        self.versions = versions
 
     @property
     def alive(self) -> bool:
@@ -165,10 +176,10 @@ class Tf5Bridge:
 
     def call(self, op: str, **args: Any) -> Any:
         """Send one request; return its result with tensors restored, or raise what the worker raised."""
-        if not self.alive:
-            self.start()
-            if op == "hello":
-                return self.versions
+        self.start()  # (re)starts a stopped worker; checks the version once
+        return self._request(op, args)
+
+    def _request(self, op: str, args: Dict[str, Any]) -> Any:
         with self._lock:
             rid = self._next_id
             self._next_id += 1
@@ -271,11 +282,14 @@ class Tf5Bridge:
 _SHARED: Optional[Tf5Bridge] = None
 
 
-def shared_bridge() -> Tf5Bridge:
-    """The session's one worker (started on first use, restarted if it died)."""
+def shared_bridge(wait: bool = False) -> Tf5Bridge:
+    """The session's one worker (started on first use, restarted if it died).
+
+    By default it returns while the worker is still importing; the first request waits.
+    """
     global _SHARED
     if _SHARED is None or not _SHARED.alive:
-        _SHARED = Tf5Bridge().start()
+        _SHARED = Tf5Bridge().start(wait=wait)
     return _SHARED
 
 

@@ -52,10 +52,14 @@ def pack(obj: Any, tensors: Dict[str, torch.Tensor] | None = None) -> Tuple[Any,
 
 
 def unpack(obj: Any, tensors: Dict[str, torch.Tensor]) -> Any:
-    """Inverse of pack: put the tensors back where their markers are."""
+    """Inverse of pack: put the tensors back where their markers are.
+
+    Each tensor is copied into fresh memory: read from a file it may start at any byte, and
+    CPU matrix kernels round differently on unaligned data (4.8e-7 apart on the same linear).
+    """
     if isinstance(obj, dict):
         if set(obj) == {TENSOR}:
-            return tensors[obj[TENSOR]]
+            return tensors[obj[TENSOR]].clone()
         return {k: unpack(v, tensors) for k, v in obj.items()}
     if isinstance(obj, list):
         return [unpack(v, tensors) for v in obj]
