@@ -48,7 +48,8 @@ def pack(obj: Any, tensors: Dict[str, torch.Tensor] | None = None) -> Tuple[Any,
         return str(obj).replace("torch.", ""), tensors
     if obj is None or isinstance(obj, (bool, int, float, str)):
         return obj, tensors
-    raise TypeError(f"cannot send a {type(obj).__name__} over the bridge (tensors, numbers, strings, lists, dicts only)")
+    raise TypeError(f"cannot send a {type(obj).__name__} over the bridge "
+                    "(tensors, numbers, strings, lists and dicts only)")
 
 
 def unpack(obj: Any, tensors: Dict[str, torch.Tensor]) -> Any:
@@ -442,4 +443,8 @@ if __name__ == "__main__":
         sys.exit("usage: python -I worker.py <private directory for tensor files>")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    serve(sys.argv[1])
+    try:
+        serve(sys.argv[1])
+    finally:  # stdin closed or shutdown asked: the private directory goes with us (the bridge removes it too)
+        import shutil
+        shutil.rmtree(sys.argv[1], ignore_errors=True)

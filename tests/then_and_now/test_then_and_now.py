@@ -73,7 +73,7 @@ def test_worker_imports_nothing_of_ours():
     roots = {(n.module or "").split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     roots |= {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     assert "mixtral_edu" not in roots and "" not in roots  # no relative imports either
-    assert roots <= {"__future__", "copy", "importlib", "inspect", "json", "os", "sys", "time", "traceback",
+    assert roots <= {"__future__", "copy", "importlib", "inspect", "json", "os", "shutil", "sys", "time", "traceback",
                      "typing", "torch", "safetensors", "transformers"}, roots
 
 
@@ -302,3 +302,24 @@ def test_close_ends_the_worker_and_removes_its_files(tf5):
     tf5.close()
     assert not tf5.alive and not os.path.exists(f"/proc/{pid}") and not os.path.exists(folder)
     tf5.close()  # twice is fine
+
+
+def test_worker_exits_when_its_parent_is_killed(tmp_path):
+    """No orphans: a parent killed with SIGKILL closes the worker's stdin, and the worker leaves."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    script = ("import os, signal, sys\n"
+              "from mixtral_edu.then_and_now import Tf5Bridge\n"
+              "b = Tf5Bridge().start()\n"
+              "print(b.pid, b._dir, flush=True)\n"
+              "os.kill(os.getpid(), signal.SIGKILL)\n")
+    parent = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(bridge_module.REPO)})
+    assert parent.returncode == -signal.SIGKILL, parent.stderr
+    pid, folder = parent.stdout.split()
+    deadline = time.monotonic() + 30
+    while os.path.exists(f"/proc/{pid}") and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not os.path.exists(f"/proc/{pid}") and not os.path.exists(folder)

@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _solutions():
-    spec = importlib.util.spec_from_file_location("solutions_11", ROOT / "notebooks" / "solutions" / "11_then_and_now.py")
+    path = ROOT / "notebooks" / "solutions" / "11_then_and_now.py"
+    spec = importlib.util.spec_from_file_location("solutions_11", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -164,7 +165,8 @@ def update_wrong_axis(ck, cv, nk, nv, w):
 
 @pytest.mark.parametrize("wrong, words", [
     (update_keeps_w, "W - 1"), (update_keeps_all, "stops growing"), (update_attends_to_kept, "about to be dropped"),
-    (update_keeps_oldest, "oldest"), (update_mixes_k_and_v, "keys and values"), (update_wrong_axis, "Sizes of tensors must match"),
+    (update_keeps_oldest, "oldest"), (update_mixes_k_and_v, "keys and values"),
+    (update_wrong_axis, "Sizes of tensors must match"),
     (lambda *a: tuple(t * float("inf") for t in SOL.sliding_layer_update(*a)), "NaN or inf"),
     (lambda *a: SOL.sliding_layer_update(*a)[:2], "four tensors"),
 ])
