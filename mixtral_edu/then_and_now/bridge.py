@@ -47,6 +47,7 @@ MISSING = ("transformers {want} runs in its own environment, which is missing: {
            "(it also makes .venv; a second run only checks a stamp), or by hand with\n    {manual}")
 WRONG_VERSION = ("{python} has transformers {found}, but chapter 11 compares against {want}.\n"
                  "Reinstall it from the repository root with\n    {setup}")
+BROKEN = "{python} cannot run the worker ({error}).\nRepair the environment from the repository root with\n    {setup}"
 DIED = "the transformers 5.23 worker ended unexpectedly (exit code {code}). Its last messages:\n{log}"
 TIMED_OUT = "the transformers 5.23 worker gave no answer to {op!r} within {seconds:.0f} s; it was stopped."
 
@@ -135,7 +136,11 @@ class Tf5Bridge:
         return self
 
     def _check(self) -> None:
-        versions = self._request("hello", {})
+        try:
+            versions = self._request("hello", {})
+        except (Tf5WorkerError, RuntimeError) as exc:  # no torch or no transformers there, say
+            self.close()
+            raise Tf5EnvironmentMissing(BROKEN.format(python=self.python, error=exc, setup=SETUP_COMMAND)) from None
         if versions["transformers"] != EXPECTED_TRANSFORMERS:
             self.close()
             raise Tf5EnvironmentMissing(WRONG_VERSION.format(python=self.python, found=versions["transformers"],
@@ -167,10 +172,11 @@ class Tf5Bridge:
 
     # -- one request ------------------------------------------------------------------------
     def _log_tail(self, lines: int = 15) -> str:
+        """The worker's last stderr lines, read through our own handle (the file may be unlinked by now)."""
         try:
             self._log.flush()
-            with open(self._log.name, encoding="utf-8", errors="replace") as f:
-                return "".join(f.readlines()[-lines:]) or "(nothing)"
+            self._log.seek(0)
+            return "".join(self._log.read().splitlines(keepends=True)[-lines:]) or "(nothing)"
         except (OSError, ValueError, AttributeError):
             return "(no log)"
 
@@ -204,7 +210,10 @@ class Tf5Bridge:
                 self.close()
                 raise TimeoutError(TIMED_OUT.format(op=op, seconds=self.timeout))
             if not line:
-                code = self.proc.wait(timeout=5)
+                try:
+                    code = self.proc.wait(timeout=5)
+                except subprocess.TimeoutExpired:
+                    code = None
                 log = self._log_tail()
                 self.close()
                 raise RuntimeError(DIED.format(code=code, log=log))

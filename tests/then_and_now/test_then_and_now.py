@@ -68,6 +68,21 @@ def test_missing_environment_names_the_command(tmp_path, monkeypatch):
         bridge_module.tf5_python()
 
 
+def test_an_environment_without_523_is_refused_with_the_command(tmp_path):
+    """The suite's own .venv (transformers 4.41.2), or an interpreter that dies at once, is refused."""
+    import sys
+    with pytest.raises(Tf5EnvironmentMissing) as err:
+        Tf5Bridge(python=sys.executable).start()
+    assert "has transformers 4.41.2" in str(err.value) and "bash scripts/setup.sh" in str(err.value)
+    broken = tmp_path / "python"
+    broken.write_text("#!/bin/sh\necho \"ModuleNotFoundError: No module named 'torch'\" >&2\nexit 1\n")
+    broken.chmod(0o755)
+    with pytest.raises(Tf5EnvironmentMissing) as err:
+        Tf5Bridge(python=broken).start()
+    assert "No module named 'torch'" in str(err.value) and "exit code 1" in str(err.value)
+    assert "bash scripts/setup.sh" in str(err.value)
+
+
 def test_worker_imports_nothing_of_ours():
     tree = ast.parse(open(bridge_module.WORKER, encoding="utf-8").read())
     roots = {(n.module or "").split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
