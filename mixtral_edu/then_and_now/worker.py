@@ -354,7 +354,7 @@ def op_recorders(handle: str, input_ids):
 def op_registries():
     """The interfaces 5.23 dispatches through, and where generation's input preparation lives."""
     from transformers import GenerationMixin, MixtralForCausalLM
-    from transformers.integrations.moe import ALL_EXPERTS_FUNCTIONS
+    from transformers.integrations.moe import ALL_EXPERTS_FUNCTIONS, _can_use_grouped_mm
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
     import transformers.models.mixtral.modeling_mixtral as mm
@@ -362,6 +362,10 @@ def op_registries():
     return {
         "attention_functions": sorted(ALL_ATTENTION_FUNCTIONS.valid_keys()),
         "experts_functions": sorted(ALL_EXPERTS_FUNCTIONS.keys()),
+        # would grouped_mm call torch's own grouped matmul on this CPU (else a per-expert fallback loop)?
+        "grouped_mm_native_on_cpu": _can_use_grouped_mm(torch.zeros(4, 8), torch.zeros(2, 8, 8),
+                                                        torch.tensor([2, 4], dtype=torch.int32)),
+        "torch_has_grouped_mm": hasattr(torch.nn.functional, "grouped_mm"),
         "mask_functions": sorted(ALL_MASK_ATTENTION_FUNCTIONS.valid_keys()),
         "mixtral_classes": classes,
         "prepare_inputs_for_generation": MixtralForCausalLM.prepare_inputs_for_generation.__qualname__,

@@ -61,12 +61,13 @@ class Columns:
 
     def _repr_html_(self) -> str:
         def column(x: Listing, colour: str) -> str:
-            return (f'<div style="flex:1;min-width:0"><div style="font:600 12px sans-serif;padding:4px 6px;'
+            return (f'<div style="flex:1;min-width:280px"><div style="font:600 12px sans-serif;padding:4px 6px;'
                     f'background:{colour};color:white">{html.escape(x.heading)}</div>'
                     f'<pre style="margin:0;padding:6px;font-size:11px;line-height:1.35;overflow:auto;'
                     f'max-height:420px;background:#f7f7f7;border:1px solid #ddd">{html.escape(x.text)}</pre></div>')
         cols = "".join(column(x, self.colours[i % len(self.colours)]) for i, x in enumerate(self.listings))
-        return f'<div style="display:flex;gap:8px;align-items:flex-start">{cols}</div>'
+        # columns wrap onto a new row where the page is too narrow for all of them
+        return f'<div style="display:flex;flex-wrap:wrap;gap:8px;align-items:flex-start">{cols}</div>'
 
 
 class SideBySide(Columns):
