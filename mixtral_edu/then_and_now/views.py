@@ -21,7 +21,7 @@ CELL_NAMES = {BOTH: "visible in both", NEITHER: "hidden in both", OLD_ONLY: "vis
               NEW_ONLY: "visible in 5.23 only"}
 CELL_COLOURS = {BOTH: pal.OKABE_ITO["bluish_green"], NEITHER: pal.LIGHT_GREY, OLD_ONLY: pal.OKABE_ITO["vermillion"],
                 NEW_ONLY: pal.OKABE_ITO["blue"]}
-WINDOW_TITLE = "Sliding window W = {w}: which keys each query sees ({t} queries, {s} keys)"
+WINDOW_TITLE = "Sliding window W = {w}: which keys each query sees (query rows: {t}, keys: {s})"
 GAP_TITLE = "Largest |logit difference| per position, mixtral_edu (4.41.2 rules) vs transformers 5.23"
 GAP_Y, GAP_X = "max |Δ logit|", "position (query index)"
 WINDOW_LINE = "position W = {w}"
@@ -47,24 +47,28 @@ def then_and_now(tf5, old: Any = None, new: Union[None, str, Sequence[str]] = No
 
 
 def window_figure(old_visible: torch.Tensor, new_visible: torch.Tensor, sliding_window: int,
-                  rows: Optional[Tuple[int, int]] = None) -> go.Figure:
-    """Heatmap of two (T, S) visibility masks: cells both see, neither sees, only one sees."""
+                  rows: Optional[Tuple[int, int]] = None, first_query: int = 0, height: int = 420) -> go.Figure:
+    """Heatmap of two (T, S) visibility masks: cells both see, neither sees, only one sees.
+
+    rows picks a slice of the queries; first_query is the absolute position of row 0 (P after a cache).
+    """
     old, new = old_visible.bool(), new_visible.bool()
     code = torch.full(old.shape, NEITHER)
     code[old & new], code[old & ~new], code[~old & new] = BOTH, OLD_ONLY, NEW_ONLY
     first, last = rows if rows is not None else (0, old.shape[0])
     z = code[first:last].tolist()
+    y = list(range(first_query + first, first_query + last))
     colours = [CELL_COLOURS[i] for i in range(4)]
     fig = go.Figure(go.Heatmap(
-        z=z, x=list(range(old.shape[1])), y=list(range(first, last)), zmin=-0.5, zmax=3.5,
+        z=z, x=list(range(old.shape[1])), y=y, zmin=-0.5, zmax=3.5,
         colorscale=pal.discrete_colorscale(colours), xgap=1, ygap=1,
         customdata=[[CELL_NAMES[c] for c in row] for row in z],
         hovertemplate="query %{y}, key %{x}: %{customdata}<extra></extra>",
         colorbar=dict(tickvals=[0, 1, 2, 3], ticktext=[CELL_NAMES[i] for i in range(4)], len=0.8)))
     fig.update_layout(**pal.base_layout(WINDOW_TITLE.format(w=sliding_window, t=old.shape[0], s=old.shape[1]),
-                                        height=420))
+                                        height=height))
     fig.update_xaxes(title="key position")
-    fig.update_yaxes(title="query position", autorange="reversed")
+    fig.update_yaxes(title="query position", autorange="reversed", tickvals=y if len(y) <= 16 else None)
     return fig
 
 
