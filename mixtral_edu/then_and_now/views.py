@@ -101,8 +101,8 @@ CHANGES: List[Tuple[str, str, str, str]] = [
      "layer-0 block output, float32: max |Δ| {moe_fp32:.1e}"),
     ("Experts implementations",
      "one Python loop over all E experts",
-     "eager (loop over experts hit), batched_mm, grouped_mm (the default); deepgemm and sonicmoe need the "
-     "`kernels` package",
+     "eager (loop over experts hit), batched_mm, grouped_mm (the default); deepgemm and sonicmoe (they do not "
+     "run on this CPU)",
      "float32, vs ours: eager {exp_eager:.1e}, batched_mm {exp_batched_mm:.1e}, grouped_mm {exp_grouped_mm:.1e}; "
      "bfloat16 logits, grouped_mm vs eager: {bf16_grouped_vs_eager:.3g}"),
     ("Routing weights' dtype",
