@@ -1,7 +1,7 @@
 """The package's design, read from its imports: every `import` in every file, lazy ones inside
 functions included (parsed with ast, nothing is imported here).
 
-    modeling  <-  fast, observe  <-  full_size  <-  tiny  <-  viz, exercises, build  <-  mixtral_edu/__init__.py
+    modeling  <-  fast, observe  <-  full_size  <-  tiny  <-  viz, exercises, build  <-  then_and_now  <-  mixtral_edu/__init__.py
 
 Arrows point from a package to what it may import: only packages further left. modeling/, the
 Hugging Face chain, imports nothing else of ours; no import cycle anywhere; views never import
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Dict, List, Set, Tuple
 
 PACKAGE = Path(__file__).resolve().parents[1] / "mixtral_edu"
-RANK = {"modeling": 0, "fast": 1, "observe": 1, "full_size": 2, "tiny": 3, "viz": 4, "exercises": 4, "build": 4}
+RANK = {"modeling": 0, "fast": 1, "observe": 1, "full_size": 2, "tiny": 3, "viz": 4, "exercises": 4, "build": 4, "then_and_now": 5}
 TRAINING = {"mixtral_edu.tiny.train", "mixtral_edu.tiny.corpus", "mixtral_edu.tiny.evaluate",
             "mixtral_edu.tiny.tokenizer"}
 

@@ -1,7 +1,10 @@
 """Hugging Face model directories: config.json + safetensors, single file or sharded.
 
 Keys are transformers 4.41.2's (`model.layers.0.block_sparse_moe.experts.3.w1.weight`, ...),
-so a directory written by transformers loads here and ours loads there.
+so a directory written by transformers loads here and ours loads there. transformers 5.x
+keeps each layer's experts fused (`mlp.experts.gate_up_proj` (E, 2I, C), `down_proj`
+(E, C, I)); its save_pretrained writes the per-expert keys back, and a folder holding the
+fused keys is converted on load (`fused_to_per_expert`), then loaded as strictly as any.
 Weights are read with safetensors only: we never unpickle (no .bin files).
 
 A save never loses the checkpoint it replaces. Whatever stops it (a bad argument, an
@@ -52,6 +55,76 @@ class CheckpointMismatchError(ValueError):
 
 class SharedTensorsError(RuntimeError):
     """Parameters share memory in a way a safetensors file cannot store."""
+
+
+# transformers 5.x names: layers.{i}.mlp.gate.weight (E, C), .mlp.experts.gate_up_proj (E, 2I, C), .down_proj (E, C, I)
+_FUSED = re.compile(r"^(.*layers\.\d+)\.mlp\.(gate\.weight|experts\.gate_up_proj|experts\.down_proj)$")
+# 4.41.2 names: layers.{i}.block_sparse_moe.gate.weight, .experts.{e}.w1/w2/w3.weight
+_PER_EXPERT = re.compile(r"^(.*layers\.\d+)\.block_sparse_moe\.(?:gate\.weight|experts\.(\d+)\.(w1|w2|w3)\.weight)$")
+
+
+def has_fused_experts(tensors: Dict[str, torch.Tensor]) -> bool:
+    """True when the keys are transformers 5.x's fused expert layout."""
+    return any(_FUSED.match(k) for k in tensors)
+
+
+def fused_to_per_expert(tensors: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """5.x fused experts -> 4.41.2 keys: gate_up_proj[e] = [w1; w3], down_proj[e] = w2. Other keys pass."""
+    out: Dict[str, torch.Tensor] = {}
+    for key, t in tensors.items():
+        m = _FUSED.match(key)
+        if m is None:
+            out[key] = t
+            continue
+        layer, what = m.groups()
+        moe = f"{layer}.block_sparse_moe"
+        if what == "gate.weight":
+            out[f"{moe}.gate.weight"] = t
+        elif what == "experts.gate_up_proj":
+            if t.dim() != 3 or t.shape[1] % 2:
+                raise CheckpointMismatchError(f"{key} has shape {tuple(t.shape)}; expected (E, 2I, C).")
+            w1, w3 = t.chunk(2, dim=1)                  # (E, 2I, C) -> (E, I, C) twice: gate rows, then up rows
+            for e in range(t.shape[0]):
+                out[f"{moe}.experts.{e}.w1.weight"] = w1[e].contiguous()   # (I, C)
+                out[f"{moe}.experts.{e}.w3.weight"] = w3[e].contiguous()   # (I, C)
+        else:
+            if t.dim() != 3:
+                raise CheckpointMismatchError(f"{key} has shape {tuple(t.shape)}; expected (E, C, I).")
+            for e in range(t.shape[0]):
+                out[f"{moe}.experts.{e}.w2.weight"] = t[e].contiguous()    # (E, C, I) -> (C, I)
+    return out
+
+
+def per_expert_to_fused(tensors: Dict[str, torch.Tensor]) -> Dict[str, torch.Tensor]:
+    """4.41.2 per-expert keys -> 5.x fused ones (what 5.x does at load time). Other keys pass."""
+    out: Dict[str, torch.Tensor] = {}
+    experts: Dict[str, Dict[str, Dict[int, torch.Tensor]]] = {}
+    for key, t in tensors.items():
+        m = _PER_EXPERT.match(key)
+        if m is None:
+            out[key] = t
+        elif m.group(2) is None:
+            out[f"{m.group(1)}.mlp.gate.weight"] = t
+        else:
+            experts.setdefault(m.group(1), {}).setdefault(m.group(3), {})[int(m.group(2))] = t
+    for layer, parts in experts.items():
+        n = len(parts.get("w1", {}))
+        if any(sorted(parts.get(w, {})) != list(range(n)) for w in ("w1", "w2", "w3")):
+            raise CheckpointMismatchError(f"{layer}: experts 0..E-1 need w1, w2 and w3 each; got "
+                                          f"{ {w: sorted(v) for w, v in parts.items()} }.")
+        w1, w2, w3 = (torch.stack([parts[w][e] for e in range(n)]) for w in ("w1", "w2", "w3"))
+        out[f"{layer}.mlp.experts.gate_up_proj"] = torch.cat([w1, w3], dim=1)  # (E, I, C) x 2 -> (E, 2I, C)
+        out[f"{layer}.mlp.experts.down_proj"] = w2                             # (E, C, I)
+    return out
+
+
+def _parse_size(size: Union[int, str]) -> int:
+    if isinstance(size, int):
+        return size
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMG]?B)\s*", size.upper())
+    if not m:
+        raise ValueError(f"max_shard_size {size!r} is not a size like '5MB' or 5000000.")
+    return int(float(m.group(1)) * {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9}[m.group(2)])
 
 
 # -- checks made before anything is written ------------------------------------------------------
@@ -339,6 +412,8 @@ def load_pretrained(cls, directory: str, torch_dtype=None, **config_overrides):
         raise RuntimeError(f"The files in {directory!r} kept changing while they were read (another process "
                            "saving there?). Load again once it is done.")
     config._name_or_path = directory
+    if has_fused_experts(tensors):
+        tensors = fused_to_per_expert(tensors)  # a transformers 5.x state dict saved as it is
     model = cls(config)
     # As transformers decides it: a model that holds its backbone under `base_model_prefix`
     # (MixtralForCausalLM.model) loads a bare backbone's keys with "model." put in front; the

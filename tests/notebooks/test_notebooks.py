@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow  # each notebook runs in a fresh kernel: minutes i
 
 EXPECTED = ["00_orientation", "01_generation_loop", "02_prepare_inputs", "03_causal_lm_forward",
             "04_model_forward", "05_decoder_layer", "06_attention", "07_moe", "08_lm_head_sampling",
-            "09_training", "10_full_size"]
+            "09_training", "10_full_size", "11_then_and_now"]
 
 
 def test_the_walkthrough_is_complete():
