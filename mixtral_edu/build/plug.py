@@ -24,7 +24,7 @@ from __future__ import annotations
 import difflib
 import inspect
 from contextlib import contextmanager
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List
 
 from torch import nn
 

@@ -18,7 +18,7 @@ from typing import List
 import torch
 import torch.nn.functional as F
 
-from . import ExerciseResult, NotYet, call, checker, difference, name_the_mistake, run_cases
+from . import ExerciseResult, checker, name_the_mistake, run_cases
 from ..modeling.moe import load_balancing_loss_func
 
 IGNORE = -100  # the label value cross-entropy skips

@@ -14,11 +14,11 @@ mistake, never the expected values.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Optional, Tuple
 
 import torch
 
-from . import ExerciseResult, NotYet, call, checker, difference, name_the_mistake, same
+from . import ExerciseResult, NotYet, call, checker, difference, name_the_mistake
 from ..modeling.causal_lm import MixtralForCausalLM
 from ..modeling.config import MixtralConfig
 

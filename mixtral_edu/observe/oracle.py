@@ -12,7 +12,7 @@ transformers is imported only when one of these runs.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Tuple
 
 import torch
 

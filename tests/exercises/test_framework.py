@@ -7,7 +7,7 @@ import nbformat
 import pytest
 import torch
 
-from exercise_harness import (NOTEBOOKS, all_exercises, code_cells, leaks, notebook_path, solutions,
+from exercise_harness import (all_exercises, code_cells, leaks, notebook_path, solutions,
                               solutions_path, stub)
 from mixtral_edu.exercises import (ExerciseResult, NotYet, checker, difference, expect_same, name_the_mistake,
                                    run_cases, same)

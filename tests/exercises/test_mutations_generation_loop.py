@@ -1,5 +1,4 @@
 """Plausible wrong answers to notebook 01's exercises: each gets NOT YET with a hint naming the mistake."""
-import functools
 
 import torch
 
