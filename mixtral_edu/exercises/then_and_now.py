@@ -17,7 +17,7 @@ from typing import Callable, List, Tuple
 
 import torch
 
-from . import ExerciseResult, call_learner, fail
+from . import ExerciseResult, call_learner, checker, fail
 from ..modeling.checkpoint import per_expert_to_fused
 from ..modeling.masks import causal_visibility
 
@@ -106,6 +106,7 @@ def _fuse_hint(gate_up, down, w1, w3, w2) -> str:
     return HINT_GENERIC_FUSE
 
 
+@checker
 def check_fuse_experts(fuse_experts: Callable) -> ExerciseResult:
     """fuse_experts(w1, w3, w2): lists of E tensors (I, C), (I, C), (C, I) -> (gate_up_proj, down_proj)."""
     try:
@@ -161,6 +162,7 @@ def _visible_hint(got: torch.Tensor, q_len: int, past_len: int, w: int) -> str:
     return HINT_GENERIC_VISIBLE
 
 
+@checker
 def check_sliding_visible(sliding_visible: Callable) -> ExerciseResult:
     """sliding_visible(q_len, past_len, sliding_window) -> (T, S) bool with 5.23's W keys per query."""
     try:
@@ -224,6 +226,7 @@ def _update_hint(got, want, w) -> str:
     return HINT_GENERIC_UPDATE
 
 
+@checker
 def check_sliding_layer_update(sliding_layer_update: Callable) -> ExerciseResult:
     """Feed each case's updates in turn (the learner's kept tensors become the next call's cache)."""
     try:
