@@ -15,11 +15,12 @@ from .tiny.pretrained import load_tiny
 from .full_size import presets
 from .full_size.sizes import parameter_count
 from .observe.tracer import Trace, trace
+from .i18n import get_language, set_language
 
 __all__ = [
     "Cache", "DynamicCache", "MixtralConfig", "MixtralForCausalLM", "MixtralModel", "MixtralPreTrainedModel",
     "MoeCausalLMOutputWithPast", "MoeModelOutputWithPast", "generate",
     "ActivationCache", "Trace", "disable_expert", "hooks", "run_with_cache", "trace",
-    "load_tiny", "parameter_count", "presets",
+    "load_tiny", "parameter_count", "presets", "get_language", "set_language",
 ]
 __version__ = "0.1.0"

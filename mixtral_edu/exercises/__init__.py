@@ -15,7 +15,10 @@ from typing import Any, Callable, Iterable, Optional, Tuple, Union
 
 import torch
 
-NOT_YET = "not yet: write the body of `{name}` (it still raises NotImplementedError)."
+from ..i18n import N_, _
+
+# Shown through _() in the learner's language (mixtral_edu.set_language).
+NOT_YET = N_("not yet: write the body of `{name}` (it still raises NotImplementedError).")
 
 
 class ExerciseResult:
@@ -28,15 +31,16 @@ class ExerciseResult:
         return self.ok
 
     def __repr__(self) -> str:
-        if not self.ok and self.message.lower().startswith("not yet"):
-            return "NOT YET" + self.message[len("not yet"):]
-        return ("PASSED: " if self.ok else "NOT YET: ") + self.message
+        waiting = _("not yet")
+        if not self.ok and self.message.lower().startswith(waiting.lower()):
+            return _("NOT YET") + self.message[len(waiting):]
+        return (_("PASSED: ") if self.ok else _("NOT YET: ")) + self.message
 
     def _repr_html_(self) -> str:
         colour, mark = ("#1b7837", "&#10004;") if self.ok else ("#b35806", "&#10008;")
         msg = self.message.replace("&", "&amp;").replace("<", "&lt;").replace("\n", "<br>")
         return (f'<div style="border-left:4px solid {colour};padding:4px 10px;margin:4px 0">'
-                f'<b style="color:{colour}">{mark} {"Passed" if self.ok else "Not yet"}</b><br>{msg}</div>')
+                f'<b style="color:{colour}">{mark} {_("Passed") if self.ok else _("Not yet")}</b><br>{msg}</div>')
 
 
 def compare(cases: Iterable[Tuple[str, Tuple, dict]], learner: Callable, reference: Callable,
@@ -49,51 +53,54 @@ def compare(cases: Iterable[Tuple[str, Tuple, dict]], learner: Callable, referen
         try:
             got = learner(*args, **kwargs)
         except Exception as exc:  # the learner's code failed: say where, not a stack trace
-            return ExerciseResult(False, f"{what} raised {type(exc).__name__}: {exc}\n(case: {label})")
+            return ExerciseResult(False, _("{what} raised {error}: {exc}\n(case: {label})").format(
+                what=what, error=type(exc).__name__, exc=exc, label=label))
         problem = _difference(got, want, atol)
         if problem:
-            return ExerciseResult(False, f"{what}, case {label}: {problem}\nHint: {hint(label, got, want)}")
-    return ExerciseResult(True, f"{what} agrees with mixtral_edu on all {n} cases.")
+            return ExerciseResult(False, _("{what}, case {label}: {problem}\nHint: {hint}").format(
+                what=what, label=label, problem=problem, hint=hint(label, got, want)))
+    return ExerciseResult(True, _("{what} agrees with mixtral_edu on all {n} cases.").format(what=what, n=n))
 
 
 def _difference(got: Any, want: Any, atol: float) -> Optional[str]:
     if want is None:
-        return None if got is None else f"expected None, got {type(got).__name__}"
+        return None if got is None else _("expected None, got {type}").format(type=type(got).__name__)
     if isinstance(want, torch.Tensor):
         if not isinstance(got, torch.Tensor):
-            return f"expected a tensor, got {type(got).__name__}"
+            return _("expected a tensor, got {type}").format(type=type(got).__name__)
         if got.shape != want.shape:
-            return f"shape {tuple(got.shape)}, expected {tuple(want.shape)}"
+            return _("shape {got}, expected {want}").format(got=tuple(got.shape), want=tuple(want.shape))
         if want.dtype == torch.bool or not want.is_floating_point():
             if not torch.equal(got.to(want.dtype), want):
-                return f"values differ:\n got  {got.tolist()}\n want {want.tolist()}"
+                return _("values differ:\n got  {got}\n want {want}").format(got=got.tolist(), want=want.tolist())
         else:
             err = (got.float() - want.float()).abs().max().item()
             if err > atol:
-                return f"values differ by up to {err:.3g} (allowed {atol:g})"
+                return _("values differ by up to {err:.3g} (allowed {atol:g})").format(err=err, atol=atol)
         return dtype_problem(got, want)  # the values were compared after a cast: a wrong dtype needs its own check
     if isinstance(want, (tuple, list)):
         if not isinstance(got, (tuple, list)) or len(got) != len(want):
-            return f"expected a sequence of {len(want)}, got {got!r}"
+            return _("expected a sequence of {n}, got {got!r}").format(n=len(want), got=got)
         for i, (g, w) in enumerate(zip(got, want)):
             p = _difference(g, w, atol)
             if p:
-                return f"item {i}: {p}"
+                return _("item {i}: {problem}").format(i=i, problem=p)
         return None
     if isinstance(want, dict):
         if not isinstance(got, dict) or set(got) != set(want):
-            return f"expected keys {sorted(want)}, got {sorted(got) if isinstance(got, dict) else got!r}"
+            return _("expected keys {want}, got {got}").format(
+                want=sorted(want), got=sorted(got) if isinstance(got, dict) else repr(got))
         for k in want:
             p = _difference(got[k], want[k], atol)
             if p:
-                return f"key {k!r}: {p}"
+                return _("key {key!r}: {problem}").format(key=k, problem=p)
         return None
-    return None if got == want else f"got {got!r}, expected {want!r}"
+    return None if got == want else _("got {got!r}, expected {want!r}").format(got=got, want=want)
 
 
 def dtype_problem(got: torch.Tensor, want: torch.Tensor) -> Optional[str]:
     """'dtype torch.int32, expected torch.int64', or None when the dtypes agree."""
-    return None if got.dtype == want.dtype else f"dtype {got.dtype}, expected {want.dtype}"
+    return None if got.dtype == want.dtype else _("dtype {got}, expected {want}").format(got=got.dtype, want=want.dtype)
 
 
 def close(a: Any, b: Any, atol: float = 1e-5) -> bool:
@@ -107,7 +114,7 @@ def not_yet(fn: Callable, *args, **kwargs) -> Optional[ExerciseResult]:
     try:
         fn(*args, **kwargs)
     except NotImplementedError:
-        return ExerciseResult(False, NOT_YET.format(name=getattr(fn, "__name__", "your function")))
+        return ExerciseResult(False, _(NOT_YET).format(name=getattr(fn, "__name__", _("your function"))))
     except Exception:  # a real error: compare() reports it with its case
         return None
     return None
@@ -130,7 +137,7 @@ def run_cases(fn: Callable, reference: Callable, cases, diagnose: Callable, what
                          what=what, atol=tol)
         if not result:
             return result
-    return ExerciseResult(True, f"{what} agrees with mixtral_edu on all {len(cases)} cases.")
+    return ExerciseResult(True, _("{what} agrees with mixtral_edu on all {n} cases.").format(what=what, n=len(cases)))
 
 
 def call_learner(fn: Callable, args: tuple, name: str, label: str) -> Tuple[Any, Optional[ExerciseResult]]:
@@ -138,13 +145,15 @@ def call_learner(fn: Callable, args: tuple, name: str, label: str) -> Tuple[Any,
     try:
         return fn(*args), None
     except NotImplementedError:
-        return None, ExerciseResult(False, NOT_YET.format(name=name))
+        return None, ExerciseResult(False, _(NOT_YET).format(name=name))
     except Exception as exc:  # the learner's code failed: say where, not a stack trace
-        return None, ExerciseResult(False, f"`{name}` raised {type(exc).__name__}: {exc}\n(case: {label})")
+        return None, ExerciseResult(False, _("`{name}` raised {error}: {exc}\n(case: {label})").format(
+            name=name, error=type(exc).__name__, exc=exc, label=label))
 
 
 def fail(label: str, problem: str, hint: str) -> ExerciseResult:
-    return ExerciseResult(False, f"case {label}: {problem}\nHint: {hint}")
+    message = _("case {label}: {problem}\nHint: {hint}").format(label=label, problem=problem, hint=hint)
+    return ExerciseResult(False, message)
 
 
 def dtype_failure(label: str, got: torch.Tensor, want: torch.Tensor, hint: str,

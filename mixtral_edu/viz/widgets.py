@@ -16,6 +16,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 import torch
 
+from ..i18n import _
 from ..observe.tracer import StepRecord, Trace
 
 Source = Union[Trace, StepRecord]
@@ -135,7 +136,7 @@ def _plotly_outputs(fig) -> tuple:
 
 
 def _error_outputs(message: str) -> tuple:
-    text = f"Could not redraw: {message}"
+    text = _("Could not redraw: {message}").format(message=message)
     return ({"output_type": "display_data", "metadata": {},
              "data": {"text/html": f'<pre class="mxe-live-error">{html.escape(text)}</pre>', "text/plain": text}},)
 
