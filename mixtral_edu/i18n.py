@@ -79,6 +79,11 @@ def N_(message: str) -> str:
     return message
 
 
+# The labels of the notebooks' folded blocks (<details><summary>Hint</summary>): raw HTML, which
+# the docs catalogs do not reach, so the site and the notebook generator translate them with these.
+FOLD_LABELS = (N_("Hint"), N_("Answer"), N_("Solution"))
+
+
 # ---------------------------------------------------------------- reading .po files
 
 

@@ -13,7 +13,9 @@ What it does, in build order:
   one once from the npm registry with ``npm pack`` and checking it against the
   pinned sha512 integrity.
 * ``html-page-context``: adds plotly.js only to pages that hold a plotly figure,
-  and puts a "run this notebook locally / download" box under each chapter's title.
+  puts a "run this notebook locally / download" box under each chapter's title,
+  and links the same page in the other language (the site is built once per
+  language, into ``_build/html/<lang>/``; see ``languages`` in conf.py).
 * ``build-finished``: copies plotly.js (from the installed ``plotly`` package),
   the vendored npm files and a license note into ``_static/vendor/``.
 
@@ -44,7 +46,10 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 from sphinx.application import Sphinx
 from sphinx.errors import ExtensionError
+from sphinx.transforms import SphinxTransform
 from sphinx.util import logging
+
+from mixtral_edu.i18n import FOLD_LABELS, N_, gettext
 
 logger = logging.getLogger(__name__)
 
@@ -83,20 +88,24 @@ NPM_ASSETS: List[Dict[str, Any]] = [
 ]
 
 # Diagram boxes on the landing page: key -> (label, what happens there).
+# The descriptions are translated (mixtral_edu's catalog) when the page is built in another language.
 CALL_CHAIN_STEPS: Dict[str, Sequence[str]] = {
-    "generate": ("generate", "the decoding loop: prefill once, then one token per step"),
+    "generate": ("generate", N_("the decoding loop: prefill once, then one token per step")),
     "prepare_inputs_for_generation": ("prepare_inputs_for_generation",
-                                      "keeps only uncached tokens, builds position_ids, picks the cache"),
-    "causal_lm": ("MixtralForCausalLM.forward", "backbone + lm_head (+ loss and aux loss when training)"),
-    "model": ("MixtralModel.forward", "embeddings, position ids, 4D mask, the layer loop"),
-    "decoder_layer": ("MixtralDecoderLayer × L", "two residual sub-blocks per layer"),
-    "self_attn": ("self_attn", "RMSNorm → RoPE → grouped-query attention, reads & extends the KV cache"),
-    "block_sparse_moe": ("block_sparse_moe", "RMSNorm → router → top-k experts, weighted sum"),
-    "norm": ("norm", "final RMSNorm"),
-    "lm_head": ("lm_head", "hidden state → one score per vocabulary token"),
-    "outputs": ("logits, past_key_values", "what forward returns to the loop"),
-    "next_token": ("next token", "greedy or sampled (temperature, top-k, top-p), appended; loop again"),
+                                      N_("keeps only uncached tokens, builds position_ids, picks the cache")),
+    "causal_lm": ("MixtralForCausalLM.forward", N_("backbone + lm_head (+ loss and aux loss when training)")),
+    "model": ("MixtralModel.forward", N_("embeddings, position ids, 4D mask, the layer loop")),
+    "decoder_layer": ("MixtralDecoderLayer × L", N_("two residual sub-blocks per layer")),
+    "self_attn": ("self_attn", N_("RMSNorm → RoPE → grouped-query attention, reads & extends the KV cache")),
+    "block_sparse_moe": ("block_sparse_moe", N_("RMSNorm → router → top-k experts, weighted sum")),
+    "norm": ("norm", N_("final RMSNorm")),
+    "lm_head": ("lm_head", N_("hidden state → one score per vocabulary token")),
+    "outputs": ("logits, past_key_values", N_("what forward returns to the loop")),
+    "next_token": (N_("next token"), N_("greedy or sampled (temperature, top-k, top-p), appended; loop again")),
 }
+CHAPTER_TO_COME = N_("chapter to come")
+CALL_CHAIN_LABEL = N_("Call chain of one generation step")
+LOOP_BACK = N_("back to {generate} until EOS or max_new_tokens")
 
 
 def _slug(name: str) -> str:
@@ -165,31 +174,36 @@ def resolve_call_chain(mapping: Dict[str, Any], chapters: Sequence[str]) -> Dict
     return out
 
 
-def call_chain_html(links: Dict[str, Optional[str]]) -> str:
+def call_chain_html(links: Dict[str, Optional[str]], language: str = "en") -> str:
     """The landing page's box diagram: nested boxes, each naming one step, linked to its chapter."""
+
+    def _(message: str) -> str:
+        return gettext(message, language)
+
+    soon = html.escape(_(CHAPTER_TO_COME))
 
     def box(key: str, cls: str = "") -> str:
         label, what = CALL_CHAIN_STEPS[key]
-        inner = (f'<span class="mxe-box-name"><code>{html.escape(label)}</code></span> '
-                 f'<span class="mxe-box-what">{html.escape(what)}</span> ')
+        inner = (f'<span class="mxe-box-name"><code>{html.escape(_(label))}</code></span> '
+                 f'<span class="mxe-box-what">{html.escape(_(what))}</span> ')
         target = links.get(key)
         classes = f"mxe-box {cls}".strip()
         if target:
             return f'<a class="{classes} mxe-linked" href="{html.escape(target)}.html">{inner}</a>'
-        return (f'<div class="{classes} mxe-unlinked" title="chapter to come">{inner}'
-                f'<span class="mxe-box-soon">(chapter to come)</span></div>')
+        return (f'<div class="{classes} mxe-unlinked" title="{soon}">{inner}'
+                f'<span class="mxe-box-soon">({soon})</span></div>')
 
     def header(key: str) -> str:
         label, what = CALL_CHAIN_STEPS[key]
-        text = (f'<code>{html.escape(label)}</code> <span class="mxe-box-what">{html.escape(what)}</span>')
+        text = (f'<code>{html.escape(_(label))}</code> <span class="mxe-box-what">{html.escape(_(what))}</span>')
         target = links.get(key)
         if target:
             return f'<a class="mxe-group-title mxe-linked" href="{html.escape(target)}.html">{text}</a>'
-        return f'<div class="mxe-group-title mxe-unlinked" title="chapter to come">{text}</div>'
+        return f'<div class="mxe-group-title mxe-unlinked" title="{soon}">{text}</div>'
 
     arrow = '<div class="mxe-arrow" aria-hidden="true">↓</div>'
     parts = [
-        '<nav class="mxe-chain" aria-label="Call chain of one generation step">',
+        f'<nav class="mxe-chain" aria-label="{html.escape(_(CALL_CHAIN_LABEL))}">',
         box("generate", "mxe-loop"),
         arrow,
         box("prepare_inputs_for_generation"),
@@ -210,7 +224,8 @@ def call_chain_html(links: Dict[str, Optional[str]]) -> str:
         box("outputs"),
         arrow,
         box("next_token", "mxe-loop"),
-        '<div class="mxe-loop-back">↺ back to <code>generate</code> until EOS or max_new_tokens</div>',
+        '<div class="mxe-loop-back">↺ ' + html.escape(_(LOOP_BACK)).format(generate="<code>generate</code>")
+        + "</div>",
         "</nav>",
     ]
     return "\n".join(parts) + "\n"
@@ -304,7 +319,8 @@ def write_generated(app: Sphinx, config) -> None:
     chapters = chapter_docnames()
     _write_if_changed(GENERATED / "chapters.md", chapters_include(chapters))
     links = resolve_call_chain(config.mxe_call_chain, chapters)
-    _write_if_changed(GENERATED / "callchain.html", call_chain_html(links))
+    # written for the language being built (both builds share docs/_generated; they run one after the other)
+    _write_if_changed(GENERATED / "callchain.html", call_chain_html(links, config.language or "en"))
     _write_if_changed(GENERATED / "api_modules.md", api_include(api_modules(config.mxe_api_modules)))
     _write_if_changed(GENERATED / "benchmarks.md", benchmarks_include())
     _write_if_changed(GENERATED / "tiny_model.md", tiny_model_include())
@@ -426,18 +442,41 @@ def copy_assets(app: Sphinx, exception: Optional[Exception]) -> None:
 
 # ---------------------------------------------------------------- per-page additions
 
-RUN_LOCALLY = (
-    '<div class="admonition tip mxe-run-locally">'
-    '<p class="admonition-title">Run this notebook locally</p>'
-    "<p>Every number on this page was computed by the notebook below. To run it yourself "
-    "(CPU only, offline): <code>bash scripts/lab.sh</code> opens it in JupyterLab. "
-    '<a class="reference download" href="{href}" download="{name}">Download {name}</a></p>'
-    "</div>"
-)
+RUN_LOCALLY_TITLE = N_("Run this notebook locally")
+RUN_LOCALLY_TEXT = N_("Every number on this page was computed by the notebook below. To run it yourself "
+                      "(CPU only, offline): {command} opens it in JupyterLab.")
+DOWNLOAD = N_("Download {name}")
+OTHER_LANGUAGE_TITLE = N_("This page in {language}")
+
+
+def run_locally_box(href: str, name: str, language: str) -> str:
+    command = "bash scripts/lab.sh" + ("" if language == "en" else f" --lang {language}")
+    text = html.escape(gettext(RUN_LOCALLY_TEXT, language)).format(command=f"<code>{html.escape(command)}</code>")
+    download = html.escape(gettext(DOWNLOAD, language).format(name=name))
+    return ('<div class="admonition tip mxe-run-locally">'
+            f'<p class="admonition-title">{html.escape(gettext(RUN_LOCALLY_TITLE, language))}</p>'
+            f'<p>{text} <a class="reference download" href="{html.escape(href)}" download="{html.escape(name)}">'
+            f"{download}</a></p></div>")
+
+
+def other_languages(pagename: str, language: str, languages: Dict[str, str]) -> List[Dict[str, str]]:
+    """Links to this very page in the other languages' builds (siblings: html/en/, html/zh_CN/)."""
+    up = "../" * (pagename.count("/") + 1)
+    return [{"code": code, "label": label, "href": f"{up}{code}/{pagename}.html",
+             "title": gettext(OTHER_LANGUAGE_TITLE, language).format(language=label)}
+            for code, label in languages.items() if code != language]
+
+
+_FOLD = re.compile(r"<summary>\s*(" + "|".join(FOLD_LABELS) + r")\s*</summary>")
 
 
 def page_context(app: Sphinx, pagename: str, templatename: str, context: Dict[str, Any], doctree) -> None:
+    language = app.config.language or "en"
+    context["mxe_other_languages"] = other_languages(pagename, language, app.config.mxe_languages)
     body = context.get("body") or ""
+    if language != "en":  # <details> blocks are raw html, which catalogs do not reach: their labels
+        body = context["body"] = _FOLD.sub(lambda m: f"<summary>{html.escape(gettext(m.group(1), language))}"
+                                           "</summary>", body)
     if 'class="mxe-plotly"' in body:
         app.add_js_file(static_paths()["plotly"])
     if "application/vnd.jupyter.widget-view+json" in body:
@@ -447,7 +486,7 @@ def page_context(app: Sphinx, pagename: str, templatename: str, context: Dict[st
         pathto = context["pathto"]
         href = f"{pathto('_sources', 1)}/{pagename}.ipynb"
         name = pagename.rsplit("/", 1)[-1] + ".ipynb"
-        box = RUN_LOCALLY.format(href=html.escape(href), name=html.escape(name))
+        box = run_locally_box(href, name, language)
         match = re.search(r"</h1>", body)
         at = match.end() if match else 0
         context["body"] = body[:at] + box + body[at:]
@@ -523,18 +562,33 @@ def keep_symlinked_paths() -> None:
 
 # ---------------------------------------------------------------- stale notebook outputs
 
-CODE_STAMP = DOCS / "_build" / ".mixtral_edu.sha256"
-
-
 def package_hash() -> str:
-    """Hash of every file of the mixtral_edu package (code and shipped data)."""
+    """Hash of every file of the mixtral_edu package (code and shipped data; not its translation
+    catalogs: the site's notebooks run in English, so a new translation re-executes nothing)."""
     pkg = ROOT / "mixtral_edu"
     digest = hashlib.sha256()
     for path in sorted(pkg.rglob("*")):
+        if path.relative_to(pkg).parts[0] == "locale":
+            continue
         if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
             digest.update(path.relative_to(pkg).as_posix().encode() + b"\0")
             digest.update(hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()
+
+
+def _stamps(app: Sphinx) -> tuple:
+    """(execution cache folder, its stamp, this build's stamp): the package hash each last saw.
+
+    The cache is shared by the languages' builds, each build (env) is its own: after a code
+    change the first build empties the cache and re-runs the notebooks, the second re-reads
+    its notebook pages from the refilled cache without running anything.
+    """
+    cache = Path(app.config.nb_execution_cache_path or Path(app.outdir).parent / ".jupyter_cache")
+    return cache, cache.parent / (cache.name + ".mixtral_edu.sha256"), Path(app.doctreedir) / "mixtral_edu.sha256"
+
+
+def _read_stamp(path: Path) -> Optional[str]:
+    return path.read_text().strip() if path.is_file() else None
 
 
 def check_code_changed(app: Sphinx, config) -> None:
@@ -542,13 +596,11 @@ def check_code_changed(app: Sphinx, config) -> None:
     changes, every notebook must run again or the site would show old numbers.
     Drop the execution cache, and (below) mark every notebook page outdated."""
     app._mxe_code_hash = package_hash()
-    old = CODE_STAMP.read_text().strip() if CODE_STAMP.is_file() else None
-    app._mxe_code_changed = old != app._mxe_code_hash
-    if old != app._mxe_code_hash:
-        cache = Path(app.outdir).parent / ".jupyter_cache"
-        if cache.exists():
-            logger.info("[mixtral_site] mixtral_edu changed since the last build: notebooks run again")
-            shutil.rmtree(cache)
+    cache, cache_stamp, env_stamp = _stamps(app)
+    app._mxe_code_changed = _read_stamp(env_stamp) != app._mxe_code_hash
+    if _read_stamp(cache_stamp) != app._mxe_code_hash and cache.exists():
+        logger.info("[mixtral_site] mixtral_edu changed since the last build: notebooks run again")
+        shutil.rmtree(cache)
 
 
 def outdated_notebooks(app: Sphinx, env, added, changed, removed) -> List[str]:
@@ -560,8 +612,9 @@ def outdated_notebooks(app: Sphinx, env, added, changed, removed) -> List[str]:
 
 def stamp_code(app: Sphinx, exception: Optional[Exception]) -> None:
     if exception is None and getattr(app, "_mxe_code_hash", None):
-        CODE_STAMP.parent.mkdir(parents=True, exist_ok=True)
-        CODE_STAMP.write_text(app._mxe_code_hash + "\n")
+        for stamp in _stamps(app)[1:]:
+            stamp.parent.mkdir(parents=True, exist_ok=True)
+            stamp.write_text(app._mxe_code_hash + "\n")
 
 
 _CHAPTER_LINK = re.compile(r"""(href=)(["'])(\d\d_[A-Za-z0-9_]+)\.ipynb(#[^"']*)?\2""")
@@ -589,7 +642,42 @@ def chapter_links_to_pages(app: Sphinx, exception: Optional[Exception]) -> None:
             page.write_text(new_text, encoding="utf-8")
 
 
+# ---------------------------------------------------------------- what the catalogs leave out
+
+# Generated includes that are not prose to translate: measured numbers rewritten by every benchmark
+# run, and module names. (The model card include is prose: it is translated.)
+UNTRANSLATED_INCLUDES = ("_generated/benchmarks.md", "_generated/api_modules.md")
+
+
+class Untranslated(SphinxTransform):
+    """Mark what the translation catalogs must not hold: math, API docstrings (code), and the
+    untranslated includes (their nodes carry the including page and the include directive's line).
+
+    Runs before Sphinx's i18n transform (priority 20), so neither `gettext` extraction nor a
+    translated build looks at these nodes: they show in English in every language.
+    """
+
+    default_priority = 10
+
+    def apply(self, **kwargs: Any) -> None:
+        from docutils import nodes
+
+        source = self.document.get("source") or ""
+        include_lines = set()
+        if source.endswith(".md") and Path(source).is_file():
+            for number, line in enumerate(Path(source).read_text(encoding="utf-8").splitlines(), 1):
+                parts = line.strip().split(maxsplit=1)
+                if len(parts) == 2 and parts[0].endswith("{include}") and parts[1] in UNTRANSLATED_INCLUDES:
+                    include_lines.add(number)
+        for node in self.document.findall(nodes.TextElement):
+            node_source = node.source or ""
+            if (isinstance(node, nodes.math_block) or "docstring of " in node_source
+                    or (include_lines and node.line in include_lines and node_source == source)):
+                node["translatable"] = False
+
+
 def setup(app: Sphinx) -> Dict[str, Any]:
+    app.add_transform(Untranslated)
     quiet_plotly_mime()
     keep_symlinked_paths()
     app.connect("config-inited", check_code_changed)
@@ -597,6 +685,7 @@ def setup(app: Sphinx) -> Dict[str, Any]:
     app.connect("build-finished", stamp_code)
     app.add_config_value("mxe_call_chain", {}, "env")
     app.add_config_value("mxe_api_modules", [], "env")
+    app.add_config_value("mxe_languages", {"en": "English"}, "html")
     app.connect("config-inited", write_generated)
     app.connect("builder-inited", fetch_assets)
     app.connect("html-page-context", page_context)
