@@ -651,7 +651,7 @@ UNTRANSLATED_INCLUDES = ("_generated/benchmarks.md", "_generated/api_modules.md"
 
 class Untranslated(SphinxTransform):
     """Mark what the translation catalogs must not hold: math, API docstrings (code), and the
-    untranslated includes (their nodes carry the including page and the include directive's line).
+    untranslated includes (found through the source of a node or of its ancestors).
 
     Runs before Sphinx's i18n transform (priority 20), so neither `gettext` extraction nor a
     translated build looks at these nodes: they show in English in every language.
@@ -662,17 +662,14 @@ class Untranslated(SphinxTransform):
     def apply(self, **kwargs: Any) -> None:
         from docutils import nodes
 
-        source = self.document.get("source") or ""
-        include_lines = set()
-        if source.endswith(".md") and Path(source).is_file():
-            for number, line in enumerate(Path(source).read_text(encoding="utf-8").splitlines(), 1):
-                parts = line.strip().split(maxsplit=1)
-                if len(parts) == 2 and parts[0].endswith("{include}") and parts[1] in UNTRANSLATED_INCLUDES:
-                    include_lines.add(number)
+        skip = tuple(str(DOCS / name) for name in UNTRANSLATED_INCLUDES)
         for node in self.document.findall(nodes.TextElement):
-            node_source = node.source or ""
-            if (isinstance(node, nodes.math_block) or "docstring of " in node_source
-                    or (include_lines and node.line in include_lines and node_source == source)):
+            sources, up = [], node
+            while up is not None:  # a table cell's paragraph has no source: its table does
+                sources.append(up.source or "")
+                up = up.parent
+            if (isinstance(node, nodes.math_block) or any("docstring of " in s or s.endswith(skip)
+                                                            for s in sources)):
                 node["translatable"] = False
 
 
