@@ -220,6 +220,7 @@ def merge(pot: Path, po: Path, language: str) -> bool:
                           copyright_holder="the mixtral-edu authors", language_team=f"{language} <mixtral-edu>",
                           creation_date=FIXED_DATE, revision_date=FIXED_DATE)
     catalog.update(template, no_fuzzy_matching=False, update_creation_date=False)
+    catalog.fuzzy = False  # the header: a fuzzy entry is one message whose English changed
     buf = io.BytesIO()
     # obsolete entries are dropped; a fuzzy one keeps the English it was translated from (#| msgid)
     write_po(buf, catalog, width=0, ignore_obsolete=True, include_previous=True)

@@ -314,6 +314,34 @@ def tiny_model_include() -> str:
     return "\n".join(out) + "\n"
 
 
+TERMS = DOCS / "locale" / "zh_CN" / "terms.tsv"
+
+
+def read_terms(path: Path = TERMS) -> List[Dict[str, str]]:
+    """The terminology table: one row per concept (english, chinese, source, hf)."""
+    if not path.is_file():
+        return []
+    rows = [line.split("\t") for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and not line.startswith("#")]
+    header, body = rows[0], rows[1:]
+    return [dict(zip(header, row + [""] * (len(header) - len(row)))) for row in body]
+
+
+def terms_html(terms: Sequence[Dict[str, str]]) -> str:
+    """The bilingual terminology table of the glossary page (raw HTML: it is not a catalog entry)."""
+    star = '<sup title="the walkthrough\'s own term">*</sup>'
+    rows = []
+    for t in terms:
+        hf = " ".join(f"<code>{html.escape(h.strip())}</code>" for h in t["hf"].split(",") if h.strip())
+        mark = star if t["source"] == "walkthrough" else ""
+        rows.append(f'<tr><td>{html.escape(t["english"])}</td>'
+                    f'<td lang="zh-CN">{html.escape(t["chinese"])}{mark}</td><td>{hf}</td></tr>')
+    return ('<table class="table mxe-terms"><thead><tr><th>English</th><th lang="zh-CN">中文</th>'
+            "<th>Hugging Face</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>\n"
+            '<p class="mxe-terms-note"><sup>*</sup> the Chinese walkthrough\'s own term · '
+            '<span lang="zh-CN">中文讲解原文所用的术语</span></p>\n')
+
+
 def write_generated(app: Sphinx, config) -> None:
     link_notebooks()
     chapters = chapter_docnames()
@@ -324,6 +352,13 @@ def write_generated(app: Sphinx, config) -> None:
     _write_if_changed(GENERATED / "api_modules.md", api_include(api_modules(config.mxe_api_modules)))
     _write_if_changed(GENERATED / "benchmarks.md", benchmarks_include())
     _write_if_changed(GENERATED / "tiny_model.md", tiny_model_include())
+    terms = read_terms()
+    _write_if_changed(GENERATED / "terms.html", terms_html(terms))
+    # Chinese search splits text with jieba; our terms are words to it too (Sphinx's zh "dict" option)
+    words = DOCS / "_build" / "jieba_terms.txt"
+    _write_if_changed(words, "".join(f"{t['chinese'].replace(' ', '')} 100000\n" for t in terms
+                                     if any("\u4e00" <= ch <= "\u9fff" for ch in t["chinese"])))
+    config.html_search_options = dict(config.html_search_options or {}, dict=str(words))
 
 
 # ---------------------------------------------------------------- vendored assets

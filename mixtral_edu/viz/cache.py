@@ -117,7 +117,7 @@ def cache_figure(trace, row: int = 0, tokenizer=None, full_size: str = "mixtral-
         z=z, x=list(range(S)), y=list(range(n)), text=text, texttemplate="%{text}", customdata=custom,
         colorscale=pal.discrete_colorscale(colors), zmin=-0.5, zmax=2.5, xgap=1, ygap=1,
         colorbar=dict(title=dict(text=_("token")), tickvals=[0, 1, 2],
-                      ticktext=[_("in cache"), _("fed now"), _("not yet")],
+                      ticktext=[_("in cache"), _("fed now"), _("not yet fed")],
                       len=0.36, y=0.82, x=0.53, thickness=14),
         hovertemplate="step %{y}, column %{x} (%{customdata})<br>position id %{text}<extra></extra>"), 1, 1)
     fig.update_xaxes(title_text=_("sequence column (token)"), tickvals=list(range(S)), ticktext=labels,
