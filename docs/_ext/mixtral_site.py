@@ -482,6 +482,7 @@ RUN_LOCALLY_TEXT = N_("Every number on this page was computed by the notebook be
                       "(CPU only, offline): {command} opens it in JupyterLab.")
 DOWNLOAD = N_("Download {name}")
 OTHER_LANGUAGE_TITLE = N_("This page in {language}")
+LANGUAGE_NAMES = {"en": N_("English"), "zh_CN": N_("Chinese")}  # in the reader's language (a link's title)
 
 
 def run_locally_box(href: str, name: str, language: str) -> str:
@@ -498,7 +499,8 @@ def other_languages(pagename: str, language: str, languages: Dict[str, str]) -> 
     """Links to this very page in the other languages' builds (siblings: html/en/, html/zh_CN/)."""
     up = "../" * (pagename.count("/") + 1)
     return [{"code": code, "label": label, "href": f"{up}{code}/{pagename}.html",
-             "title": gettext(OTHER_LANGUAGE_TITLE, language).format(language=label)}
+             "title": gettext(OTHER_LANGUAGE_TITLE, language).format(
+                 language=gettext(LANGUAGE_NAMES.get(code, label), language))}
             for code, label in languages.items() if code != language]
 
 
@@ -708,8 +710,26 @@ class Untranslated(SphinxTransform):
                 node["translatable"] = False
 
 
+def chinese_search(app: Sphinx) -> None:
+    """Sphinx 9.0's Chinese search ships the English stemmer for Latin words but names it
+    ``ChineseStemmer`` in language_data.js (``window.Stemmer = ChineseStemmer``), a JavaScript
+    error on every page and a search that never runs. Register the same language with the
+    stemmer code inlined under its own name."""
+    from sphinx.search import _MINIFIED_JS_PATH
+    from sphinx.search.zh import SearchChinese
+
+    code = "\n".join([(_MINIFIED_JS_PATH / "base-stemmer.js").read_text(encoding="utf-8"),
+                      (_MINIFIED_JS_PATH / SearchChinese.js_stemmer_rawcode).read_text(encoding="utf-8"),
+                      "window.Stemmer = EnglishStemmer;"])
+    if "ChineseStemmer" in code or "var EnglishStemmer" not in code:
+        raise ExtensionError("Sphinx's Chinese search stemmer changed: re-check chinese_search()")
+    fixed = type("SearchChinese", (SearchChinese,), {"js_stemmer_rawcode": None, "js_stemmer_code": code})
+    app.add_search_language(fixed)
+
+
 def setup(app: Sphinx) -> Dict[str, Any]:
     app.add_transform(Untranslated)
+    chinese_search(app)
     quiet_plotly_mime()
     keep_symlinked_paths()
     app.connect("config-inited", check_code_changed)
