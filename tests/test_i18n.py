@@ -269,5 +269,17 @@ def test_set_language_switches_views_and_checkers():
     assert "预填充" in title or "decode" in title, title
     assert "已缓存长度 P=" in title, title
     assert fig.layout.sliders[0].currentvalue.prefix == "步："
+    # no English phrase left in what the views write (titles, axes, legends, notes, colour bars, sliders)
+    from mixtral_edu.viz import attention_figure, cache_figure, routing_figure, sampling_figure
+
+    english = re.compile(r"\b(?!KV\b)[A-Za-z]{2,} (?!cache\b)[a-z]{2,}\b")
+    for view in (mask_figure(tr), cache_figure(tr), routing_figure(tr), attention_figure(tr), sampling_figure(tr)):
+        texts = [view.layout.title.text] + [a.text for a in view.layout.annotations or ()]
+        texts += [view.layout[k].title.text for k in view.layout if k.startswith(("xaxis", "yaxis"))]
+        texts += [t.name for t in view.data if t.showlegend is not False and t.name]
+        texts += [s.currentvalue.prefix for s in view.layout.sliders or ()]
+        texts += [c.colorbar.title.text for c in view.data if getattr(c, "colorbar", None) and c.colorbar.title.text]
+        left = [t for t in texts if t and english.search(re.sub(r"<[^>]+>|\w*_\w*", " ", t))]
+        assert not left, f"untranslated in a view: {left}"
     mixtral_edu.set_language("en")
     assert "past length P=" in mask_figure(tr).layout.title.text

@@ -19,12 +19,12 @@ from plotly.subplots import make_subplots
 
 from ..modeling import masks as M
 from ..modeling.attention import repeat_kv
-from ..i18n import _
+from ..i18n import N_, _
 from . import palette as pal
 from .masks import reasons_for_step
 from .widgets import encode_batch, pick_step, sequence_ids, visibility_slider
 
-X_TITLE, Y_TITLE = "key position", "query position"  # shown through _()
+X_TITLE, Y_TITLE = N_("key position"), N_("query position")  # shown through _()
 
 
 def kv_head_of_query_heads(num_heads: int, num_kv_heads: int) -> List[int]:

@@ -18,11 +18,11 @@ import torch
 from plotly.subplots import make_subplots
 
 from ..modeling import masks as M
-from ..i18n import _
+from ..i18n import N_, _
 from . import palette as pal
 from .widgets import Source, config_of, pick_step, sequence_ids
 
-X_TITLE, Y_TITLE = "key position", "query position"  # shown through _()
+X_TITLE, Y_TITLE = N_("key position"), N_("query position")  # shown through _()
 _NAMES = [M.REASONS[i] for i in range(4)]
 
 
