@@ -38,6 +38,18 @@ extensions = [
 ]
 
 root_doc = "index"
+
+# ---------------------------------------------------------------- languages
+# One English source; translations in docs/locale/<lang>/LC_MESSAGES/*.po (gettext, one
+# catalog per page and per chapter). scripts/docs.sh builds the site once per language
+# (-D language=zh_CN) into docs/_build/html/<lang>/; scripts/i18n.sh updates the catalogs.
+language = "en"
+locale_dirs = ["locale/"]
+gettext_compact = False        # docs/locale/zh_CN/LC_MESSAGES/notebooks/00_orientation.po, ...
+gettext_uuid = False
+gettext_location = True        # the notebook generator maps an entry back to its cell by location
+mxe_languages = {"en": "English", "zh_CN": "中文"}
+templates_path = ["_templates"]
 exclude_patterns = [
     "_build",
     "_generated",
@@ -90,6 +102,9 @@ myst_enable_extensions = ["dollarmath", "amsmath", "colon_fence", "deflist"]
 myst_heading_anchors = 3
 
 nb_execution_mode = "cache"
+# One cache for every language: it is keyed on the code cells, which translation never touches,
+# so the second language's build executes nothing.
+nb_execution_cache_path = str(DOCS / "_build" / ".jupyter_cache")
 nb_execution_timeout = 120
 nb_execution_raise_on_error = True
 nb_execution_show_tb = True
@@ -128,6 +143,8 @@ html_theme_options = {
     # pydata-sphinx-theme 0.20 adds a top bar holding only a second search field;
     # the book theme's sidebar already has one.
     "navbar_persistent": [],
+    # the other language's version of the same page, on every page
+    "article_header_end": ["mxe-language-switch.html", "article-header-buttons.html"],
 }
 html_last_updated_fmt = None
 # Light by default (figures have white backgrounds); the reader can switch.

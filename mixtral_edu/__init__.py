@@ -18,11 +18,12 @@ from .full_size.sizes import parameter_count
 from .observe.tracer import Trace, trace
 from .build.plug import plug_in
 from .build.diff import trace_diff
+from .i18n import get_language, set_language
 
 __all__ = [
     "Cache", "DynamicCache", "MixtralConfig", "MixtralForCausalLM", "MixtralModel", "MixtralPreTrainedModel",
     "MoeCausalLMOutputWithPast", "MoeModelOutputWithPast", "generate", "GenerationConfig",
     "ActivationCache", "Trace", "disable_expert", "hooks", "run_with_cache", "trace",
-    "load_tiny", "parameter_count", "presets", "plug_in", "trace_diff",
+    "load_tiny", "parameter_count", "presets", "plug_in", "trace_diff", "get_language", "set_language",
 ]
 __version__ = "0.1.0"

@@ -14,7 +14,9 @@ What it does, in build order:
   one once from the npm registry with ``npm pack`` and checking it against the
   pinned sha512 integrity.
 * ``html-page-context``: adds plotly.js only to pages that hold a plotly figure,
-  and puts a "run this notebook locally / download" box under each chapter's title.
+  puts a "run this notebook locally / download" box under each chapter's title,
+  and links the same page in the other language (the site is built once per
+  language, into ``_build/html/<lang>/``; see ``languages`` in conf.py).
 * ``build-finished``: copies plotly.js (from the installed ``plotly`` package),
   the vendored npm files and a license note into ``_static/vendor/``.
 
@@ -45,7 +47,10 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 from sphinx.application import Sphinx
 from sphinx.errors import ExtensionError
+from sphinx.transforms import SphinxTransform
 from sphinx.util import logging
+
+from mixtral_edu.i18n import FOLD_LABELS, N_, gettext
 
 logger = logging.getLogger(__name__)
 
@@ -84,20 +89,24 @@ NPM_ASSETS: List[Dict[str, Any]] = [
 ]
 
 # Diagram boxes on the landing page: key -> (label, what happens there).
+# The descriptions are translated (mixtral_edu's catalog) when the page is built in another language.
 CALL_CHAIN_STEPS: Dict[str, Sequence[str]] = {
-    "generate": ("generate", "the decoding loop: prefill once, then one token per step"),
+    "generate": ("generate", N_("the decoding loop: prefill once, then one token per step")),
     "prepare_inputs_for_generation": ("prepare_inputs_for_generation",
-                                      "keeps only uncached tokens, builds position_ids, picks the cache"),
-    "causal_lm": ("MixtralForCausalLM.forward", "backbone + lm_head (+ loss and aux loss when training)"),
-    "model": ("MixtralModel.forward", "embeddings, position ids, 4D mask, the layer loop"),
-    "decoder_layer": ("MixtralDecoderLayer × L", "two residual sub-blocks per layer"),
-    "self_attn": ("self_attn", "RMSNorm → RoPE → grouped-query attention, reads & extends the KV cache"),
-    "block_sparse_moe": ("block_sparse_moe", "RMSNorm → router → top-k experts, weighted sum"),
-    "norm": ("norm", "final RMSNorm"),
-    "lm_head": ("lm_head", "hidden state → one score per vocabulary token"),
-    "outputs": ("logits, past_key_values", "what forward returns to the loop"),
-    "next_token": ("next token", "greedy or sampled (temperature, top-k, top-p), appended; loop again"),
+                                      N_("keeps only uncached tokens, builds position_ids, picks the cache")),
+    "causal_lm": ("MixtralForCausalLM.forward", N_("backbone + lm_head (+ loss and aux loss when training)")),
+    "model": ("MixtralModel.forward", N_("embeddings, position ids, 4D mask, the layer loop")),
+    "decoder_layer": ("MixtralDecoderLayer × L", N_("two residual sub-blocks per layer")),
+    "self_attn": ("self_attn", N_("RMSNorm → RoPE → grouped-query attention, reads & extends the KV cache")),
+    "block_sparse_moe": ("block_sparse_moe", N_("RMSNorm → router → top-k experts, weighted sum")),
+    "norm": ("norm", N_("final RMSNorm")),
+    "lm_head": ("lm_head", N_("hidden state → one score per vocabulary token")),
+    "outputs": ("logits, past_key_values", N_("what forward returns to the loop")),
+    "next_token": (N_("next token"), N_("greedy or sampled (temperature, top-k, top-p), appended; loop again")),
 }
+CHAPTER_TO_COME = N_("chapter to come")
+CALL_CHAIN_LABEL = N_("Call chain of one generation step")
+LOOP_BACK = N_("back to {generate} until EOS or max_new_tokens")
 
 
 def _slug(name: str) -> str:
@@ -166,31 +175,36 @@ def resolve_call_chain(mapping: Dict[str, Any], chapters: Sequence[str]) -> Dict
     return out
 
 
-def call_chain_html(links: Dict[str, Optional[str]]) -> str:
+def call_chain_html(links: Dict[str, Optional[str]], language: str = "en") -> str:
     """The landing page's box diagram: nested boxes, each naming one step, linked to its chapter."""
+
+    def _(message: str) -> str:
+        return gettext(message, language)
+
+    soon = html.escape(_(CHAPTER_TO_COME))
 
     def box(key: str, cls: str = "") -> str:
         label, what = CALL_CHAIN_STEPS[key]
-        inner = (f'<span class="mxe-box-name"><code>{html.escape(label)}</code></span> '
-                 f'<span class="mxe-box-what">{html.escape(what)}</span> ')
+        inner = (f'<span class="mxe-box-name"><code>{html.escape(_(label))}</code></span> '
+                 f'<span class="mxe-box-what">{html.escape(_(what))}</span> ')
         target = links.get(key)
         classes = f"mxe-box {cls}".strip()
         if target:
             return f'<a class="{classes} mxe-linked" href="{html.escape(target)}.html">{inner}</a>'
-        return (f'<div class="{classes} mxe-unlinked" title="chapter to come">{inner}'
-                f'<span class="mxe-box-soon">(chapter to come)</span></div>')
+        return (f'<div class="{classes} mxe-unlinked" title="{soon}">{inner}'
+                f'<span class="mxe-box-soon">({soon})</span></div>')
 
     def header(key: str) -> str:
         label, what = CALL_CHAIN_STEPS[key]
-        text = (f'<code>{html.escape(label)}</code> <span class="mxe-box-what">{html.escape(what)}</span>')
+        text = (f'<code>{html.escape(_(label))}</code> <span class="mxe-box-what">{html.escape(_(what))}</span>')
         target = links.get(key)
         if target:
             return f'<a class="mxe-group-title mxe-linked" href="{html.escape(target)}.html">{text}</a>'
-        return f'<div class="mxe-group-title mxe-unlinked" title="chapter to come">{text}</div>'
+        return f'<div class="mxe-group-title mxe-unlinked" title="{soon}">{text}</div>'
 
     arrow = '<div class="mxe-arrow" aria-hidden="true">↓</div>'
     parts = [
-        '<nav class="mxe-chain" aria-label="Call chain of one generation step">',
+        f'<nav class="mxe-chain" aria-label="{html.escape(_(CALL_CHAIN_LABEL))}">',
         box("generate", "mxe-loop"),
         arrow,
         box("prepare_inputs_for_generation"),
@@ -211,7 +225,8 @@ def call_chain_html(links: Dict[str, Optional[str]]) -> str:
         box("outputs"),
         arrow,
         box("next_token", "mxe-loop"),
-        '<div class="mxe-loop-back">↺ back to <code>generate</code> until EOS or max_new_tokens</div>',
+        '<div class="mxe-loop-back">↺ ' + html.escape(_(LOOP_BACK)).format(generate="<code>generate</code>")
+        + "</div>",
         "</nav>",
     ]
     return "\n".join(parts) + "\n"
@@ -465,12 +480,41 @@ def solutions_include(pages: Sequence[str]) -> str:
     return "\n".join(["```{toctree}", ":caption: Solutions (folded)", ":maxdepth: 1", "", *pages, "```", ""])
 
 
+TERMS = DOCS / "locale" / "zh_CN" / "terms.tsv"
+
+
+def read_terms(path: Path = TERMS) -> List[Dict[str, str]]:
+    """The terminology table: one row per concept (english, chinese, source, hf)."""
+    if not path.is_file():
+        return []
+    rows = [line.split("\t") for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip() and not line.startswith("#")]
+    header, body = rows[0], rows[1:]
+    return [dict(zip(header, row + [""] * (len(header) - len(row)))) for row in body]
+
+
+def terms_html(terms: Sequence[Dict[str, str]]) -> str:
+    """The bilingual terminology table of the glossary page (raw HTML: it is not a catalog entry)."""
+    star = '<sup title="the walkthrough\'s own term">*</sup>'
+    rows = []
+    for t in terms:
+        hf = " ".join(f"<code>{html.escape(h.strip())}</code>" for h in t["hf"].split(",") if h.strip())
+        mark = star if t["source"] == "walkthrough" else ""
+        rows.append(f'<tr><td>{html.escape(t["english"])}</td>'
+                    f'<td lang="zh-CN">{html.escape(t["chinese"])}{mark}</td><td>{hf}</td></tr>')
+    return ('<table class="table mxe-terms"><thead><tr><th>English</th><th lang="zh-CN">中文</th>'
+            "<th>Hugging Face</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>\n"
+            '<p class="mxe-terms-note"><sup>*</sup> the Chinese walkthrough\'s own term · '
+            '<span lang="zh-CN">中文讲解原文所用的术语</span></p>\n')
+
+
 def write_generated(app: Sphinx, config) -> None:
     link_notebooks()
     chapters = chapter_docnames()
     _write_if_changed(GENERATED / "chapters.md", chapters_include(chapters))
     links = resolve_call_chain(config.mxe_call_chain, chapters)
-    _write_if_changed(GENERATED / "callchain.html", call_chain_html(links))
+    # written for the language being built (both builds share docs/_generated; they run one after the other)
+    _write_if_changed(GENERATED / "callchain.html", call_chain_html(links, config.language or "en"))
     _write_if_changed(GENERATED / "api_modules.md", api_include(api_modules(config.mxe_api_modules)))
     _write_if_changed(GENERATED / "benchmarks.md", benchmarks_include())
     _write_if_changed(GENERATED / "tiny_model.md", tiny_model_include())
@@ -478,6 +522,13 @@ def write_generated(app: Sphinx, config) -> None:
 
 
     _write_if_changed(GENERATED / "solutions.md", solutions_include(write_solution_pages(chapters)))
+    terms = read_terms()
+    _write_if_changed(GENERATED / "terms.html", terms_html(terms))
+    # Chinese search splits text with jieba; our terms are words to it too (Sphinx's zh "dict" option)
+    words = DOCS / "_build" / "jieba_terms.txt"
+    _write_if_changed(words, "".join(f"{t['chinese'].replace(' ', '')} 100000\n" for t in terms
+                                     if any("\u4e00" <= ch <= "\u9fff" for ch in t["chinese"])))
+    config.html_search_options = dict(config.html_search_options or {}, dict=str(words))
 
 
 # ---------------------------------------------------------------- vendored assets
@@ -596,20 +647,45 @@ def copy_assets(app: Sphinx, exception: Optional[Exception]) -> None:
 
 # ---------------------------------------------------------------- per-page additions
 
-RUN_LOCALLY = (
-    '<div class="admonition tip mxe-run-locally">'
-    '<p class="admonition-title">Run this notebook locally</p>'
-    "<p>Every number on this page was computed by the notebook below. To run it yourself "
-    "(CPU only, offline): <code>bash scripts/lab.sh</code> opens it in JupyterLab. "
-    '<a class="reference download" href="{href}" download="{name}">Download {name}</a></p>'
-    "</div>"
-)
+RUN_LOCALLY_TITLE = N_("Run this notebook locally")
+RUN_LOCALLY_TEXT = N_("Every number on this page was computed by the notebook below. To run it yourself "
+                      "(CPU only, offline): {command} opens it in JupyterLab.")
+DOWNLOAD = N_("Download {name}")
+OTHER_LANGUAGE_TITLE = N_("This page in {language}")
+LANGUAGE_NAMES = {"en": N_("English"), "zh_CN": N_("Chinese")}  # in the reader's language (a link's title)
+
+
+def run_locally_box(href: str, name: str, language: str) -> str:
+    command = "bash scripts/lab.sh" + ("" if language == "en" else f" --lang {language}")
+    text = html.escape(gettext(RUN_LOCALLY_TEXT, language)).format(command=f"<code>{html.escape(command)}</code>")
+    download = html.escape(gettext(DOWNLOAD, language).format(name=name))
+    return ('<div class="admonition tip mxe-run-locally">'
+            f'<p class="admonition-title">{html.escape(gettext(RUN_LOCALLY_TITLE, language))}</p>'
+            f'<p>{text} <a class="reference download" href="{html.escape(href)}" download="{html.escape(name)}">'
+            f"{download}</a></p></div>")
+
+
+def other_languages(pagename: str, language: str, languages: Dict[str, str]) -> List[Dict[str, str]]:
+    """Links to this very page in the other languages' builds (siblings: html/en/, html/zh_CN/)."""
+    up = "../" * (pagename.count("/") + 1)
+    return [{"code": code, "label": label, "href": f"{up}{code}/{pagename}.html",
+             "title": gettext(OTHER_LANGUAGE_TITLE, language).format(
+                 language=gettext(LANGUAGE_NAMES.get(code, label), language))}
+            for code, label in languages.items() if code != language]
+
+
+_FOLD = re.compile(r"<summary>\s*(" + "|".join(FOLD_LABELS) + r")\s*</summary>")
 
 SOLUTIONS_LINK = '<a class="reference internal" href="{href}">Reference solutions of the exercises (folded)</a>'
 
 
 def page_context(app: Sphinx, pagename: str, templatename: str, context: Dict[str, Any], doctree) -> None:
+    language = app.config.language or "en"
+    context["mxe_other_languages"] = other_languages(pagename, language, app.config.mxe_languages)
     body = context.get("body") or ""
+    if language != "en":  # <details> blocks are raw html, which catalogs do not reach: their labels
+        body = context["body"] = _FOLD.sub(lambda m: f"<summary>{html.escape(gettext(m.group(1), language))}"
+                                           "</summary>", body)
     if 'class="mxe-plotly"' in body:
         app.add_js_file(static_paths()["plotly"])
     if "application/vnd.jupyter.widget-view+json" in body:
@@ -619,7 +695,7 @@ def page_context(app: Sphinx, pagename: str, templatename: str, context: Dict[st
         pathto = context["pathto"]
         href = f"{pathto('_sources', 1)}/{pagename}.ipynb"
         name = pagename.rsplit("/", 1)[-1] + ".ipynb"
-        box = RUN_LOCALLY.format(href=html.escape(href), name=html.escape(name))
+        box = run_locally_box(href, name, language)
         stem = pagename.rsplit("/", 1)[-1]
         if f"solutions/{stem}" in app.env.all_docs:
             box = box.replace("</p></div>", " · " + SOLUTIONS_LINK.format(
@@ -699,18 +775,33 @@ def keep_symlinked_paths() -> None:
 
 # ---------------------------------------------------------------- stale notebook outputs
 
-CODE_STAMP = DOCS / "_build" / ".mixtral_edu.sha256"
-
-
 def package_hash() -> str:
-    """Hash of every file of the mixtral_edu package (code and shipped data)."""
+    """Hash of every file of the mixtral_edu package (code and shipped data; not its translation
+    catalogs: the site's notebooks run in English, so a new translation re-executes nothing)."""
     pkg = ROOT / "mixtral_edu"
     digest = hashlib.sha256()
     for path in sorted(pkg.rglob("*")):
+        if path.relative_to(pkg).parts[0] == "locale":
+            continue
         if path.is_file() and "__pycache__" not in path.parts and path.suffix != ".pyc":
             digest.update(path.relative_to(pkg).as_posix().encode() + b"\0")
             digest.update(hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()
+
+
+def _stamps(app: Sphinx) -> tuple:
+    """(execution cache folder, its stamp, this build's stamp): the package hash each last saw.
+
+    The cache is shared by the languages' builds, each build (env) is its own: after a code
+    change the first build empties the cache and re-runs the notebooks, the second re-reads
+    its notebook pages from the refilled cache without running anything.
+    """
+    cache = Path(app.config.nb_execution_cache_path or Path(app.outdir).parent / ".jupyter_cache")
+    return cache, cache.parent / (cache.name + ".mixtral_edu.sha256"), Path(app.doctreedir) / "mixtral_edu.sha256"
+
+
+def _read_stamp(path: Path) -> Optional[str]:
+    return path.read_text().strip() if path.is_file() else None
 
 
 def check_code_changed(app: Sphinx, config) -> None:
@@ -718,13 +809,11 @@ def check_code_changed(app: Sphinx, config) -> None:
     changes, every notebook must run again or the site would show old numbers.
     Drop the execution cache, and (below) mark every notebook page outdated."""
     app._mxe_code_hash = package_hash()
-    old = CODE_STAMP.read_text().strip() if CODE_STAMP.is_file() else None
-    app._mxe_code_changed = old != app._mxe_code_hash
-    if old != app._mxe_code_hash:
-        cache = Path(app.outdir).parent / ".jupyter_cache"
-        if cache.exists():
-            logger.info("[mixtral_site] mixtral_edu changed since the last build: notebooks run again")
-            shutil.rmtree(cache)
+    cache, cache_stamp, env_stamp = _stamps(app)
+    app._mxe_code_changed = _read_stamp(env_stamp) != app._mxe_code_hash
+    if _read_stamp(cache_stamp) != app._mxe_code_hash and cache.exists():
+        logger.info("[mixtral_site] mixtral_edu changed since the last build: notebooks run again")
+        shutil.rmtree(cache)
 
 
 def outdated_notebooks(app: Sphinx, env, added, changed, removed) -> List[str]:
@@ -736,8 +825,9 @@ def outdated_notebooks(app: Sphinx, env, added, changed, removed) -> List[str]:
 
 def stamp_code(app: Sphinx, exception: Optional[Exception]) -> None:
     if exception is None and getattr(app, "_mxe_code_hash", None):
-        CODE_STAMP.parent.mkdir(parents=True, exist_ok=True)
-        CODE_STAMP.write_text(app._mxe_code_hash + "\n")
+        for stamp in _stamps(app)[1:]:
+            stamp.parent.mkdir(parents=True, exist_ok=True)
+            stamp.write_text(app._mxe_code_hash + "\n")
 
 
 _CHAPTER_LINK = re.compile(r"""(href=)(["'])(\d\d_[A-Za-z0-9_]+)\.ipynb(#[^"']*)?\2""")
@@ -765,7 +855,57 @@ def chapter_links_to_pages(app: Sphinx, exception: Optional[Exception]) -> None:
             page.write_text(new_text, encoding="utf-8")
 
 
+# ---------------------------------------------------------------- what the catalogs leave out
+
+# Generated includes that are not prose to translate: measured numbers rewritten by every benchmark
+# run, and module names. (The model card include is prose: it is translated.)
+UNTRANSLATED_INCLUDES = ("_generated/benchmarks.md", "_generated/api_modules.md")
+
+
+class Untranslated(SphinxTransform):
+    """Mark what the translation catalogs must not hold: math, API docstrings (code), and the
+    untranslated includes (found through the source of a node or of its ancestors).
+
+    Runs before Sphinx's i18n transform (priority 20), so neither `gettext` extraction nor a
+    translated build looks at these nodes: they show in English in every language.
+    """
+
+    default_priority = 10
+
+    def apply(self, **kwargs: Any) -> None:
+        from docutils import nodes
+
+        skip = tuple(str(DOCS / name) for name in UNTRANSLATED_INCLUDES)
+        for node in self.document.findall(nodes.TextElement):
+            sources, up = [], node
+            while up is not None:  # a table cell's paragraph has no source: its table does
+                sources.append(up.source or "")
+                up = up.parent
+            if (isinstance(node, nodes.math_block) or any("docstring of " in s or s.endswith(skip)
+                                                            for s in sources)):
+                node["translatable"] = False
+
+
+def chinese_search(app: Sphinx) -> None:
+    """Sphinx 9.0's Chinese search ships the English stemmer for Latin words but names it
+    ``ChineseStemmer`` in language_data.js (``window.Stemmer = ChineseStemmer``), a JavaScript
+    error on every page and a search that never runs. Register the same language with the
+    stemmer code inlined under its own name."""
+    from sphinx.search import _MINIFIED_JS_PATH
+    from sphinx.search.zh import SearchChinese
+
+    code = "\n".join([(_MINIFIED_JS_PATH / "base-stemmer.js").read_text(encoding="utf-8"),
+                      (_MINIFIED_JS_PATH / SearchChinese.js_stemmer_rawcode).read_text(encoding="utf-8"),
+                      "window.Stemmer = EnglishStemmer;"])
+    if "ChineseStemmer" in code or "var EnglishStemmer" not in code:
+        raise ExtensionError("Sphinx's Chinese search stemmer changed: re-check chinese_search()")
+    fixed = type("SearchChinese", (SearchChinese,), {"js_stemmer_rawcode": None, "js_stemmer_code": code})
+    app.add_search_language(fixed)
+
+
 def setup(app: Sphinx) -> Dict[str, Any]:
+    app.add_transform(Untranslated)
+    chinese_search(app)
     quiet_plotly_mime()
     keep_symlinked_paths()
     app.connect("config-inited", check_code_changed)
@@ -773,6 +913,7 @@ def setup(app: Sphinx) -> Dict[str, Any]:
     app.connect("build-finished", stamp_code)
     app.add_config_value("mxe_call_chain", {}, "env")
     app.add_config_value("mxe_api_modules", [], "env")
+    app.add_config_value("mxe_languages", {"en": "English"}, "html")
     app.connect("config-inited", write_generated)
     app.connect("builder-inited", fetch_assets)
     app.connect("html-page-context", page_context)

@@ -31,6 +31,8 @@ from typing import Any, Callable, Iterable, Optional, Sequence, Tuple, Union
 
 import torch
 
+from ..i18n import N_, _
+
 # The user-facing sentences of this module, in one place (issue 19 wraps them for translation).
 NOT_YET = "not yet: write the body of `{name}` (it still raises NotImplementedError)."
 STUB_HINT = "replace the `raise NotImplementedError(...)` line with your code, then run this cell again."
@@ -91,16 +93,17 @@ class ExerciseResult:
 
     def __repr__(self) -> str:
         if self.ok:
-            return "PASS: " + self.message
-        if self.message.lower().startswith("not yet"):
-            return "NOT YET" + self.message[len("not yet"):]
-        return "NOT YET: " + self.message
+            return _("PASS: ") + self.message
+        waiting = _("not yet")
+        if self.message.lower().startswith(waiting.lower()):
+            return _("NOT YET") + self.message[len(waiting):]
+        return _("NOT YET: ") + self.message
 
     def _repr_html_(self) -> str:
         colour, mark = ("#1b7837", "&#10004;") if self.ok else ("#b35806", "&#10008;")
         msg = self.message.replace("&", "&amp;").replace("<", "&lt;").replace("\n", "<br>")
         return (f'<div style="border-left:4px solid {colour};padding:4px 10px;margin:4px 0">'
-                f'<b style="color:{colour}">{mark} {"PASS" if self.ok else "NOT YET"}</b><br>{msg}</div>')
+                f'<b style="color:{colour}">{mark} {_("PASS") if self.ok else _("NOT YET")}</b><br>{msg}</div>')
 
 
 class NotYet(Exception):

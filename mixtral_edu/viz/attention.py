@@ -19,13 +19,14 @@ from plotly.subplots import make_subplots
 
 from ..modeling import masks as M
 from ..modeling.attention import repeat_kv
+from ..i18n import N_, _
 from . import palette as pal
 from .masks import reasons_for_step
 from .runs import (batch_size_of, check_index, check_member, check_trace, config_values, encode_batch, pick_step,
                    sequence_ids, traced_generate)
 from .widgets import visibility_slider
 
-X_TITLE, Y_TITLE = "key position", "query position"
+X_TITLE, Y_TITLE = N_("key position"), N_("query position")  # shown through _()
 
 
 def kv_head_of_query_heads(num_heads: int, num_kv_heads: int) -> List[int]:
@@ -59,7 +60,7 @@ def attention_figure(trace, step: int = 0, row: int = 0, layer: int = 0, tokeniz
               else [str(j) for j in range(S)])
     order = sorted(range(H), key=lambda h: (kv_of[h], h))                     # group heads by kv head
     fig = make_subplots(rows=1, cols=H, horizontal_spacing=0.025, shared_yaxes=True,
-                        subplot_titles=[f"query head {h}" for h in order])
+                        subplot_titles=[_("query head {h}").format(h=h) for h in order])
     hidden = np.where(reasons == M.VISIBLE, np.nan, reasons.astype(float))   # only hidden cells drawn
     names = np.vectorize(lambda r: M.REASONS[int(r)])(reasons)
     groups = []
@@ -69,40 +70,44 @@ def attention_figure(trace, step: int = 0, row: int = 0, layer: int = 0, tokeniz
         for c, h in enumerate(order, start=1):
             fig.add_trace(go.Heatmap(
                 z=w[h], x=list(range(S)), y=list(range(P, P + T)), coloraxis="coloraxis", xgap=1, ygap=1,
-                visible=(l == layer), name=f"layer {l} head {h}",
+                visible=(l == layer), name=_("layer {l} head {h}").format(l=l, h=h),
                 hovertemplate=(f"layer {l}, q head {h} (kv head {kv_of[h]})<br>query %{{y}} → key %{{x}}: "
                                "weight %{z:.3f}<extra></extra>")), 1, c)
             fig.add_trace(go.Heatmap(
                 z=hidden, x=list(range(S)), y=list(range(P, P + T)), coloraxis="coloraxis2", xgap=1, ygap=1,
-                customdata=names, visible=(l == layer), name=f"layer {l} head {h} mask", showscale=False,
+                customdata=names, visible=(l == layer), name=_("layer {l} head {h} mask").format(l=l, h=h),
+                showscale=False,
                 hovertemplate="query %{y} → key %{x}: hidden (%{customdata}), weight 0<extra>mask</extra>"), 1, c)
         groups.append(list(range(first, len(fig.data))))
     span = dict(autorangeoptions=dict(include=[-0.5, S - 0.5]), showgrid=False, zeroline=False)
-    fig.update_xaxes(tickvals=list(range(S)), ticktext=labels, tickangle=-60, title_text=X_TITLE, **span)
+    fig.update_xaxes(tickvals=list(range(S)), ticktext=labels, tickangle=-60, title_text=_(X_TITLE), **span)
     fig.update_yaxes(tickvals=list(range(S)), ticktext=labels, autorange="reversed", **span)
-    fig.update_yaxes(title_text=Y_TITLE, row=1, col=1)
+    fig.update_yaxes(title_text=_(Y_TITLE), row=1, col=1)
     shape = tuple(rec.layers[layers[0]].weights_shape)
-    title = (f"Attention weights, step {rec.index} ({rec.kind}), batch row {row}: (B, H, T, S) = {shape}"
-             f"<br><sup>{H} query heads share {Hkv} kv heads (GQA, {H // Hkv} per kv head); each row sums to 1 "
-             "over the keys it may see; painted cells are masked</sup>")
+    title = (_("Attention weights, step {index} ({kind}), batch row {row}: (B, H, T, S) = {shape}")
+             .format(index=rec.index, kind=_(rec.kind), row=row, shape=shape)
+             + "<br><sup>" + _("{H} query heads share {Hkv} kv heads (GQA, {G} per kv head); each row sums to 1 "
+                               "over the keys it may see; painted cells are masked").format(H=H, Hkv=Hkv, G=H // Hkv)
+             + "</sup>")
     # legend entries for the mask colours (a colorbar of three flat bands gets cramped)
     always = []
     for r in (M.FUTURE, M.WINDOW, M.PADDING):
         always.append(len(fig.data))
-        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=f"masked: {M.REASONS[r]}",
+        name = _("masked: {reason}").format(reason=_(M.REASONS[r]))
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=name,
                                  marker=dict(symbol="square", size=13, color=pal.MASK_COLORS[r])), 1, 1)
     height = int(min(900, max(620, 300 + 30 * S)))
     margin = dict(t=140, b=190)
     fig.update_layout(**pal.base_layout(title, height=height))
     fig.update_layout(
         coloraxis=dict(colorscale=pal.SEQUENTIAL, cmin=0, cmax=1,
-                       colorbar=dict(title=dict(text="weight"), len=0.7, y=0.6, thickness=14)),
+                       colorbar=dict(title=dict(text=_("weight")), len=0.7, y=0.6, thickness=14)),
         coloraxis2=dict(colorscale=pal.discrete_colorscale([pal.MASK_COLORS[i] for i in range(4)]), cmin=-0.5,
                         cmax=3.5, showscale=False),
         legend=dict(x=1.02, y=0.05, yanchor="bottom"),
         shapes=_group_bands(fig, order, kv_of), margin=margin,
         sliders=[visibility_slider([str(l) for l in layers], [g + always for g in groups], len(fig.data),
-                                   "layer: ", active=layers.index(layer),
+                                   _("layer: "), active=layers.index(layer),
                                    y=-120 / (height - margin["t"] - margin["b"]))])
     return fig
 
@@ -117,7 +122,8 @@ def _group_bands(fig: go.Figure, order: List[int], kv_of: List[int]) -> List[dic
         heads = ", ".join(str(order[c - 1]) for c in cols)
         shapes.append(dict(type="rect", xref="paper", yref="paper", x0=x0, x1=x1, y0=1.09, y1=1.16,
                            fillcolor=pal.EXPERT_COLORS[kv % len(pal.EXPERT_COLORS)], line=dict(width=0),
-                           opacity=0.85, label=dict(text=f"kv head {kv}: shared by query heads {heads}",
+                           opacity=0.85,
+                           label=dict(text=_("kv head {kv}: shared by query heads {heads}").format(kv=kv, heads=heads),
                                                     font=dict(size=11, color="black"))))
     return shapes
 
@@ -140,12 +146,12 @@ def attention_explorer(model, tokenizer, prompt: str = "the small cat sees", max
                 runs[(prompt, new)] = traced_generate(model, ids, mask, max_new_tokens=new, eos_token_id=None)[0]
         return runs[(prompt, new)]
 
-    controls = {"prompt": text_box("prompt", prompt),
-                "step": slider("step (0 = prefill)", 0, 0, max_new_tokens - 1),
-                "layer": slider("layer", 0, 0, L - 1)}
+    controls = {"prompt": text_box(_("prompt"), prompt),
+                "step": slider(_("step (0 = prefill)"), 0, 0, max_new_tokens - 1),
+                "layer": slider(_("layer"), 0, 0, L - 1)}
 
     def render(prompt, step, layer):
         tr = run(prompt, max_new_tokens)
         return attention_figure(tr, step=min(step, len(tr.steps) - 1), layer=layer, tokenizer=tokenizer)
 
-    return make_live_view(controls, render, "Attention patterns: each prompt edit runs the model again")
+    return make_live_view(controls, render, _("Attention patterns: each prompt edit runs the model again"))

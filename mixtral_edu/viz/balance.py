@@ -23,6 +23,7 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
+from ..i18n import _
 from . import palette as pal
 from .runs import encode_batch, pad_id_of
 
@@ -90,9 +91,9 @@ def balance_figure(stats: BalanceStats) -> go.Figure:
     fig = make_subplots(
         rows=3, cols=D, vertical_spacing=0.12, horizontal_spacing=0.05,
         specs=[[{}] * D, [{}] * D, [{"colspan": D}] + [None] * (D - 1)],
-        subplot_titles=[f"{d}: f, share of routing slots" for d in names]
-        + [f"{d}: P, mean router probability" for d in names]
-        + ["Load-balancing loss E·Σ(K·f)·P per layer (model's aux_loss over all layers in the legend)"])
+        subplot_titles=[_("{domain}: f, share of routing slots").format(domain=d) for d in names]
+        + [_("{domain}: P, mean router probability").format(domain=d) for d in names]
+        + [_("Load-balancing loss E·Σ(K·f)·P per layer (model's aux_loss over all layers in the legend)")])
     vmax = max(max(b.f.max(), b.P.max()) for b in stats.domains.values())
     for c, d in enumerate(names, start=1):
         b = stats.domains[d]
@@ -106,26 +107,29 @@ def balance_figure(stats: BalanceStats) -> go.Figure:
                 hovertemplate=(f"{d}, layer %{{y}}, expert %{{x}}<br>{what} = %{{z:.3f}}"
                                f"<br>{'P' if what == 'f' else 'f'} = %{{customdata:.3f}}<extra></extra>")), r, c)
             fig.update_xaxes(tickvals=list(range(E)), ticktext=[f"e{e}" for e in range(E)], row=r, col=c)
-            fig.update_yaxes(tickvals=list(range(L)), ticktext=[f"layer {l}" for l in range(L)],
+            fig.update_yaxes(tickvals=list(range(L)), ticktext=[_("layer {l}").format(l=l) for l in range(L)],
                              autorange="reversed", showticklabels=(c == 1), row=r, col=c)
-        fig.update_xaxes(title_text="expert", row=2, col=c)
+        fig.update_xaxes(title_text=_("expert"), row=2, col=c)
         fig.add_trace(go.Bar(
-            x=[f"layer {l}" for l in range(L)], y=b.aux_per_layer, name=f"{d} (aux_loss {b.aux_total:.3f}, "
-            f"{b.tokens} tokens)", marker_color=DOMAIN_COLORS.get(d, pal.expert_color(c)),
+            x=[_("layer {l}").format(l=l) for l in range(L)], y=b.aux_per_layer,
+            name=_("{domain} (aux_loss {aux:.3f}, {tokens} tokens)").format(domain=d, aux=b.aux_total, tokens=b.tokens),
+            marker_color=DOMAIN_COLORS.get(d, pal.expert_color(c)),
             hovertemplate=f"{d}, %{{x}}: %{{y:.3f}}<extra></extra>"), 3, 1)
     fig.add_hline(y=K, line=dict(color=pal.DARK_GREY, dash="dash"), row=3, col=1,
-                  annotation_text=f"perfectly balanced = K = {K}", annotation_position="bottom right",
+                  annotation_text=_("perfectly balanced = K = {K}").format(K=K), annotation_position="bottom right",
                   annotation_bgcolor="rgba(255,255,255,0.85)")
     worst = E  # every token sent, confidently, to the same K experts: E * (sum of their P, about 1)
-    fig.update_yaxes(title_text="loss", range=[0, max(K * 1.5, max(b.aux_per_layer.max() for b in
+    fig.update_yaxes(title_text=_("loss"), range=[0, max(K * 1.5, max(b.aux_per_layer.max() for b in
                                                                     stats.domains.values()) * 1.15)],
                      row=3, col=1)
-    title = (f"Load balance per domain: {E} experts, top-{K}; even routing gives f = P = 1/E = {1 / E:.3f}"
-             f"<br><sup>loss = K = {K} when perfectly balanced, up to E = {worst} when collapsed</sup>")
+    title = (_("Load balance per domain: {E} experts, top-{K}; even routing gives f = P = 1/E = {even:.3f}")
+             .format(E=E, K=K, even=1 / E)
+             + "<br><sup>" + _("loss = K = {K} when perfectly balanced, up to E = {worst} when collapsed")
+             .format(K=K, worst=worst) + "</sup>")
     fig.update_layout(**pal.base_layout(title, height=900))
     fig.update_layout(barmode="group", legend=dict(orientation="h", y=-0.08, x=0),
                       coloraxis=dict(colorscale=pal.SEQUENTIAL_ALT, cmin=0, cmax=vmax,
-                                     colorbar=dict(title=dict(text="share"), len=0.55, y=0.72, thickness=14)))
+                                     colorbar=dict(title=dict(text=_("share")), len=0.55, y=0.72, thickness=14)))
     return fig
 
 
@@ -140,13 +144,14 @@ def balance_explorer(model, tokenizer, samples: Callable[[int, int], Mapping[str
     from ..observe.capture import disable_expert, hooks
     from .widgets import dropdown, make_live_view, slider
     E = model.config.num_local_experts
-    controls = {"n_samples": slider("samples per domain", n_samples, 4, 64, step=4),
-                "seed": slider("seed", 0, 0, 20),
-                "off": dropdown("switch off expert", [("none", -1)] + [(f"e{e} (all layers)", e) for e in range(E)],
+    controls = {"n_samples": slider(_("samples per domain"), n_samples, 4, 64, step=4),
+                "seed": slider(_("seed"), 0, 0, 20),
+                "off": dropdown(_("switch off expert"),
+                                [(_("none"), -1)] + [(_("e{e} (all layers)").format(e=e), e) for e in range(E)],
                                 value=-1)}
 
     def render(n_samples, seed, off):
         with hooks(model, disable_expert(None, off) if off >= 0 else {}):
             return balance_figure(balance_stats(model, tokenizer, samples(n_samples, seed)))
 
-    return make_live_view(controls, render, "Load balance: each change runs the model on fresh samples")
+    return make_live_view(controls, render, _("Load balance: each change runs the model on fresh samples"))

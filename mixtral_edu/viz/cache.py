@@ -22,6 +22,7 @@ from plotly.subplots import make_subplots
 from ..modeling import masks as M
 from ..full_size import sizes
 from ..full_size.presets import get_preset
+from ..i18n import _
 from . import palette as pal
 from .masks import reasons_for_step
 from .runs import (batch_size_of, check_index, check_trace, config_values, encode, left_pad, pad_id_of, sequence_ids,
@@ -99,11 +100,12 @@ def cache_figure(trace, row: int = 0, tokenizer=None, full_size: str = "mixtral-
 
     fig = make_subplots(rows=2, cols=2, horizontal_spacing=0.16, vertical_spacing=0.28,
                         column_widths=[0.6, 0.4], subplot_titles=[
-                            f"What each step fed (row {row}); cell text = position id",
-                            "Cache length per layer: before → after",
-                            f"KV cache bytes, this model ({_dtype_name(trace)})",
-                            f"Same tokens on {full_size} ({_name(dtype)}): "
-                            f"{sizes.format_bytes(sizes.kv_cache_bytes_per_token(big, dtype))}/token"])
+                            _("What each step fed (row {row}); cell text = position id").format(row=row),
+                            _("Cache length per layer: before → after"),
+                            _("KV cache bytes, this model ({dtype})").format(dtype=_dtype_name(trace)),
+                            _("Same tokens on {model} ({dtype}): {size}/token").format(
+                                model=full_size, dtype=_name(dtype),
+                                size=sizes.format_bytes(sizes.kv_cache_bytes_per_token(big, dtype)))])
     # (1, 1) fed slices: one row per step
     z = np.full((n, S), LATER)
     text = np.full((n, S), "", dtype=object)
@@ -117,12 +119,13 @@ def cache_figure(trace, row: int = 0, tokenizer=None, full_size: str = "mixtral-
     fig.add_trace(go.Heatmap(
         z=z, x=list(range(S)), y=list(range(n)), text=text, texttemplate="%{text}", customdata=custom,
         colorscale=pal.discrete_colorscale(colors), zmin=-0.5, zmax=2.5, xgap=1, ygap=1,
-        colorbar=dict(title=dict(text="token"), tickvals=[0, 1, 2], ticktext=["in cache", "fed now", "not yet"],
+        colorbar=dict(title=dict(text=_("token")), tickvals=[0, 1, 2],
+                      ticktext=[_("in cache"), _("fed now"), _("not yet fed")],
                       len=0.36, y=0.82, x=0.53, thickness=14),
         hovertemplate="step %{y}, column %{x} (%{customdata})<br>position id %{text}<extra></extra>"), 1, 1)
-    fig.update_xaxes(title_text="sequence column (token)", tickvals=list(range(S)), ticktext=labels,
+    fig.update_xaxes(title_text=_("sequence column (token)"), tickvals=list(range(S)), ticktext=labels,
                      tickangle=-60, row=1, col=1)
-    fig.update_yaxes(title_text="step", autorange="reversed", dtick=1, row=1, col=1)
+    fig.update_yaxes(title_text=_("step"), autorange="reversed", dtick=1, row=1, col=1)
 
     # (1, 2) per layer cache length, before -> after
     layers = sorted(steps[0].after)
@@ -130,17 +133,17 @@ def cache_figure(trace, row: int = 0, tokenizer=None, full_size: str = "mixtral-
     txt = np.array([[f"{s.before[i]}→{s.after[i]}" for i in layers] for s in steps], dtype=object)
     fig.add_trace(go.Heatmap(
         z=za, x=layers, y=list(range(n)), text=txt, texttemplate="%{text}", colorscale=pal.SEQUENTIAL_ALT,
-        xgap=2, ygap=2, colorbar=dict(title=dict(text="cached<br>tokens"), len=0.36, y=0.82, thickness=14),
+        xgap=2, ygap=2, colorbar=dict(title=dict(text=_("cached<br>tokens")), len=0.36, y=0.82, thickness=14),
         hovertemplate="step %{y}, layer %{x}: %{text} keys cached<extra></extra>"), 1, 2)
-    fig.update_xaxes(title_text="layer", dtick=1, row=1, col=2)
-    fig.update_yaxes(title_text="step", autorange="reversed", dtick=1, row=1, col=2)
+    fig.update_xaxes(title_text=_("layer"), dtick=1, row=1, col=2)
+    fig.update_yaxes(title_text=_("step"), autorange="reversed", dtick=1, row=1, col=2)
 
     # (2, 1) bytes of this model; (2, 2) the full-size model for the same tokens
     x = [s.index for s in steps]
     tokens = [s.after[layers[0]] for s in steps]
     ours = [s.bytes_after / 1024 for s in steps]
     theirs = [sizes.kv_cache_bytes(big, t, batch_size=B, dtype=dtype) / 2**20 for t in tokens]
-    fig.add_trace(go.Scatter(x=x, y=ours, mode="lines+markers", name="this model",
+    fig.add_trace(go.Scatter(x=x, y=ours, mode="lines+markers", name=_("this model"),
                              line=dict(color=pal.OKABE_ITO["blue"]), customdata=tokens,
                              hovertemplate="step %{x}: %{y:.2f} KiB for %{customdata} tokens x B<extra></extra>"),
                   2, 1)
@@ -148,7 +151,7 @@ def cache_figure(trace, row: int = 0, tokenizer=None, full_size: str = "mixtral-
                              line=dict(color=pal.OKABE_ITO["vermillion"]), customdata=tokens,
                              hovertemplate="step %{x}: %{y:.1f} MiB for %{customdata} tokens x B<extra></extra>"),
                   2, 2)
-    fig.update_xaxes(title_text="step", dtick=1, row=2)
+    fig.update_xaxes(title_text=_("step"), dtick=1, row=2)
     fig.update_yaxes(title_text="KiB", rangemode="tozero", row=2, col=1)
     fig.update_yaxes(title_text="MiB", rangemode="tozero", row=2, col=2)
 
@@ -156,8 +159,8 @@ def cache_figure(trace, row: int = 0, tokenizer=None, full_size: str = "mixtral-
     fig.update_layout(**pal.base_layout(_title(steps[step], W, window_step, row), height=760, showlegend=False))
     fig.update_layout(margin=dict(t=110, b=110), shapes=_marks(steps[step], S, window_step))
     fig.update_layout(sliders=[dict(
-        active=step, currentvalue=dict(prefix="step: "), pad=dict(t=10), y=-0.1, yanchor="top", len=0.9, x=0.05,
-        steps=[dict(method="relayout", label=f"{s.index} ({s.kind})",
+        active=step, currentvalue=dict(prefix=_("step: ")), pad=dict(t=10), y=-0.1, yanchor="top", len=0.9, x=0.05,
+        steps=[dict(method="relayout", label="{} ({})".format(s.index, _(s.kind)),
                     args=[{"title.text": _title(s, W, window_step, row), "shapes": _marks(s, S, window_step)}])
                for s in steps])])
     return fig
@@ -173,13 +176,16 @@ def _dtype_name(trace) -> str:
 
 def _title(s: CacheStep, W, window_step, row: int = 0) -> str:
     lengths = sorted(set(s.after.values()))
-    where = ("no sliding window" if W is None else
-             f"window W={W}: hides keys from step {window_step} on (still stored)" if window_step is not None
-             else f"window W={W}: hides nothing yet")
-    return (f"KV cache, step {s.index} ({s.kind}): fed input_ids[:, {s.fed[0]}:{s.fed[1]}], "
-            f"cache {s.before[0]} → {lengths[0] if len(lengths) == 1 else lengths} tokens per layer, "
-            f"{sizes.format_bytes(s.bytes_after)}<br><sup>{where}; position ids of row {row}: "
-            f"{s.position_ids[min(row, len(s.position_ids) - 1)]}</sup>")
+    where = (_("no sliding window") if W is None else
+             _("window W={W}: hides keys from step {step} on (still stored)").format(W=W, step=window_step)
+             if window_step is not None else _("window W={W}: hides nothing yet").format(W=W))
+    head = _("KV cache, step {index} ({kind}): fed input_ids[:, {start}:{stop}], cache {before} → {after} tokens "
+             "per layer, {size}").format(index=s.index, kind=_(s.kind), start=s.fed[0], stop=s.fed[1],
+                                         before=s.before[0], after=lengths[0] if len(lengths) == 1 else lengths,
+                                         size=sizes.format_bytes(s.bytes_after))
+    sub = _("{where}; position ids of row {row}: {ids}").format(
+        where=where, row=row, ids=s.position_ids[min(row, len(s.position_ids) - 1)])
+    return f"{head}<br><sup>{sub}</sup>"
 
 
 def _marks(s: CacheStep, S: int, window_step) -> List[dict]:
@@ -195,7 +201,7 @@ def _marks(s: CacheStep, S: int, window_step) -> List[dict]:
     if window_step is not None:
         shapes.append(dict(type="line", xref="x3", yref="y3 domain", x0=window_step - 0.5, x1=window_step - 0.5,
                            y0=0, y1=1, line=dict(color=pal.OKABE_ITO["orange"], width=2),
-                           label=dict(text=" window starts hiding keys", textangle=0, textposition="end",
+                           label=dict(text=" " + _("window starts hiding keys"), textangle=0, textposition="end",
                                       xanchor="left", yanchor="top", font=dict(size=10,
                                                                                  color=pal.OKABE_ITO["orange"]))))
     return shapes
@@ -224,17 +230,17 @@ def cache_explorer(model, tokenizer=None, prompt: str = "the small cat sees",
                 runs[key] = traced_generate(model, input_ids, mask, max_new_tokens=new, eos_token_id=None)[0]
         return runs[key]
 
-    controls = {"step": slider("step", max_new_tokens - 1, 0, max(max_new_tokens - 1, 0)),
-                "sliding_window": slider(f"sliding window W (0 = off; model's: {own})", start_w or 0, 0,
-                                         max(len(ids) + 16, start_w or 0)),
-                "new_tokens": slider("new tokens", max_new_tokens, 1, 16)}
+    controls = {"step": slider(_("step"), max_new_tokens - 1, 0, max(max_new_tokens - 1, 0)),
+                "sliding_window": slider(_("sliding window W (0 = off; model's: {own})").format(own=own),
+                                         start_w or 0, 0, max(len(ids) + 16, start_w or 0)),
+                "new_tokens": slider(_("new tokens"), max_new_tokens, 1, 16)}
 
     def render(step, sliding_window, new_tokens):
         tr = run(sliding_window, new_tokens)
         return cache_figure(tr, tokenizer=tokenizer, step=min(step, len(tr.steps) - 1),
                             sliding_window=sliding_window or None)
 
-    view = make_live_view(controls, render, "KV cache: step through a generation")
+    view = make_live_view(controls, render, _("KV cache: step through a generation"))
 
     def fit_step_slider(change):  # after the redraw above; clamping the value redraws again (cheap)
         controls["step"].max = change["new"] - 1

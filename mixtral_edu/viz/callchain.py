@@ -16,6 +16,7 @@ from typing import Dict, List, Optional
 
 import plotly.graph_objects as go
 
+from ..i18n import N_, _
 from . import palette as pal
 
 NOTEBOOKS = {
@@ -42,22 +43,22 @@ class Box:
 
 
 BOXES: List[Box] = [
-    Box("generate", "generate", "the loop: prefill once, then one token per step", 8, 3, 86, 10),
-    Box("prepare", "prepare_inputs_for_generation", "feeds only the uncached ids; position_ids from the mask",
+    Box("generate", "generate", N_("the loop: prefill once, then one token per step"), 8, 3, 86, 10),
+    Box("prepare", "prepare_inputs_for_generation", N_("feeds only the uncached ids; position_ids from the mask"),
         8, 14, 86, 21),
-    Box("causal_lm", "MixtralForCausalLM.forward", "backbone, then lm_head", 4, 25, 90, 88, group=True),
-    Box("model", "MixtralModel.forward", "embeddings, position ids, 4D mask, the layer loop", 8, 31, 86, 73,
+    Box("causal_lm", "MixtralForCausalLM.forward", N_("backbone, then lm_head"), 4, 25, 90, 88, group=True),
+    Box("model", "MixtralModel.forward", N_("embeddings, position ids, 4D mask, the layer loop"), 8, 31, 86, 73,
         group=True),
-    Box("embed", "embed_tokens · position_ids · 4D mask", "(B, T) ids → (B, T, C); mask (B, 1, T, S)",
+    Box("embed", "embed_tokens · position_ids · 4D mask", N_("(B, T) ids → (B, T, C); mask (B, 1, T, S)"),
         12, 37, 82, 43, chapter="model"),
-    Box("layer", "MixtralDecoderLayer × L", "two residual sub-blocks", 12, 47, 82, 64, group=True),
-    Box("attention", "self_attn", "RoPE, grouped-query attention, KV cache", 15, 54, 47, 62.5),
-    Box("moe", "block_sparse_moe", "router → top-k of E experts", 51, 54, 79, 62.5),
-    Box("norm", "norm", "final RMSNorm", 12, 67, 82, 71, chapter="model"),
+    Box("layer", "MixtralDecoderLayer × L", N_("two residual sub-blocks"), 12, 47, 82, 64, group=True),
+    Box("attention", "self_attn", N_("RoPE, grouped-query attention, KV cache"), 15, 54, 47, 62.5),
+    Box("moe", "block_sparse_moe", N_("router → top-k of E experts"), 51, 54, 79, 62.5),
+    Box("norm", "norm", N_("final RMSNorm"), 12, 67, 82, 71, chapter="model"),
     Box("lm_head", "lm_head", "(B, T, C) → logits (B, T, V)", 8, 77, 86, 84),
-    Box("outputs", "logits, past_key_values", "what forward hands back to the loop", 8, 92, 86, 98,
+    Box("outputs", "logits, past_key_values", N_("what forward hands back to the loop"), 8, 92, 86, 98,
         chapter="causal_lm"),
-    Box("next", "next token", "argmax or a draw after temperature, top-k, top-p; appended", 8, 102, 86, 109,
+    Box("next", N_("next token"), N_("argmax or a draw after temperature, top-k, top-p; appended"), 8, 102, 86, 109,
         chapter="lm_head"),
 ]
 # (from, to) boxes joined by an arrow down the middle
@@ -73,25 +74,29 @@ def link(key: str, suffix: str = ".ipynb") -> str:
 def step_facts(trace, step: int = 0, row: int = 0) -> Dict[str, str]:
     """{box key: one line of what this step did}, read from the trace."""
     rec = trace.steps[step]
-    facts: Dict[str, str] = {"generate": f"step {rec.index}: {rec.kind}"}
+    facts: Dict[str, str] = {"generate": _("step {index}: {kind}").format(index=rec.index, kind=_(rec.kind))}
     if rec.prepare:
         before, after = rec.prepare.get("input_ids_before"), rec.prepare.get("input_ids_after")
         facts["prepare"] = f"input_ids {tuple(before)} → {tuple(after) if after else None}"
     if rec.input_ids is not None and rec.mask_4d is not None:
-        facts["embed"] = f"fed {tuple(rec.input_ids.shape)}, mask {tuple(rec.mask_4d.shape)}, P = {rec.past_length}"
+        facts["embed"] = _("fed {ids}, mask {mask}, P = {P}").format(
+            ids=tuple(rec.input_ids.shape), mask=tuple(rec.mask_4d.shape), P=rec.past_length)
     elif rec.input_ids is not None:
-        facts["embed"] = f"fed {tuple(rec.input_ids.shape)}, no 4D mask needed, P = {rec.past_length}"
+        facts["embed"] = _("fed {ids}, no 4D mask needed, P = {P}").format(ids=tuple(rec.input_ids.shape),
+                                                                        P=rec.past_length)
     if rec.layers:
         first = rec.layers[min(rec.layers)]
-        facts["layer"] = f"{len(rec.layers)} layers; cache {first.cache_before} → {first.cache_after} keys each"
+        facts["layer"] = _("{L} layers; cache {before} → {after} keys each").format(
+            L=len(rec.layers), before=first.cache_before, after=first.cache_after)
         if first.topk_indices is not None:
-            facts["moe"] = f"layer {first.layer}, token 0 → experts {first.topk_indices[0].tolist()}"
+            facts["moe"] = _("layer {l}, token 0 → experts {experts}").format(
+                l=first.layer, experts=first.topk_indices[0].tolist())
         if first.q_shape:
             facts["attention"] = f"q {first.q_shape}, k {first.k_shape}"
     if rec.logits_last is not None:
-        facts["lm_head"] = f"last-position logits {tuple(rec.logits_last.shape)}"
+        facts["lm_head"] = _("last-position logits {shape}").format(shape=tuple(rec.logits_last.shape))
     if rec.next_tokens is not None:
-        facts["next"] = f"appended {rec.next_tokens.tolist()}"
+        facts["next"] = _("appended {ids}").format(ids=rec.next_tokens.tolist())
     return facts
 
 
@@ -109,8 +114,8 @@ def callchain_figure(link_suffix: str = ".ipynb", trace=None, step: int = 0) -> 
                            line=dict(color=color, width=1.5 if b.group else 2), fillcolor=fill,
                            layer="below"))
         narrow = b.x1 - b.x0 < 40  # label and description on two lines
-        text = (f'<a href="{html.escape(href)}" target="_self"><b>{html.escape(b.label)}</b></a>'
-                + ("<br>" if narrow else "  ") + f'<span style="color:{pal.DARK_GREY}">{html.escape(b.what)}</span>')
+        text = (f'<a href="{html.escape(href)}" target="_self"><b>{html.escape(_(b.label))}</b></a>'
+                + ("<br>" if narrow else "  ") + f'<span style="color:{pal.DARK_GREY}">{html.escape(_(b.what))}</span>')
         if b.group:
             y = b.y0 + 2.2
         elif narrow:
@@ -137,20 +142,21 @@ def callchain_figure(link_suffix: str = ".ipynb", trace=None, step: int = 0) -> 
     y_next, y_gen = (nxt.y0 + nxt.y1) / 2, (gen.y0 + gen.y1) / 2
     shapes.append(dict(type="path", path=f"M {nxt.x1},{y_next} L 95,{y_next} L 95,{y_gen} L {gen.x1 + 1},{y_gen}",
                        xref="x", yref="y", line=dict(color=pal.OKABE_ITO["vermillion"], width=2, dash="dot")))
-    notes.append(dict(x=96.5, y=(y_next + y_gen) / 2, xref="x", yref="y", text="loop: next step", textangle=90,
+    notes.append(dict(x=96.5, y=(y_next + y_gen) / 2, xref="x", yref="y", text=_("loop: next step"), textangle=90,
                       showarrow=False, font=dict(size=11, color=pal.OKABE_ITO["vermillion"])))
     notes.append(dict(x=gen.x1 + 0.5, y=y_gen, ax=95, ay=y_gen, xref="x", yref="y", axref="x", ayref="y",
                       text="", showarrow=True, arrowhead=2, arrowcolor=pal.OKABE_ITO["vermillion"]))
     # the chapters outside the chain
-    for x, key, text in ((4, "orientation", "start here: 00_orientation"),
-                         (34, "training", "loss + router aux loss: 09_training"),
-                         (68, "full_size", "the real 8x7B: 10_full_size")):
+    for x, key, text in ((4, "orientation", _("start here: 00_orientation")),
+                         (34, "training", _("loss + router aux loss: 09_training")),
+                         (68, "full_size", _("the real 8x7B: 10_full_size"))):
         notes.append(dict(x=x, y=113.5, xref="x", yref="y", xanchor="left", showarrow=False, font=dict(size=12),
                           text=(f'<a href="{html.escape(link(key, link_suffix))}" target="_self">'
                                 f'{html.escape(text)}</a>')))
     fig.update_layout(**pal.base_layout(
-        "The call chain of one generation step (click a name to open its notebook)"
-        + (f"<br><sup>in red: what step {step} of the trace did</sup>" if facts else ""), height=860))
+        _("The call chain of one generation step (click a name to open its notebook)")
+        + ("<br><sup>" + _("in red: what step {step} of the trace did").format(step=step) + "</sup>" if facts else ""),
+        height=860))
     fig.update_layout(shapes=shapes, annotations=notes, margin=dict(l=20, r=20, t=80, b=20),
                       xaxis=dict(range=[0, 100], visible=False, fixedrange=True),
                       yaxis=dict(range=[116, 0], visible=False, fixedrange=True), hovermode=False)
@@ -177,12 +183,12 @@ def callchain_html(link_suffix: str = ".ipynb", trace=None, step: int = 0, here:
         if current:  # this chapter's box: a thick orange frame, a pale fill and a tag a screen reader also reads
             border = f"3px solid {pal.OKABE_ITO['orange']}"
         background = "#fff4dc" if current else "white"
-        tag = (f' <b class="mxe-here" style="color:{pal.OKABE_ITO["vermillion"]}">◀ you are here</b>'
+        tag = (f' <b class="mxe-here" style="color:{pal.OKABE_ITO["vermillion"]}">◀ {_("you are here")}</b>'
                if current else "")
         return (f'<div style="border:{border};border-radius:6px;padding:6px 10px;margin:6px 0;'
                 f'background:{background}">'
-                f'<a href="{href}"><b><code>{html.escape(b.label)}</code></b></a>{tag} '
-                f'<span style="color:{pal.DARK_GREY}">{html.escape(b.what)}</span>{fact}{inner}</div>')
+                f'<a href="{href}"><b><code>{html.escape(_(b.label))}</code></b></a>{tag} '
+                f'<span style="color:{pal.DARK_GREY}">{html.escape(_(b.what))}</span>{fact}{inner}</div>')
 
     down = f'<div style="text-align:center;color:{pal.DARK_GREY}">↓</div>'
     layer = box("layer", '<div style="display:flex;gap:8px;align-items:center">' + box("attention")
@@ -190,9 +196,10 @@ def callchain_html(link_suffix: str = ".ipynb", trace=None, step: int = 0, here:
     model = box("model", box("embed") + down + layer + down + box("norm"))
     chain = (box("generate") + down + box("prepare") + down + box("causal_lm", model + down + box("lm_head"))
              + down + box("outputs") + down + box("next")
-             + f'<div style="color:{pal.OKABE_ITO["vermillion"]}">↺ back to generate for the next token</div>')
+             + f'<div style="color:{pal.OKABE_ITO["vermillion"]}">↺ {_("back to generate for the next token")}</div>')
     extra = " · ".join(f'<a href="{html.escape(link(k, link_suffix))}">{t}</a>' for k, t in (
-        ("orientation", "start here"), ("training", "training: loss + aux loss"), ("full_size", "the real 8x7B")))
+        ("orientation", _("start here")), ("training", _("training: loss + aux loss")),
+        ("full_size", _("the real 8x7B"))))
     block = (f'<div class="mxe-callchain" style="font-size:13px;max-width:820px">{chain}'
              f'<div style="margin-top:6px">{extra}</div></div>')
     # arrows and dots as character references: right on a page of any declared encoding

@@ -26,14 +26,16 @@ import json
 import uuid
 from typing import Any, Dict, Optional
 
+from ..i18n import N_, _
+
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 
 #: Shown beside a static twin of a live (widget-backed) view.
-LIVE_NOTE = "Live version runs in JupyterLab (bash scripts/lab.sh)"
+LIVE_NOTE = N_("Live version runs in JupyterLab (bash scripts/lab.sh)")
 
 #: Shown in place of a figure when the page has no global ``Plotly``.
-NO_PLOTLY_NOTE = ("Interactive plotly figure: open this notebook in JupyterLab "
-                  "(bash scripts/lab.sh) or on the docs site to see it.")
+NO_PLOTLY_NOTE = N_("Interactive plotly figure: open this notebook in JupyterLab "
+                    "(bash scripts/lab.sh) or on the docs site to see it.")
 
 # The inline script: draws the figure if a global Plotly exists (now, or once
 # the page has finished loading its deferred scripts), otherwise reveals the
@@ -100,7 +102,7 @@ def figure_html(fig: Any, div_id: Optional[str] = None, config: Optional[Dict[st
     return (
         f'<div class="mxe-plotly-figure">'
         f'<div id="{div_id}" class="mxe-plotly" style="width:100%;min-height:{int(height)}px;"></div>'
-        f'<p id="{note_id}" class="mxe-plotly-note" hidden>{html.escape(NO_PLOTLY_NOTE)}</p>'
+        f'<p id="{note_id}" class="mxe-plotly-note" hidden>{html.escape(_(NO_PLOTLY_NOTE))}</p>'
         f'<script type="text/javascript">{script}</script>'
         f"</div>"
     )
@@ -158,7 +160,7 @@ def show_static_twin(fig: Any, note: Optional[str] = None, config: Optional[Dict
     """
     from IPython.display import display
 
-    text = LIVE_NOTE + "."
+    text = _(LIVE_NOTE) + "."
     if note:
         text = note.rstrip() + (" " if note.rstrip().endswith((".", "!", "?", ":")) else ". ") + text
     display(note_bundle(text), raw=True)

@@ -18,11 +18,12 @@ import torch
 from plotly.subplots import make_subplots
 
 from ..modeling import masks as M
+from ..i18n import N_, _
 from . import palette as pal
 from .runs import (Source, check_index, check_trace, config_of, config_values, encode, left_pad, pad_id_of, pick_step,
                    sequence_ids)
 
-X_TITLE, Y_TITLE = "key position", "query position"
+X_TITLE, Y_TITLE = N_("key position"), N_("query position")  # shown through _()
 _NAMES = [M.REASONS[i] for i in range(4)]
 
 
@@ -53,8 +54,8 @@ def _axis_labels(ids: Optional[torch.Tensor], b: int, S: int, tokenizer) -> List
 def _describe(rec) -> str:
     P, T = rec.past_length or 0, (rec.position_ids.shape[1] if rec.position_ids is not None else 0)
     if P == 0:
-        return "prefill: empty cache"
-    return "decode: one new token" if T == 1 else "chunked prefill"
+        return _("prefill: empty cache")
+    return _("decode: one new token") if T == 1 else _("chunked prefill")
 
 
 def _step_traces(rec, reasons: torch.Tensor, ids: Optional[torch.Tensor], tokenizer) -> List[tuple]:
@@ -117,8 +118,8 @@ def mask_figure(source: Source, step: Optional[int] = None, ids: Optional[torch.
     s_max = max((r.past_length or 0) + r.position_ids.shape[1] for r in recs)  # panels span all keys
     fig = make_subplots(rows=2, cols=B, specs=[[{"colspan": B}] + [None] * (B - 1), [{}] * B],
                         row_heights=[0.18, 0.82], vertical_spacing=0.16, horizontal_spacing=0.07,
-                        subplot_titles=["2D attention_mask (B, S) as fed: 1 = real token, 0 = pad"]
-                        + [f"4D mask, batch row {b}" for b in range(B)])
+                        subplot_titles=[_("2D attention_mask (B, S) as fed: 1 = real token, 0 = pad")]
+                        + [_("4D mask, batch row {b}").format(b=b) for b in range(B)])
     groups, layouts = [], []
     for i, rec, reasons in zip(indices, recs, all_reasons):
         key_ids = ids if ids is not None else (sequence_ids(source, i) if hasattr(source, "steps") else None)
@@ -134,11 +135,12 @@ def mask_figure(source: Source, step: Optional[int] = None, ids: Optional[torch.
                                         height=int(min(1000, max(600, 330 + 26 * s_max)))))
     fig.update_layout(coloraxis=dict(
         colorscale=pal.discrete_colorscale([pal.MASK_COLORS[i] for i in range(4)]), cmin=-0.5, cmax=3.5,
-        colorbar=dict(title=dict(text="why hidden"), tickvals=[0, 1, 2, 3], ticktext=_NAMES, len=0.7, y=0.4)))
+        colorbar=dict(title=dict(text=_("why hidden")), tickvals=[0, 1, 2, 3], ticktext=[_(n) for n in _NAMES],
+                      len=0.7, y=0.4)))
     _label_axes(fig, recs[-1], B, ids if ids is not None else
                 (sequence_ids(source, indices[-1]) if hasattr(source, "steps") else None), tokenizer)
     if len(indices) > 1:
-        labels = [f"{i} ({pick_step(source, i).kind})" for i in indices]
+        labels = ["{} ({})".format(i, _(pick_step(source, i).kind)) for i in indices]
         fig.update_layout(sliders=[_slider(labels, groups, len(fig.data), layouts)],
                           margin=dict(b=190))
     return fig
@@ -146,7 +148,7 @@ def mask_figure(source: Source, step: Optional[int] = None, ids: Optional[torch.
 
 def _slider(labels, groups, n, layouts) -> dict:
     from .widgets import visibility_slider
-    return visibility_slider(labels, groups, n, "step: ", layouts, active=len(labels) - 1, y=-0.2)
+    return visibility_slider(labels, groups, n, _("step: "), layouts, active=len(labels) - 1, y=-0.2)
 
 
 def _cached_rows(rec, panels) -> List[dict]:
@@ -157,7 +159,8 @@ def _cached_rows(rec, panels) -> List[dict]:
     S = P + rec.position_ids.shape[1]
     return [dict(type="rect", xref=t.xaxis, yref=t.yaxis, x0=-0.5, x1=S - 0.5, y0=-0.5, y1=P - 0.5,
                  fillcolor=pal.LIGHT_GREY, line=dict(width=0), layer="below",
-                 label=dict(text=f"queries 0..{P - 1}: computed in earlier steps,<br>not again (their k, v are cached)",
+                 label=dict(text=_("queries 0..{last}: computed in earlier steps,<br>not again (their k, v are cached)")
+                            .format(last=P - 1),
                             font=dict(size=11, color=pal.DARK_GREY)))
             for t in panels]
 
@@ -165,13 +168,14 @@ def _cached_rows(rec, panels) -> List[dict]:
 def _title(rec, i: int, sliding_window) -> str:
     P = rec.past_length or 0
     T = rec.position_ids.shape[1] if rec.position_ids is not None else 0
-    shape = ("None (the model built no 4D mask)" if rec.mask_4d is None
+    shape = (_("None (the model built no 4D mask)") if rec.mask_4d is None
              else f"{tuple(rec.mask_4d.shape)}")
-    window = "off" if sliding_window is None else f"W={sliding_window}"
-    head = "Forward call" if rec.kind == "forward" else f"Step {i}"
-    return (f"{head} ({_describe(rec)}): 4D mask (B, 1, T, S) = {shape}<br>"
-            f"<sup>past length P={P}, new tokens T={T}, keys S={P + T}, sliding window {window}; "
-            "queries down, keys across</sup>")
+    window = _("off") if sliding_window is None else f"W={sliding_window}"
+    head = _("Forward call") if rec.kind == "forward" else _("Step {i}").format(i=i)
+    top = _("{head} ({what}): 4D mask (B, 1, T, S) = {shape}").format(head=head, what=_describe(rec), shape=shape)
+    sub = _("past length P={P}, new tokens T={T}, keys S={S}, sliding window {window}; "
+            "queries down, keys across").format(P=P, T=T, S=P + T, window=window)
+    return f"{top}<br><sup>{sub}</sup>"
 
 
 def _label_axes(fig: go.Figure, rec, B: int, ids, tokenizer) -> None:
@@ -183,13 +187,13 @@ def _label_axes(fig: go.Figure, rec, B: int, ids, tokenizer) -> None:
     S = (rec.attention_mask.shape[1] if rec.attention_mask is not None
          else (rec.past_length or 0) + rec.position_ids.shape[1])
     span = dict(autorangeoptions=dict(include=[-0.5, S - 0.5]), showgrid=False, zeroline=False)
-    fig.update_xaxes(title_text=X_TITLE, tickangle=-60, row=2, **span)
+    fig.update_xaxes(title_text=_(X_TITLE), tickangle=-60, row=2, **span)
     fig.update_yaxes(autorange="reversed", row=2, **span)
-    fig.update_yaxes(title_text=Y_TITLE, row=2, col=1)
+    fig.update_yaxes(title_text=_(Y_TITLE), row=2, col=1)
     fig.update_yaxes(autorange="reversed", showgrid=False, tickvals=list(range(B)),
-                     ticktext=[f"row {b}" for b in range(B)],
+                     ticktext=[_("row {b}").format(b=b) for b in range(B)],
                      row=1, col=1)
-    fig.update_xaxes(title_text="column of input_ids", row=1, col=1, dtick=1)
+    fig.update_xaxes(title_text=_("column of input_ids"), row=1, col=1, dtick=1)
     for b in range(B):
         labels = _axis_labels(ids, b, S, tokenizer)
         fig.update_xaxes(tickvals=list(range(S)), ticktext=labels, row=2, col=b + 1)
@@ -240,10 +244,11 @@ def mask_explorer(model, tokenizer=None, prompt: str = "the small cat sees a red
     n = len(ids)
     pad_id = pad_id_of(model, tokenizer)
     own = model.config.sliding_window
-    controls = {"past_length": slider("past length P (tokens already cached)", past_length, 0, n - 1),
-                "sliding_window": slider(f"sliding window W (0 = off; model's: {own})", sliding_window, 0, n)}
+    controls = {"past_length": slider(_("past length P (tokens already cached)"), past_length, 0, n - 1),
+                "sliding_window": slider(_("sliding window W (0 = off; model's: {own})").format(own=own),
+                                         sliding_window, 0, n)}
     for b, p in enumerate(pads):
-        controls[f"pad{b}"] = slider(f"pads in row {b}", p, 0, n - 1, width="300px")
+        controls[f"pad{b}"] = slider(_("pads in row {b}").format(b=b), p, 0, n - 1, width="300px")
 
     def render(past_length, sliding_window, **pad_values):
         row_pads = [pad_values[f"pad{b}"] for b in range(len(pads))]
@@ -251,4 +256,4 @@ def mask_explorer(model, tokenizer=None, prompt: str = "the small cat sees a red
         tr, full = run_mask_case(model, ids, row_pads, past_length, window, pad_id)
         return mask_figure(tr, step=0, ids=full, tokenizer=tokenizer, sliding_window=window)
 
-    return make_live_view(controls, render, "Attention masks: move a slider, the model runs again")
+    return make_live_view(controls, render, _("Attention masks: move a slider, the model runs again"))

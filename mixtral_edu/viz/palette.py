@@ -10,6 +10,15 @@ from __future__ import annotations
 import html
 from typing import Dict, List, Optional, Sequence
 
+from ..i18n import N_
+
+# Words the views show that come from the model's records (a step's kind, why a mask cell is
+# hidden: mixtral_edu.modeling.masks.REASONS) or from a warper's name; views show them
+# through _(), and these marks put them in the catalog.
+SHOWN_WORDS = (N_("prefill"), N_("decode"), N_("forward"),
+               N_("visible"), N_("future"), N_("outside window"), N_("padding"),
+               N_("temperature"), N_("top-k"), N_("top-p"))
+
 # Okabe & Ito (2008), "Color Universal Design".
 OKABE_ITO: Dict[str, str] = {
     "orange": "#E69F00",

@@ -16,6 +16,7 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
+from ..i18n import _
 from . import palette as pal
 from .runs import batch_size_of, check_index, check_member, check_trace, encode_batch, traced_generate
 from .widgets import visibility_slider
@@ -86,15 +87,16 @@ def routing_figure(trace, row: int = 0, tokenizer=None, layer: int = 0, skip_pad
     labels = [pal.token_label(x, max_chars) + f"<sub>{p}</sub>" for x, p in zip(texts, r.positions)]
     x = list(range(N))
     fig = make_subplots(rows=2, cols=1, vertical_spacing=0.14, row_heights=[0.5, 0.5], shared_xaxes=False,
-                        subplot_titles=[f"Chosen experts: layer (down) x token (across), {K} choices per layer",
-                                        "Router probabilities of one layer (softmax over experts)"])
+                        subplot_titles=[_("Chosen experts: layer (down) x token (across), {K} choices per layer")
+                                        .format(K=K),
+                                        _("Router probabilities of one layer (softmax over experts)")])
     # -- top: (layer, choice) rows
     z, text, custom, ylab = [], [], [], []
     for l in layers:
         for k in range(K):
             z.append(r.indices[l][:, k].tolist())
             text.append([f"{e}" for e in r.indices[l][:, k].tolist()])
-            ylab.append(f"layer {l} · #{k + 1}")
+            ylab.append(_("layer {l} · #{k}").format(l=l, k=k + 1))
             custom.append([[texts[n], r.positions[n], r.steps[n], l, k + 1,
                             ", ".join(f"e{e} {w:.2f}" for e, w in zip(r.indices[l][n].tolist(),
                                                                         r.weights[l][n].tolist())),
@@ -103,7 +105,7 @@ def routing_figure(trace, row: int = 0, tokenizer=None, layer: int = 0, skip_pad
     fig.add_trace(go.Heatmap(
         z=z, x=x, y=list(range(len(ylab))), text=text, texttemplate="e%{text}", customdata=custom,
         colorscale=pal.discrete_colorscale(colors), zmin=-0.5, zmax=E - 0.5, xgap=1, ygap=1, name="choices",
-        colorbar=dict(title=dict(text="expert"), tickvals=list(range(E)), ticktext=[f"e{e}" for e in range(E)],
+        colorbar=dict(title=dict(text=_("expert")), tickvals=list(range(E)), ticktext=[f"e{e}" for e in range(E)],
                       len=0.45, y=0.78, thickness=14),
         hovertemplate=("token %{customdata[0]} (position %{customdata[1]}, step %{customdata[2]})<br>"
                        "layer %{customdata[3]}, choice #%{customdata[4]}: <b>expert %{z}</b>, weight "
@@ -121,7 +123,7 @@ def routing_figure(trace, row: int = 0, tokenizer=None, layer: int = 0, skip_pad
         fig.add_trace(go.Heatmap(
             z=probs, x=x, y=list(range(E)), colorscale=pal.SEQUENTIAL, zmin=0, zmax=1, xgap=1, ygap=1,
             customdata=np.array([[texts[n] for n in range(N)]] * E, dtype=object), visible=(l == layer),
-            colorbar=dict(title=dict(text="router<br>probability"), len=0.4, y=0.2, thickness=14),
+            colorbar=dict(title=dict(text=_("router<br>probability")), len=0.4, y=0.2, thickness=14),
             name=f"layer {l} probs",
             hovertemplate="token %{customdata}, expert %{y}: p = %{z:.3f}<extra>layer " + str(l) + "</extra>"),
             2, 1)
@@ -133,20 +135,22 @@ def routing_figure(trace, row: int = 0, tokenizer=None, layer: int = 0, skip_pad
             hoverinfo="skip", showlegend=False), 2, 1)
         groups.append([first, first + 1])
     # explicit ranges: the outline markers would otherwise pad the axes and misalign the panels
-    fig.update_yaxes(title_text="expert", tickvals=list(range(E)), ticktext=[f"e{e}" for e in range(E)],
+    fig.update_yaxes(title_text=_("expert"), tickvals=list(range(E)), ticktext=[f"e{e}" for e in range(E)],
                      range=[E - 0.5, -0.5], row=2, col=1)
     for rr in (1, 2):
         fig.update_xaxes(tickvals=x, ticktext=labels, tickangle=-60, showgrid=False, range=[-0.5, N - 0.5],
                          row=rr, col=1)
-    fig.update_xaxes(title_text="token (position as subscript)", row=2, col=1)
+    fig.update_xaxes(title_text=_("token (position as subscript)"), row=2, col=1)
     fig.update_yaxes(showgrid=False)
     always = [0]
     n_traces = len(fig.data)
-    title = (f"Expert routing, batch row {row}: {N} tokens, {len(layers)} layers, top-{K} of {E} experts"
-             "<br><sup>bottom: outlined cells = the top-k the router chose; move the slider to change layer</sup>")
+    title = (_("Expert routing, batch row {row}: {N} tokens, {L} layers, top-{K} of {E} experts")
+             .format(row=row, N=N, L=len(layers), K=K, E=E)
+             + "<br><sup>" + _("bottom: outlined cells = the top-k the router chose; move the slider to change layer")
+             + "</sup>")
     fig.update_layout(**pal.base_layout(title, height=int(max(620, 300 + 34 * len(ylab) + 22 * E))))
     fig.update_layout(shapes=lines, margin=dict(b=170), sliders=[visibility_slider(
-        [str(l) for l in layers], [always + g for g in groups], n_traces, "layer: ", active=layers.index(layer),
+        [str(l) for l in layers], [always + g for g in groups], n_traces, _("layer: "), active=layers.index(layer),
         y=-0.2)])
     return fig
 
@@ -160,10 +164,11 @@ def routing_explorer(model, tokenizer, prompt: str = "the small cat sees", max_n
     from ..observe.capture import disable_expert, hooks
     from .widgets import dropdown, make_live_view, slider, text_box
     E, L = model.config.num_local_experts, model.config.num_hidden_layers
-    controls = {"prompt": text_box("prompt", prompt),
-                "new_tokens": slider("new tokens", max_new_tokens, 1, 16),
-                "layer": slider("layer (bottom panel)", 0, 0, L - 1),
-                "off": dropdown("switch off expert", [("none", -1)] + [(f"e{e} (all layers)", e) for e in range(E)],
+    controls = {"prompt": text_box(_("prompt"), prompt),
+                "new_tokens": slider(_("new tokens"), max_new_tokens, 1, 16),
+                "layer": slider(_("layer (bottom panel)"), 0, 0, L - 1),
+                "off": dropdown(_("switch off expert"),
+                                [(_("none"), -1)] + [(_("e{e} (all layers)").format(e=e), e) for e in range(E)],
                                 value=-1)}
 
     def render(prompt, new_tokens, layer, off):
@@ -173,4 +178,4 @@ def routing_explorer(model, tokenizer, prompt: str = "the small cat sees", max_n
             tr, _ = traced_generate(model, ids, mask, max_new_tokens=new_tokens)
         return routing_figure(tr, row=0, tokenizer=tokenizer, layer=layer)
 
-    return make_live_view(controls, render, "Expert routing: each change runs the model again")
+    return make_live_view(controls, render, _("Expert routing: each change runs the model again"))

@@ -18,6 +18,7 @@ import torch
 from plotly.subplots import make_subplots
 
 from ..modeling.generation import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper, get_logits_warpers
+from ..i18n import _
 from . import palette as pal
 from .runs import check_index, encode_batch, pick_step, traced_generate
 from .widgets import visibility_slider
@@ -32,16 +33,17 @@ def warp_stages(logits: torch.Tensor, temperature: Optional[float] = 1.0, top_k:
     A kind that get_logits_warpers leaves out (neutral setting) passes the scores on unchanged.
     """
     scores = logits.float()[None]                                             # (1, V), as generate holds them
-    stages = [("logits as the model gave them", scores[0])]
+    stages = [(_("logits as the model gave them"), scores[0])]
     warpers = get_logits_warpers(temperature, top_k, top_p)
     for cls, name in _KINDS:
         found = [w for w in warpers if isinstance(w, cls)]
         setting = {"temperature": temperature, "top-k": top_k, "top-p": top_p}[name]
         if found:
             scores = found[0](None, scores)
-            stages.append((f"after {name} = {setting}", scores[0]))
+            stages.append((_("after {name} = {setting}").format(name=_(name), setting=setting), scores[0]))
         else:
-            stages.append((f"{name} = {setting}: unchanged (generate adds no warper)", scores[0]))
+            label = _("{name} = {setting}: unchanged (generate adds no warper)").format(name=_(name), setting=setting)
+            stages.append((label, scores[0]))
     return stages
 
 
@@ -67,7 +69,7 @@ def sampling_figure(source, step: int = 0, row: int = 0, tokenizer=None, tempera
     if chosen is not None and chosen not in shown:
         shown.append(chosen)
     texts = pal.token_texts(shown, tokenizer)
-    labels = [pal.token_label(t, 8) for t in texts] + [f"other {V - len(shown)}"]
+    labels = [pal.token_label(t, 8) for t in texts] + [_("other {n}").format(n=V - len(shown))]
     temps = list(temperatures) if temperatures else [temperature]
     if temperature not in temps:
         temps = sorted(temps + [temperature])
@@ -86,8 +88,8 @@ def sampling_figure(source, step: int = 0, row: int = 0, tokenizer=None, tempera
             y = list(p) + [max(rest, 0.0)]
             color = [pal.CHOSEN if i == chosen else (pal.KEPT if k else pal.REMOVED)
                      for i, k in zip(shown, kept)] + [pal.DARK_GREY]
-            status = ["chosen" if i == chosen else ("kept" if k else "removed") for i, k in zip(shown, kept)]
-            status.append(f"{int(torch.isfinite(scores).sum()) - int(kept.sum())} other tokens kept")
+            status = [_("chosen") if i == chosen else (_("kept") if k else _("removed")) for i, k in zip(shown, kept)]
+            status.append(_("{n} other tokens kept").format(n=int(torch.isfinite(scores).sum()) - int(kept.sum())))
             fig.add_trace(go.Bar(
                 x=list(range(len(y))), y=y, marker_color=color, visible=(temp == temperature),
                 text=["" if k else "×" for k in kept] + [""], textposition="outside",
@@ -106,30 +108,33 @@ def sampling_figure(source, step: int = 0, row: int = 0, tokenizer=None, tempera
     for r in range(1, n_rows + 1):
         fig.update_yaxes(title_text="p", rangemode="tozero", row=r, col=1)  # each stage its own scale
     fig.update_xaxes(tickvals=list(range(len(labels))), ticktext=labels, tickangle=-50, row=n_rows, col=1)
-    fig.update_xaxes(title_text=f"token (top {len(shown)} by raw logit; the last bar: all other tokens)",
+    fig.update_xaxes(title_text=_("token (top {n} by raw logit; the last bar: all other tokens)").format(n=len(shown)),
                      row=n_rows, col=1)
     active = temps.index(temperature)
     height, margin = 820, dict(t=100, b=200)
     fig.update_layout(**pal.base_layout(layouts[active]["title.text"], height=height))
     fig.update_layout(margin=margin, annotations=layouts[active]["annotations"], bargap=0.15)
-    fig.add_trace(go.Bar(x=[None], y=[None], marker_color=pal.KEPT, name="kept"))
-    fig.add_trace(go.Bar(x=[None], y=[None], marker_color=pal.REMOVED, name="removed (×, probability 0)"))
-    fig.add_trace(go.Bar(x=[None], y=[None], marker_color=pal.CHOSEN, name="the token generate chose"))
+    fig.add_trace(go.Bar(x=[None], y=[None], marker_color=pal.KEPT, name=_("kept")))
+    fig.add_trace(go.Bar(x=[None], y=[None], marker_color=pal.REMOVED, name=_("removed (×, probability 0)")))
+    fig.add_trace(go.Bar(x=[None], y=[None], marker_color=pal.CHOSEN, name=_("the token generate chose")))
     legend = list(range(len(fig.data) - 3, len(fig.data)))
     fig.update_layout(legend=dict(orientation="h", x=0, y=1.02, yanchor="bottom"))
     if len(temps) > 1:
         fig.update_layout(sliders=[visibility_slider(
-            [f"{t:g}" for t in temps], [g + legend for g in groups], len(fig.data), "temperature: ", layouts,
+            [f"{t:g}" for t in temps], [g + legend for g in groups], len(fig.data), _("temperature: "), layouts,
             active=active, y=-150 / (height - margin["t"] - margin["b"]))])
     return fig
 
 
 def _title(rec, row, temperature, top_k, top_p, chosen, tokenizer) -> str:
-    which = ("" if chosen is None else
-             f"; generate chose {pal.token_label(pal.token_texts([chosen], tokenizer)[0], 12)} in the traced run")
-    return (f"Next token at step {rec.index} ({rec.kind}), batch row {row}: temperature {temperature:g}, "
-            f"top-k {top_k}, top-p {top_p}{which}<br><sup>softmax of the scores after each warper, in "
-            "generate's order; removed tokens get score -inf (probability 0)</sup>")
+    which = ("" if chosen is None else _("; generate chose {token} in the traced run").format(
+        token=pal.token_label(pal.token_texts([chosen], tokenizer)[0], 12)))
+    head = _("Next token at step {index} ({kind}), batch row {row}: temperature {temperature:g}, top-k {top_k}, "
+             "top-p {top_p}").format(index=rec.index, kind=_(rec.kind), row=row, temperature=temperature,
+                                     top_k=top_k, top_p=top_p)
+    sub = _("softmax of the scores after each warper, in generate's order; removed tokens get score -inf "
+            "(probability 0)")
+    return f"{head}{which}<br><sup>{sub}</sup>"
 
 
 # -- live ---------------------------------------------------------------------------------------------
@@ -140,11 +145,11 @@ def sampling_explorer(model, tokenizer, prompt: str = "the small cat", top_n: in
     and draws the distribution with the token it really drew. Returns a LiveView."""
     from .widgets import float_slider, make_live_view, slider, text_box
     V = model.config.vocab_size
-    controls = {"prompt": text_box("prompt", prompt),
-                "temperature": float_slider("temperature", 1.0, 0.1, 3.0, 0.1),
-                "top_k": slider("top-k (0 = off)", 50, 0, V),
-                "top_p": float_slider("top-p", 1.0, 0.05, 1.0, 0.05),
-                "seed": slider("seed", 0, 0, 99)}
+    controls = {"prompt": text_box(_("prompt"), prompt),
+                "temperature": float_slider(_("temperature"), 1.0, 0.1, 3.0, 0.1),
+                "top_k": slider(_("top-k (0 = off)"), 50, 0, V),
+                "top_p": float_slider(_("top-p"), 1.0, 0.05, 1.0, 0.05),
+                "seed": slider(_("seed"), 0, 0, 99)}
 
     def render(prompt, temperature, top_k, top_p, seed):
         ids, mask = encode_batch(tokenizer, [prompt])
@@ -154,4 +159,4 @@ def sampling_explorer(model, tokenizer, prompt: str = "the small cat", top_n: in
         return sampling_figure(tr, step=0, tokenizer=tokenizer, temperature=temperature, top_k=top_k or None,
                                top_p=top_p, top_n=top_n, temperatures=None)
 
-    return make_live_view(controls, render, "Next-token choice: each change draws again with generate")
+    return make_live_view(controls, render, _("Next-token choice: each change draws again with generate"))

@@ -14,6 +14,8 @@ from __future__ import annotations
 import html
 from typing import Any, Callable, Dict, Optional, Sequence
 
+from ..i18n import _
+
 
 # -- live views -----------------------------------------------------------------------------------
 
@@ -23,7 +25,7 @@ def _plotly_outputs(fig) -> tuple:
 
 
 def _error_outputs(message: str) -> tuple:
-    text = f"Could not redraw: {message}"
+    text = _("Could not redraw: {message}").format(message=message)
     return ({"output_type": "display_data", "metadata": {},
              "data": {"text/html": f'<pre class="mxe-live-error">{html.escape(text)}</pre>', "text/plain": text}},)
 

@@ -1,12 +1,15 @@
 """The rendered docs site: built once per session, served on 127.0.0.1, opened in headless Chromium.
 
 The build is the very one `bash scripts/docs.sh` runs (that script is called), so
-a notebook that errors or any Sphinx warning fails here too. Then every page is
-opened once and checked: no request leaves 127.0.0.1, no JavaScript error, every
-plotly figure drawn, every saved widget drawn, math typeset. A plotly slider is
-dragged with the mouse, the search page is queried, and every internal link of
-the built html must resolve. Screenshots of every page go to
-artifacts/screenshots/ (gitignored).
+a notebook that errors or any Sphinx warning fails here too. It builds every
+language (docs/_build/html/en, docs/_build/html/zh_CN) and each language's site
+gets every check: every page is opened once and checked (no request leaves
+127.0.0.1, no JavaScript error, every plotly figure drawn, every saved widget
+drawn, math typeset), a plotly slider is dragged with the mouse, the search page
+is queried (in Chinese on the Chinese site), every internal link of the built
+html must resolve, and the language switch must land on the same page in the
+other language. Screenshots of every page go to artifacts/screenshots/<lang>/
+(gitignored).
 """
 from __future__ import annotations
 
@@ -17,16 +20,20 @@ import time
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Dict, List, Set, Tuple
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import pytest
 
 import browser as br  # tests/browser.py (pytest puts tests/ on sys.path)
 
 ROOT = Path(__file__).resolve().parents[2]
-SITE = ROOT / "docs" / "_build" / "html"
+SITE_ROOT = ROOT / "docs" / "_build" / "html"
+LANGUAGES = ("en", "zh_CN")
+HTML_LANG = {"en": "en", "zh_CN": "zh-CN"}
+# a word each site's search must find on the glossary page (Chinese: the glossary's term for router)
+SEARCH_TERM = {"en": "router", "zh_CN": "路由器"}
 ARTIFACTS = ROOT / "artifacts"
-SHOTS = ARTIFACTS / "screenshots"
+SHOTS_ROOT = ARTIFACTS / "screenshots"
 EXTERNAL_WORDS = ("cdn", "unpkg", "jsdelivr", "googleapis", "cloudflare")
 
 pytestmark = pytest.mark.slow  # every test here reads the site this module builds (minutes)
@@ -36,7 +43,7 @@ pytestmark = pytest.mark.slow  # every test here reads the site this module buil
 
 
 @pytest.fixture(scope="module")
-def site() -> Path:
+def built() -> Path:
     """Build the site exactly as `bash scripts/docs.sh` does; fail with the log if it fails."""
     ARTIFACTS.mkdir(exist_ok=True)
     log_path = ARTIFACTS / "docs-build.log"
@@ -48,7 +55,24 @@ def site() -> Path:
         pytest.fail(f"docs build failed (exit {proc.returncode}, full log: {log_path}):\n"
                     + proc.stdout[-6000:], pytrace=False)
     print(f"docs build: {time.monotonic() - start:.1f} s")
-    return SITE
+    return SITE_ROOT
+
+
+@pytest.fixture(scope="module", params=LANGUAGES)
+def lang(request) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def site(built, lang) -> Path:
+    """One language's site: docs/_build/html/<lang>."""
+    return built / lang
+
+
+@pytest.fixture(scope="module")
+def shots(lang) -> Path:
+    """Where this language's screenshots go."""
+    return SHOTS_ROOT / lang
 
 
 def html_pages(site: Path) -> List[str]:
@@ -150,8 +174,8 @@ def test_every_internal_link_resolves(site, pages):
             if parts.path.endswith("/") or (target.is_dir() and parts.path):
                 target = target / "index.html"
             checked += 1
-            try:
-                target.resolve().relative_to(site.resolve())
+            try:  # the language switch leads to the sibling language's folder: still the site
+                target.resolve().relative_to(SITE_ROOT.resolve())
             except ValueError:
                 broken.append(f"{page}: {url} leaves the site")
                 continue
@@ -196,9 +220,15 @@ def test_vendored_assets_have_license_notes(site):
 
 
 @pytest.fixture(scope="module")
-def base_url(site):
-    with br.serve(site) as url:
+def root_url(built):
+    """The whole site (every language) served once."""
+    with br.serve(built) as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def base_url(root_url, lang):
+    return f"{root_url}{lang}/"
 
 
 @pytest.fixture(scope="module")
@@ -244,9 +274,9 @@ def _shot_name(page: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def visited(pages, base_url, chrome) -> Dict[str, dict]:
+def visited(pages, base_url, chrome, shots) -> Dict[str, dict]:
     """Open every page once: its request log, what it drew, and a screenshot."""
-    SHOTS.mkdir(parents=True, exist_ok=True)
+    shots.mkdir(parents=True, exist_ok=True)
     results = {}
     for page in pages:
         tab, log = br.open_page(chrome, base_url + page)
@@ -261,7 +291,7 @@ def visited(pages, base_url, chrome) -> Dict[str, dict]:
             pass
         state = tab.evaluate(STATE_JS)
         height = tab.evaluate("() => document.documentElement.scrollHeight")
-        tab.screenshot(path=str(SHOTS / _shot_name(page)), full_page=True,
+        tab.screenshot(path=str(shots / _shot_name(page)), full_page=True,
                        clip={"x": 0, "y": 0, "width": 1280, "height": min(height, 8000)})
         results[page] = {"log": log, "state": state, "ready": ready}
         tab.context.close()
@@ -315,7 +345,7 @@ def test_math_is_typeset(visited):
 
 
 @pytest.mark.browser
-def test_plotly_slider_drag_changes_the_figure(visited, base_url, chrome):
+def test_plotly_slider_drag_changes_the_figure(visited, base_url, chrome, shots):
     """Drag a slider handle with the mouse; the figure's active step and its shown data change."""
     candidates = [p for p, r in visited.items() if r["state"]["sliders"]]
     assert candidates, "no page has a plotly figure with a slider"
@@ -356,8 +386,8 @@ def test_plotly_slider_drag_changes_the_figure(visited, base_url, chrome):
             "([g, a]) => g._fullLayout.sliders[0].active !== a", arg=[gd, before["active"]], timeout=10_000)
         tab.wait_for_timeout(300)  # let an animate step finish drawing
         after = json.loads(gd.evaluate(snapshot))
-        SHOTS.mkdir(parents=True, exist_ok=True)
-        gd.screenshot(path=str(SHOTS / ("slider_dragged__" + _shot_name(page))))
+        shots.mkdir(parents=True, exist_ok=True)
+        gd.screenshot(path=str(shots / ("slider_dragged__" + _shot_name(page))))
     finally:
         tab.context.close()
     assert after["active"] != before["active"], (before, after)
@@ -367,18 +397,59 @@ def test_plotly_slider_drag_changes_the_figure(visited, base_url, chrome):
 
 
 @pytest.mark.browser
-def test_search_finds_router(base_url, chrome):
-    tab, log = br.open_page(chrome, base_url + "search.html?q=router")
+def test_search_finds_a_glossary_term(base_url, chrome, lang, shots):
+    """The search page finds the glossary's word for router (a Chinese word on the Chinese site:
+    the index is split into words by jieba, with the glossary's terms as its own words)."""
+    term = SEARCH_TERM[lang]
+    tab, log = br.open_page(chrome, base_url + "search.html?q=" + quote(term))
     try:
         tab.wait_for_selector("#search-results ul.search li", timeout=30_000)
         # Sphinx adds hits one by one and writes the summary when it is done: read them after that
         tab.wait_for_function("() => { const p = document.querySelector('#search-results p.search-summary');"
-                              " return p && /found|did not match/i.test(p.textContent); }", timeout=30_000)
+                              " return p && /found|did not match|搜索完成|没有匹配/i.test(p.textContent); }",
+                              timeout=30_000)
         hits = tab.eval_on_selector_all("#search-results ul.search li a",
                                         "as => as.map(a => a.getAttribute('href'))")
-        br.screenshot(tab, SHOTS / "search__router.png", full_page=False)
+        br.screenshot(tab, shots / f"search__{lang}.png", full_page=False)
     finally:
         tab.context.close()
-    assert hits, "search for 'router' found nothing"
+    assert hits, f"search for {term!r} found nothing"
     assert any(h.startswith("glossary.html") for h in hits), hits
     assert not log.problems(), log.problems()
+
+
+def test_pages_declare_their_language(site, pages, lang):
+    for page in pages:
+        head = (site / page).read_text(encoding="utf-8")[:400]
+        assert f'<html lang="{HTML_LANG[lang]}"' in head, page
+
+
+@pytest.mark.browser
+def test_language_switch_lands_on_the_same_page(pages, base_url, root_url, chrome, lang, shots):
+    """Every page links the same page in the other language; clicking it there and back works."""
+    other = next(code for code in LANGUAGES if code != lang)
+    for page in pages:
+        links = [url for tag, _, url, attrs in parse(SITE_ROOT / lang / page).refs
+                 if tag == "a" and "mxe-language-switch" in attrs.get("class", "")]
+        assert links == ["../" * page.count("/") + f"../{other}/{page}"], (page, links)
+    page = "notebooks/00_orientation.html"
+    tab, log = br.open_page(chrome, base_url + page)
+    try:
+        tab.click("a.mxe-language-switch")
+        tab.wait_for_load_state("load")
+        assert tab.url == f"{root_url}{other}/{page}", tab.url
+        assert tab.evaluate("document.documentElement.lang") == HTML_LANG[other]
+        br.screenshot(tab, shots / f"language_switch__to_{other}.png", full_page=False)
+        tab.click("a.mxe-language-switch")
+        tab.wait_for_load_state("load")
+        assert tab.url == f"{root_url}{lang}/{page}", tab.url
+    finally:
+        tab.context.close()
+    assert not log.problems(), log.problems()
+
+
+def test_the_site_root_leads_to_each_language(built):
+    index = (built / "index.html").read_text(encoding="utf-8")
+    assert 'url=en/index.html' in index
+    for code in LANGUAGES:
+        assert f'href="{code}/index.html"' in index and (built / code / "index.html").is_file()

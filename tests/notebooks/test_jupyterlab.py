@@ -6,6 +6,11 @@ cell; then the mask explorer's past-length slider is moved with the keyboard, an
 the plotly figure in the page must show the new mask: the title the kernel
 redrew and the heatmap's rows (T = n - P queries). Screenshots go to
 artifacts/screenshots/ (gitignored). Nothing may be fetched from another host.
+
+It runs twice: in English, and in Chinese the way `bash scripts/lab.sh --lang zh_CN`
+opens the notebooks: JupyterLab's interface in Chinese (the language pack, chosen by the
+settings override in scripts/lab-settings/zh_CN/), and the notebook starting with the
+generated notebooks' setup cell, so the view's title and sliders are in Chinese.
 """
 from __future__ import annotations
 
@@ -32,6 +37,14 @@ ROOT = Path(__file__).resolve().parents[2]
 FIXTURE = ROOT / "tests" / "fixtures" / "lab_widget_demo.ipynb"
 SHOTS = ROOT / "artifacts" / "screenshots"
 N_IDS = 9  # len(ids) in the fixture notebook
+LAB_SETTINGS = ROOT / "scripts" / "lab-settings"
+# what the figure's title says, per language (the view's own messages, from mixtral_edu's catalog)
+TEXT = {
+    "en": {"prefill": "prefill", "past": "past length P={}", "chunked": "chunked prefill", "decode": "decode"},
+    "zh_CN": {"prefill": "预填充", "past": "已缓存长度 P={}", "chunked": "分块预填充", "decode": "decode"},
+}
+# a menu of JupyterLab's own interface
+MENU = {"en": "File", "zh_CN": "文件"}
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]  # starts JupyterLab, drives Chromium
 
@@ -57,11 +70,28 @@ def _wait_http(url: str, timeout: float, proc: subprocess.Popen, log: Path) -> N
     raise TimeoutError(f"jupyter lab did not answer {url} in {timeout:.0f} s:\n{log.read_text()[-3000:]}")
 
 
-@pytest.fixture()
-def lab():
-    """Base URL of a JupyterLab serving a temp root with the fixture notebook; stopped after the test."""
+def _i18n_tool():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mxe_i18n_tool", ROOT / "scripts" / "i18n.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(params=["en", "zh_CN"])
+def lab(request):
+    """(base URL, root, language) of a JupyterLab serving a temp root with the fixture notebook."""
+    language = request.param
     root = Path(tempfile.mkdtemp(prefix="mxe_lab_"))
-    shutil.copy(FIXTURE, root / FIXTURE.name)
+    if language == "en":
+        shutil.copy(FIXTURE, root / FIXTURE.name)
+    else:  # what the Chinese notebooks start with
+        nb = json.loads(FIXTURE.read_text(encoding="utf-8"))
+        setup = _i18n_tool().setup_cell(language)
+        setup["source"] = setup["source"].replace("{name}", FIXTURE.name).replace('os.chdir("..")', "pass")
+        nb["cells"].insert(0, setup)
+        (root / FIXTURE.name).write_text(json.dumps(nb), encoding="utf-8")
     port = _free_port()
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONHASHSEED="0",
                # keep Lab's settings, workspaces and runtime files out of the user's home
@@ -77,7 +107,9 @@ def lab():
            "--LabApp.extension_manager=readonly",  # no index queries
            "--LabApp.expose_app_in_browser=True"]  # window.jupyterapp: run cells by command
     if hasattr(os, "geteuid") and os.geteuid() == 0:
-        cmd.append("--allow-root")  # CI and these machines run as root  # window.jupyterapp: run cells by command
+        cmd.append("--allow-root")  # CI and these machines run as root
+    if language != "en":  # the same override lab.sh --lang passes
+        cmd.append(f"--LabApp.app_settings_dir={LAB_SETTINGS / language}")
     # no "get notified about Jupyter news?" prompt over the page (and no fetch for it)
     settings = root / ".settings" / "@jupyterlab" / "apputils-extension"
     settings.mkdir(parents=True)
@@ -90,7 +122,7 @@ def lab():
     try:
         _wait_http(base + "api/status", 40, proc, log)
         print(f"server up {time.monotonic() - t_start:.1f} s")
-        yield base, root
+        yield base, root, language
     finally:
         t_stop = time.monotonic()
         try:  # the clean way: the server stops its kernels, then itself
@@ -134,7 +166,9 @@ def _start_session(base: str) -> None:
 
 
 def test_mask_explorer_slider_redraws_in_jupyterlab(lab):
-    base, root = lab
+    base, root, language = lab
+    text = TEXT[language]
+    shots = SHOTS if language == "en" else SHOTS / language
     start = time.monotonic()
     # the kernel starts while Chromium and JupyterLab's page load (the slowest parts on a busy machine)
     kernel = threading.Thread(target=_start_session, args=(base,), daemon=True)
@@ -154,23 +188,25 @@ def test_mask_explorer_slider_redraws_in_jupyterlab(lab):
             await app.commands.execute('notebook:run-all-cells');
         }""")
         t1 = time.monotonic()
-        before = _wait_figure(page, "s.title.includes('prefill')", timeout_ms=60_000)
+        before = _wait_figure(page, f"s.title.includes({text['prefill']!r})", timeout_ms=60_000)
+        menus = page.eval_on_selector_all(".lm-MenuBar-itemLabel", "els => els.map(e => e.textContent)")
+        assert MENU[language] in menus, menus  # JupyterLab's own interface in this language
         print(f"browser {t0 - start:.1f} s, page {ta - t0:.1f} s, kernel + cells {t1 - ta:.1f} s, "
               f"figure {time.monotonic() - t1:.1f} s")
         assert before["rows"] == [N_IDS, N_IDS] and before["cols"] == [N_IDS, N_IDS], before
         view = page.locator(".mxe-live-view")
         view.scroll_into_view_if_needed()
-        br.screenshot(page, SHOTS / "lab_mask_explorer_before.png", full_page=False)
+        br.screenshot(page, shots / "lab_mask_explorer_before.png", full_page=False)
 
         # the first slider is "past length P": focus its handle and press the right arrow three times
         handle = view.locator(".widget-slider .noUi-handle").first
         handle.focus()
         for _ in range(3):
             handle.press("ArrowRight")
-        after = _wait_figure(page, "s.title.includes('past length P=3')")
+        after = _wait_figure(page, f"s.title.includes({text['past'].format(3)!r})")
         assert after["rows"] == [N_IDS - 3, N_IDS - 3], after   # T = n - P queries, computed by the model
         assert after["cols"] == [N_IDS, N_IDS], after
-        assert "chunked prefill" in after["title"]
+        assert text["chunked"] in after["title"]
         # cell by cell: why each key is hidden for P = 3, pads (2, 0), window 3 (the fixture's settings)
         mask_2d = torch.tensor([[0, 0] + [1] * (N_IDS - 2), [1] * N_IDS])
         want = mask_reasons(mask_2d, 2, N_IDS - 3, 3, sliding_window=3)[:, 0].tolist()
@@ -185,9 +221,9 @@ def test_mask_explorer_slider_redraws_in_jupyterlab(lab):
         page.mouse.down()
         page.mouse.move(track["x"] + track["width"] + 20, box["y"] + box["height"] / 2, steps=8)
         page.mouse.up()
-        decoded = _wait_figure(page, f"s.title.includes('past length P={N_IDS - 1}')")
-        assert decoded["rows"] == [1, 1] and "decode" in decoded["title"], decoded
-        br.screenshot(page, SHOTS / "lab_mask_explorer_after.png", full_page=False)
+        decoded = _wait_figure(page, f"s.title.includes({text['past'].format(N_IDS - 1)!r})")
+        assert decoded["rows"] == [1, 1] and text["decode"] in decoded["title"], decoded
+        br.screenshot(page, shots / "lab_mask_explorer_after.png", full_page=False)
 
         # the static figure of the last cell is drawn by the plotly renderer too
         assert page.evaluate("() => document.querySelectorAll('.js-plotly-plot svg.main-svg').length") >= 2
