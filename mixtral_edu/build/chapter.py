@@ -26,6 +26,7 @@ from typing import Callable, Dict, List, Optional
 
 import torch
 
+from ..i18n import N_, _
 from ..tiny import corpus
 from ..tiny.evaluate import EVAL_SEED
 from ..tiny.pretrained import TINY_DIR, load_tiny
@@ -42,28 +43,28 @@ PROMPTS = ["43+77=", "27+49=", "these happy boys", "some girls near the", "{id: 
            "the small cat sees a red ball . some big dogs near the trees run . this girl likes the green "
            "hat . a lazy fox under the"]
 
-# User-facing strings (plain literals, one place).
-M_STOP_STUB = ("The chapter stops here: `{name}` is still a stub. Write its body in the cell above, run that "
-               "cell again, then go on.")
-M_STOP_WRONG = ("The chapter stops here: with your `{name}` plugged in, the model no longer generates what "
-                "transformers does (the trace diff above shows where). Fix it, run the cell again, then go on.")
-M_STOP_ERROR = "The chapter stops here: {error}"
-M_UNKNOWN = "`{name}` is not one of the pieces: {names}. Keep the function's name as the stub has it."
-M_SOLUTIONS_MISSING = ("{env} is set, but no {stem}.py was found in {places}. Set it to the folder that holds the "
-                       "solutions (e.g. notebooks/solutions), or unset it.")
-M_REFERENCE_USED = "{env} is set: the reference `{name}` stands in for the one above."
-M_PASS = ("`{name}` is yours now ({n} of {total} pieces): {rows} prompts × {new} new tokens, token for token what "
-          "transformers 4.41.2 generates; largest logit difference {worst:.2g}, aux loss difference {aux:.2g} "
-          "(allowed {tol:g}).")
-M_FAIL_TOKENS = "the generated tokens differ from transformers' in rows {rows}"
-M_FAIL_LENGTH = "generation returned shape {got}; transformers' has shape {want}"
-M_FAIL_LOGITS = "the logits differ from transformers' by up to {worst:.3g} (allowed {tol:g})"
-M_FAIL_AUX = "the load-balancing loss differs from transformers' by {aux:.3g} (allowed {tol:g})"
-PLAN_HEADER = ("your function", "takes the place of", "whose")
-M_FINALE = ("{n} of {total} pieces are yours. Additions: {right} of {count} right. Sentences: {ok} of {n_s} "
-            "grammatical. {same}")
-M_SAME_ALL = "Every row is token for token what transformers 4.41.2 generates."
-M_SAME_NOT = "Rows that differ from transformers 4.41.2: {rows}."
+# User-facing strings, one place: N_ marks them for the catalog, _() translates them where they are shown.
+M_STOP_STUB = N_("The chapter stops here: `{name}` is still a stub. Write its body in the cell above, run that "
+                 "cell again, then go on.")
+M_STOP_WRONG = N_("The chapter stops here: with your `{name}` plugged in, the model no longer generates what "
+                  "transformers does (the trace diff above shows where). Fix it, run the cell again, then go on.")
+M_STOP_ERROR = N_("The chapter stops here: {error}")
+M_UNKNOWN = N_("`{name}` is not one of the pieces: {names}. Keep the function's name as the stub has it.")
+M_SOLUTIONS_MISSING = N_("{env} is set, but no {stem}.py was found in {places}. Set it to the folder that holds the "
+                         "solutions (e.g. notebooks/solutions), or unset it.")
+M_REFERENCE_USED = N_("{env} is set: the reference `{name}` stands in for the one above.")
+M_PASS = N_("`{name}` is yours now ({n} of {total} pieces): {rows} prompts × {new} new tokens, token for token what "
+            "transformers 4.41.2 generates; largest logit difference {worst:.2g}, aux loss difference {aux:.2g} "
+            "(allowed {tol:g}).")
+M_FAIL_TOKENS = N_("the generated tokens differ from transformers' in rows {rows}")
+M_FAIL_LENGTH = N_("generation returned shape {got}; transformers' has shape {want}")
+M_FAIL_LOGITS = N_("the logits differ from transformers' by up to {worst:.3g} (allowed {tol:g})")
+M_FAIL_AUX = N_("the load-balancing loss differs from transformers' by {aux:.3g} (allowed {tol:g})")
+PLAN_HEADER = (N_("your function"), N_("takes the place of"), N_("whose"))
+M_FINALE = N_("{n} of {total} pieces are yours. Additions: {right} of {count} right. Sentences: {ok} of {n_s} "
+              "grammatical. {same}")
+M_SAME_ALL = N_("Every row is token for token what transformers 4.41.2 generates.")
+M_SAME_NOT = N_("Rows that differ from transformers 4.41.2: {rows}.")
 
 
 class StopChapter(Exception):
@@ -89,7 +90,7 @@ def load_solutions(stem: str = STEM):
             module = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(module)
             return module
-    raise FileNotFoundError(M_SOLUTIONS_MISSING.format(env=ENV, stem=stem, places=", ".join(map(str, places))))
+    raise FileNotFoundError(_(M_SOLUTIONS_MISSING).format(env=ENV, stem=stem, places=", ".join(map(str, places))))
 
 
 def _show(obj) -> None:
@@ -128,27 +129,27 @@ class Verdict:
             out.append(str(self.error))
         else:
             if not self.same_tokens:
-                out.append(M_FAIL_TOKENS.format(rows=self.rows_differing) if self.rows_differing else
-                           M_FAIL_LENGTH.format(got=self.got_shape, want=self.shape_want))
+                out.append(_(M_FAIL_TOKENS).format(rows=self.rows_differing) if self.rows_differing else
+                           _(M_FAIL_LENGTH).format(got=self.got_shape, want=self.shape_want))
             if self.max_logit_diff > TOLERANCE:
-                out.append(M_FAIL_LOGITS.format(worst=self.max_logit_diff, tol=TOLERANCE))
+                out.append(_(M_FAIL_LOGITS).format(worst=self.max_logit_diff, tol=TOLERANCE))
             if self.aux_diff > TOLERANCE:
-                out.append(M_FAIL_AUX.format(aux=self.aux_diff, tol=TOLERANCE))
+                out.append(_(M_FAIL_AUX).format(aux=self.aux_diff, tol=TOLERANCE))
         return out
 
     def message(self) -> str:
         if self.ok:
-            return M_PASS.format(name=self.name, n=self.n_plugged, total=len(PIECES), rows=self.shape[0],
+            return _(M_PASS).format(name=self.name, n=self.n_plugged, total=len(PIECES), rows=self.shape[0],
                                  new=self.shape[1], worst=self.max_logit_diff, tol=TOLERANCE, aux=self.aux_diff)
-        return f"`{self.name}`: " + "; ".join(self.problems())
+        return _("`{name}`: {problems}").format(name=self.name, problems=_("; ").join(self.problems()))
 
     def __repr__(self) -> str:
-        text = ("PASSED: " if self.ok else "NOT YET: ") + self.message()
+        text = (_("PASSED: ") if self.ok else _("NOT YET: ")) + self.message()
         text = (self.note + "\n" if self.note else "") + text
         return text + ("" if self.diff is None else "\n" + str(self.diff))
 
     def _repr_html_(self) -> str:
-        colour, mark = ("#1b7837", "&#10004; Passed") if self.ok else ("#b35806", "&#10008; Not yet")
+        colour, mark = ("#1b7837", "&#10004; " + _("Passed")) if self.ok else ("#b35806", "&#10008; " + _("Not yet"))
         note = f'<div style="color:#555">{_code(self.note)}</div>' if self.note else ""
         diff = "" if self.diff is None else self.diff._repr_html_()
         return (f'<div style="border-left:4px solid {colour};padding:4px 10px;margin:4px 0">{note}'
@@ -182,24 +183,25 @@ class Finale:
 
     def summary(self) -> str:
         rows = self.additions + self.sentences
-        same = M_SAME_ALL if self.same_as_transformers else \
-            M_SAME_NOT.format(rows=[i for i, r in enumerate(rows) if r[1] != r[2]])
-        return M_FINALE.format(n=self.n_plugged, total=len(PIECES), right=sum(r[3] for r in self.additions),
-                               count=len(self.additions), ok=sum(r[3] for r in self.sentences),
-                               n_s=len(self.sentences), same=same)
+        same = _(M_SAME_ALL) if self.same_as_transformers else \
+            _(M_SAME_NOT).format(rows=[i for i, r in enumerate(rows) if r[1] != r[2]])
+        return _(M_FINALE).format(n=self.n_plugged, total=len(PIECES), right=sum(r[3] for r in self.additions),
+                                  count=len(self.additions), ok=sum(r[3] for r in self.sentences),
+                                  n_s=len(self.sentences), same=same)
 
     def __repr__(self) -> str:
-        rows = [f"{p}{y}   (transformers: {p}{t})  {'ok' if good else 'WRONG'}"
+        rows = [f"{p}{y}   (transformers: {p}{t})  {_('ok') if good else _('WRONG')}"
                 for p, y, t, good in self.additions + self.sentences]
         return self.summary() + "\n" + "\n".join(rows)
 
     def _repr_html_(self) -> str:
         esc = html.escape
         body = "".join(f"<tr><td><code>{esc(p)}<b>{esc(y)}</b></code></td><td><code>{esc(p)}{esc(t)}</code></td>"
-                       f"<td>{'&#10004;' if good else '&#10008;'}</td><td>{'same' if y == t else 'DIFFERENT'}</td></tr>"
+                       f"<td>{'&#10004;' if good else '&#10008;'}</td>"
+                       f"<td>{_('same') if y == t else _('DIFFERENT')}</td></tr>"
                        for p, y, t, good in self.additions + self.sentences)
-        return (f"<p>{esc(self.summary())}</p><table><tr><th>your pieces</th><th>transformers 4.41.2</th>"
-                f"<th>right</th><th>tokens</th></tr>{body}</table>")
+        return (f"<p>{esc(self.summary())}</p><table><tr><th>{esc(_('your pieces'))}</th><th>transformers 4.41.2</th>"
+                f"<th>{esc(_('right'))}</th><th>{esc(_('tokens'))}</th></tr>{body}</table>")
 
 
 @dataclass
@@ -209,14 +211,16 @@ class Plan:
     rows: List[tuple]
 
     def __repr__(self) -> str:
-        return "\n".join(f"{c}  {'yours' if y else 'ours '}  {sig}  ->  {where}" for c, sig, where, y in self.rows)
+        return "\n".join(f"{c}  {_('yours') if y else _('ours'):<5}  {sig}  ->  {where}"
+                         for c, sig, where, y in self.rows)
 
     def _repr_html_(self) -> str:
         esc = html.escape
         body = "".join(f"<tr><td>{c}</td><td><code>{esc(sig)}</code></td><td><code>{esc(where)}</code></td>"
-                       f"<td>{'&#10004; yours' if y else 'ours'}</td></tr>" for c, sig, where, y in self.rows)
-        return (f"<table><tr><th>ch.</th><th>{esc(PLAN_HEADER[0])}</th><th>{esc(PLAN_HEADER[1])}</th>"
-                f"<th>{esc(PLAN_HEADER[2])}</th></tr>{body}</table>")
+                       f"<td>{'&#10004; ' + _('yours') if y else _('ours')}</td></tr>"
+                       for c, sig, where, y in self.rows)
+        head = "".join(f"<th>{esc(_(h))}</th>" for h in PLAN_HEADER)
+        return f"<table><tr><th>{esc(_('ch.'))}</th>{head}</tr>{body}</table>"
 
 
 class Capstone:
@@ -277,10 +281,10 @@ class Capstone:
         """
         name = getattr(fn, "__name__", "")
         if name not in PIECES:
-            raise StopChapter(M_UNKNOWN.format(name=name, names=", ".join(PIECES)))
+            raise StopChapter(_(M_UNKNOWN).format(name=name, names=", ".join(PIECES)))
         note = ""
         if self.solutions is not None:
-            fn, note = getattr(self.solutions, name), M_REFERENCE_USED.format(env=ENV, name=name)
+            fn, note = getattr(self.solutions, name), _(M_REFERENCE_USED).format(env=ENV, name=name)
         candidate = {**self.pieces, name: fn}
         verdict = self.check(candidate, name)
         verdict.note = note
@@ -289,13 +293,13 @@ class Capstone:
             return verdict
         if isinstance(verdict.error, PieceNotWritten):
             _show(verdict)
-            raise StopChapter(M_STOP_STUB.format(name=name))
+            raise StopChapter(_(M_STOP_STUB).format(name=name))
         from .diff import trace_diff
         verdict.diff = trace_diff(self.model, candidate, run=self.run)
         _show(verdict)
         if verdict.error is not None:
-            raise StopChapter(M_STOP_ERROR.format(error=verdict.error))
-        raise StopChapter(M_STOP_WRONG.format(name=name))
+            raise StopChapter(_(M_STOP_ERROR).format(error=verdict.error))
+        raise StopChapter(_(M_STOP_WRONG).format(name=name))
 
     def finale(self, n_additions: int = 20, n_sentences: int = 8) -> Finale:
         """Every piece plugged: held-out two-digit additions and sentence starts, yours beside transformers'."""
@@ -324,6 +328,8 @@ class Capstone:
         return Plan([(p.chapter[:2], p.signature, p.slot.where, p.name in self.pieces) for p in PIECES.values()])
 
     def __repr__(self) -> str:
-        mode = f", {ENV} set: reference pieces stand in for the stubs" if self.solutions is not None else ""
-        return (f"<Capstone: {len(self.pieces)} of {len(PIECES)} pieces plugged in; check batch of "
-                f"{len(PROMPTS)} prompts × {self.max_new_tokens} new tokens{mode}>")
+        mode = (_(", {env} set: reference pieces stand in for the stubs").format(env=ENV)
+                if self.solutions is not None else "")
+        return _("<Capstone: {n} of {total} pieces plugged in; check batch of {prompts} prompts × {new} new "
+                 "tokens{mode}>").format(n=len(self.pieces), total=len(PIECES), prompts=len(PROMPTS),
+                                         new=self.max_new_tokens, mode=mode)

@@ -33,60 +33,73 @@ import torch
 
 from ..i18n import N_, _
 
-# The user-facing sentences of this module, in one place (issue 19 wraps them for translation).
-NOT_YET = "not yet: write the body of `{name}` (it still raises NotImplementedError)."
-STUB_HINT = "replace the `raise NotImplementedError(...)` line with your code, then run this cell again."
-RAISED = "`{name}` raised {kind}: {text}"
+# The user-facing sentences of this module, in one place: marked with N_() for the catalog, translated with _()
+# where they are shown (a template before .format, so a translation may move its placeholders).
+NOT_YET = N_("not yet: write the body of `{name}` (it still raises NotImplementedError).")
+STUB_HINT = N_("replace the `raise NotImplementedError(...)` line with your code, then run this cell again.")
+RAISED = N_("`{name}` raised {kind}: {text}")
 RAISED_HINT = {
-    "IndexError": "an index or slice went past the end of a dimension: print the shapes your code sees.",
-    "RuntimeError": "a tensor operation refused its inputs (often two shapes that do not fit): print the shapes.",
-    "TypeError": "a function got an argument of a type it does not take: check what each name holds.",
-    "ValueError": "a function got a value it does not accept: check the arguments you pass.",
-    "NameError": "the function uses a name that is not defined where it runs (a typo, or a missing import).",
-    "AttributeError": "an object has no attribute of that name: check what the variable holds.",
-    "ZeroDivisionError": "a division by zero: check which count can be 0.",
+    "IndexError": N_("an index or slice went past the end of a dimension: print the shapes your code sees."),
+    "RuntimeError": N_("a tensor operation refused its inputs (often two shapes that do not fit): print the shapes."),
+    "TypeError": N_("a function got an argument of a type it does not take: check what each name holds."),
+    "ValueError": N_("a function got a value it does not accept: check the arguments you pass."),
+    "NameError": N_("the function uses a name that is not defined where it runs (a typo, or a missing import)."),
+    "AttributeError": N_("an object has no attribute of that name: check what the variable holds."),
+    "ZeroDivisionError": N_("a division by zero: check which count can be 0."),
 }
-RAISED_OTHER = "run your function by hand on this case to see where it fails."
-ODD_ANSWER = "your answer could not be checked ({kind}: {text})."
-ODD_ANSWER_HINT = "return what the exercise asks for, of the type and shape its signature says."
-NOT_CALLABLE = "pass your function itself (`{check}({name})`), got a {kind}."
-NOT_CALLABLE_HINT = "write `{check}({name})`: the name of your function, without quotes or parentheses after it."
-PASSED = "{what} agrees on all {n} cases."
-CASE = "case {label}: {problem}"
-WRONG_TYPE = "{what} is a {got}, expected a {want}"
-WRONG_LEN = "{what} has {got} items, expected {want}"
-WRONG_KEYS = "{what} has keys {got}, expected {want}"
-WRONG_SHAPE = "{what} has shape {got}, expected {want}"
-WRONG_DTYPE = "{what} has dtype {got}, expected {want}"
-DTYPE_PROBLEM = "dtype {got}, expected {want}"
-NON_FINITE = "{what} holds {count} NaN/inf value(s) where the answer has none"
-WRONG_ENTRIES = "{what}: {count} of {total} entries are wrong (the first at index {index})"
-WRONG_VALUES = ("{what}: {count} of {total} values are off by more than the tolerance "
-                "(the largest by about {size}, at index {index})")
-WRONG_NUMBER = "{what} is {got}, which is off (by about {size} relative)"
-WRONG_VALUE = "{what} is {got!r}, which is not right"
-WRONG_HINT_DEFAULT = "compare your steps with the exercise text, one at a time, on this case."
-PREDICTIONS_TYPE = "return a dict {{name: your prediction}}, got a {kind}."
-PREDICTIONS_KEYS = "the dict must have exactly the names of the stub."
-PREDICTIONS_KEYS_HINT = "do not rename, add or remove entries: only replace each ... by your prediction."
-PREDICTIONS_BLANK = "{n} of the {total} predictions are still `...`."
+RAISED_OTHER = N_("run your function by hand on this case to see where it fails.")
+ODD_ANSWER = N_("your answer could not be checked ({kind}: {text}).")
+ODD_ANSWER_HINT = N_("return what the exercise asks for, of the type and shape its signature says.")
+NOT_CALLABLE = N_("pass your function itself (`{check}({name})`), got a {kind}.")
+NOT_CALLABLE_HINT = N_("write `{check}({name})`: the name of your function, without quotes or parentheses after it.")
+PASSED = N_("{what} agrees on all {n} cases.")
+CASE = N_("case {label}: {problem}")
+WRONG_TYPE = N_("{what} is a {got}, expected a {want}")
+WRONG_LEN = N_("{what} has {got} items, expected {want}")
+WRONG_KEYS = N_("{what} has keys {got}, expected {want}")
+WRONG_SHAPE = N_("{what} has shape {got}, expected {want}")
+WRONG_DTYPE = N_("{what} has dtype {got}, expected {want}")
+DTYPE_PROBLEM = N_("dtype {got}, expected {want}")
+NON_FINITE = N_("{what} holds {count} NaN/inf value(s) where the answer has none")
+WRONG_ENTRIES = N_("{what}: {count} of {total} entries are wrong (the first at index {index})")
+WRONG_VALUES = N_("{what}: {count} of {total} values are off by more than the tolerance "
+                  "(the largest by about {size}, at index {index})")
+WRONG_NUMBER = N_("{what} is {got}, which is off (by about {size} relative)")
+WRONG_VALUE = N_("{what} is {got!r}, which is not right")
+WRONG_HINT_DEFAULT = N_("compare your steps with the exercise text, one at a time, on this case.")
+PREDICTIONS_TYPE = N_("return a dict {{name: your prediction}}, got a {kind}.")
+PREDICTIONS_KEYS = N_("the dict must have exactly the names of the stub.")
+PREDICTIONS_KEYS_HINT = N_("do not rename, add or remove entries: only replace each ... by your prediction.")
+PREDICTIONS_BLANK = N_("{n} of the {total} predictions are still `...`.")
 KIND_HINT = {  # the default hint for each kind of difference, when the check knows no better one
-    "type": "return the kind of object the exercise's signature asks for.",
-    "length": "return as many items as the exercise's signature lists.",
-    "keys": "use exactly the keys the exercise names.",
-    "shape": "print the shape of each intermediate tensor and compare it with the shape legend.",
-    "dtype": "keep the dtype the exercise asks for (a stray .float(), .long() or Python literal changes it).",
-    "non-finite": "a NaN or inf appeared: look for -inf times 0, a log of 0, a division by 0, or an overflow.",
+    "type": N_("return the kind of object the exercise's signature asks for."),
+    "length": N_("return as many items as the exercise's signature lists."),
+    "keys": N_("use exactly the keys the exercise names."),
+    "shape": N_("print the shape of each intermediate tensor and compare it with the shape legend."),
+    "dtype": N_("keep the dtype the exercise asks for (a stray .float(), .long() or Python literal changes it)."),
+    "non-finite": N_("a NaN or inf appeared: look for -inf times 0, a log of 0, a division by 0, or an overflow."),
     "values": WRONG_HINT_DEFAULT,
 }
+# words that go into the sentences above
+THE_RESULT = N_("the result")
+YOUR_FUNCTION = N_("your function")
+YOUR_PREDICTIONS = N_("your predictions")
+NO_MESSAGE = N_("(no message)")
+A_NUMBER, A_WHOLE_NUMBER, A_TENSOR = N_("number"), N_("whole number (int)"), N_("torch tensor")
 
 
 class ExerciseResult:
-    """PASS or NOT YET, a message, and for NOT YET a hint; shows itself nicely in a notebook."""
+    """PASS or NOT YET, a message, and for NOT YET a hint; shows itself nicely in a notebook.
+
+    message and hint are shown in the current language (mixtral_edu.set_language): a message or hint that is
+    a catalog entry (a constant marked N_("...")) is translated here, so a check may pass its constants as
+    they are; a sentence with values is translated by the check before .format (``_(TEMPLATE).format(...)``).
+    """
 
     def __init__(self, ok: bool, message: str, hint: Optional[str] = None):
+        message, hint = _(message), (_(hint) if hint else hint)
         self.ok, self.hint = ok, hint
-        self.message = message if not hint else f"{message}\nHint: {hint}"
+        self.message = message if not hint else message + "\n" + _("Hint: ") + hint
 
     def __bool__(self) -> bool:
         return self.ok
@@ -118,7 +131,7 @@ class NotYet(Exception):
 
 
 def _one_line(exc: BaseException, limit: int = 160) -> str:
-    text = " ".join(str(exc).split()) or "(no message)"
+    text = " ".join(str(exc).split()) or _(NO_MESSAGE)
     return text if len(text) <= limit else text[:limit - 1] + "…"
 
 
@@ -135,17 +148,18 @@ def checker(check: Callable) -> Callable:
     def safe(fn: Any = None, *args, **kwargs) -> ExerciseResult:
         if not callable(fn):
             names = dict(check=check.__name__, name=stub)
-            return ExerciseResult(False, NOT_CALLABLE.format(kind=type(fn).__name__, **names),
-                                  NOT_CALLABLE_HINT.format(**names))
+            return ExerciseResult(False, _(NOT_CALLABLE).format(kind=type(fn).__name__, **names),
+                                  _(NOT_CALLABLE_HINT).format(**names))
         try:
             with torch.random.fork_rng(devices=[]):
                 result = check(fn, *args, **kwargs)
         except NotYet as stop:
             return stop.result()
         except NotImplementedError:
-            return ExerciseResult(False, NOT_YET.format(name=getattr(fn, "__name__", "your function")), STUB_HINT)
+            return ExerciseResult(False, _(NOT_YET).format(name=getattr(fn, "__name__", _(YOUR_FUNCTION))),
+                                  STUB_HINT)
         except Exception as exc:  # the check tripped over an answer it did not expect: say so, no traceback
-            return ExerciseResult(False, ODD_ANSWER.format(kind=type(exc).__name__, text=_one_line(exc)),
+            return ExerciseResult(False, _(ODD_ANSWER).format(kind=type(exc).__name__, text=_one_line(exc)),
                                   ODD_ANSWER_HINT)
         if isinstance(result, NotYet):
             return result.result()
@@ -155,15 +169,18 @@ def checker(check: Callable) -> Callable:
 
 
 def call(fn: Callable, *args, name: Optional[str] = None, label: str = "", **kwargs) -> Any:
-    """Run the learner's fn; a NotImplementedError or any exception becomes NotYet naming it."""
-    name = name or getattr(fn, "__name__", "your function")
+    """Run the learner's fn; a NotImplementedError or any exception becomes NotYet naming it.
+
+    label: the case, shown as it is or translated when it is a catalog entry (mark case labels with N_()).
+    """
+    name = name or getattr(fn, "__name__", _(YOUR_FUNCTION))
     try:
         return fn(*args, **kwargs)
     except NotImplementedError:
-        raise NotYet(NOT_YET.format(name=name), STUB_HINT) from None
+        raise NotYet(_(NOT_YET).format(name=name), STUB_HINT) from None
     except Exception as exc:  # the learner's code failed: say where, not a stack trace
-        problem = RAISED.format(name=name, kind=type(exc).__name__, text=_one_line(exc))
-        raise NotYet(CASE.format(label=label, problem=problem) if label else problem,
+        problem = _(RAISED).format(name=name, kind=type(exc).__name__, text=_one_line(exc))
+        raise NotYet(_(CASE).format(label=_(label), problem=problem) if label else problem,
                      RAISED_HINT.get(type(exc).__name__, RAISED_OTHER)) from None
 
 
@@ -193,31 +210,33 @@ def _about(x: float) -> str:
     return f"{x:.0e}" if x > 0 else "0"
 
 
-def difference(got: Any, want: Any, atol: float = 1e-5, rtol: float = 0.0, what: str = "the result",
+def difference(got: Any, want: Any, atol: float = 1e-5, rtol: float = 0.0, what: str = THE_RESULT,
                check_dtype: bool = True) -> Optional[Problem]:
     """What is wrong with got, in words, or None when it matches want. Never raises, never prints want's values.
 
     Tensors: type, shape, dtype (unless check_dtype=False), NaN/inf where want has none, then the values
     (exact for integer/bool tensors, within atol + rtol * |want| for floats). Tuples, lists and dicts
     are compared item by item; numbers within the same tolerance; anything else with ==.
+    The words come in the current language (what: a catalog entry such as N_("the ids") is translated).
     """
     try:
-        return _difference(got, want, atol, rtol, what, check_dtype)
+        return _difference(got, want, atol, rtol, _(what), check_dtype)
     except Exception as exc:  # an answer so odd that comparing it failed
-        return _problem("type", ODD_ANSWER.format(kind=type(exc).__name__, text=_one_line(exc)))
+        return _problem("type", _(ODD_ANSWER).format(kind=type(exc).__name__, text=_one_line(exc)))
 
 
 def _difference(got, want, atol, rtol, what, check_dtype) -> Optional[Problem]:
     if want is None:
-        return None if got is None else _problem("type", WRONG_TYPE.format(what=what, got=type(got).__name__,
-                                                                           want="None"))
+        return None if got is None else _problem("type", _(WRONG_TYPE).format(what=what, got=type(got).__name__,
+                                                                              want="None"))
     if isinstance(want, torch.Tensor):
         return _tensor_difference(got, want, atol, rtol, what, check_dtype)
     if isinstance(want, (tuple, list)):
         if not isinstance(got, (tuple, list)):
-            return _problem("type", WRONG_TYPE.format(what=what, got=type(got).__name__, want=type(want).__name__))
+            return _problem("type", _(WRONG_TYPE).format(what=what, got=type(got).__name__,
+                                                         want=type(want).__name__))
         if len(got) != len(want):
-            return _problem("length", WRONG_LEN.format(what=what, got=len(got), want=len(want)))
+            return _problem("length", _(WRONG_LEN).format(what=what, got=len(got), want=len(want)))
         for i, (g, w) in enumerate(zip(got, want)):
             problem = _difference(g, w, atol, rtol, f"{what}[{i}]", check_dtype)
             if problem:
@@ -225,10 +244,10 @@ def _difference(got, want, atol, rtol, what, check_dtype) -> Optional[Problem]:
         return None
     if isinstance(want, dict):
         if not isinstance(got, dict):
-            return _problem("type", WRONG_TYPE.format(what=what, got=type(got).__name__, want="dict"))
+            return _problem("type", _(WRONG_TYPE).format(what=what, got=type(got).__name__, want="dict"))
         if set(got) != set(want):
-            return _problem("keys", WRONG_KEYS.format(what=what, got=sorted(map(str, got)),
-                                                      want=sorted(map(str, want))))
+            return _problem("keys", _(WRONG_KEYS).format(what=what, got=sorted(map(str, got)),
+                                                         want=sorted(map(str, want))))
         for k in want:
             problem = _difference(got[k], want[k], atol, rtol, f"{what}[{k!r}]", check_dtype)
             if problem:
@@ -236,8 +255,8 @@ def _difference(got, want, atol, rtol, what, check_dtype) -> Optional[Problem]:
         return None
     if isinstance(want, bool) or not isinstance(want, Number):
         if isinstance(want, bool) and not isinstance(got, bool):
-            return _problem("type", WRONG_TYPE.format(what=what, got=type(got).__name__, want="bool"))
-        return None if got == want else _problem("values", WRONG_VALUE.format(what=what, got=got))
+            return _problem("type", _(WRONG_TYPE).format(what=what, got=type(got).__name__, want="bool"))
+        return None if got == want else _problem("values", _(WRONG_VALUE).format(what=what, got=got))
     return _number_difference(got, want, atol, rtol, what)
 
 
@@ -245,25 +264,25 @@ def _number_difference(got, want, atol, rtol, what) -> Optional[Problem]:
     if isinstance(got, torch.Tensor) and got.numel() == 1 and got.dim() == 0:
         got = got.item()
     if not isinstance(got, Number) or isinstance(got, bool):
-        return _problem("type", WRONG_TYPE.format(what=what, got=type(got).__name__, want="number"))
+        return _problem("type", _(WRONG_TYPE).format(what=what, got=type(got).__name__, want=_(A_NUMBER)))
     if isinstance(want, int) and not isinstance(got, int) and not isinstance(want, bool):
-        return _problem("type", WRONG_TYPE.format(what=what, got=type(got).__name__, want="whole number (int)"))
+        return _problem("type", _(WRONG_TYPE).format(what=what, got=type(got).__name__, want=_(A_WHOLE_NUMBER)))
     g, w = complex(got), complex(want)
     if not (math.isfinite(g.real) and math.isfinite(g.imag)):
-        return _problem("non-finite", NON_FINITE.format(what=what, count=1))
+        return _problem("non-finite", _(NON_FINITE).format(what=what, count=1))
     if abs(g - w) > atol + rtol * abs(w):
-        return _problem("values", WRONG_NUMBER.format(what=what, got=got,
-                                                      size=_about(abs(g - w) / max(abs(w), 1e-30))))
+        return _problem("values", _(WRONG_NUMBER).format(what=what, got=got,
+                                                         size=_about(abs(g - w) / max(abs(w), 1e-30))))
     return None
 
 
 def _tensor_difference(got, want, atol, rtol, what, check_dtype) -> Optional[Problem]:
     if not isinstance(got, torch.Tensor):
-        return _problem("type", WRONG_TYPE.format(what=what, got=type(got).__name__, want="torch tensor"))
+        return _problem("type", _(WRONG_TYPE).format(what=what, got=type(got).__name__, want=_(A_TENSOR)))
     if tuple(got.shape) != tuple(want.shape):
-        return _problem("shape", WRONG_SHAPE.format(what=what, got=tuple(got.shape), want=tuple(want.shape)))
+        return _problem("shape", _(WRONG_SHAPE).format(what=what, got=tuple(got.shape), want=tuple(want.shape)))
     if check_dtype and got.dtype != want.dtype:
-        return _problem("dtype", WRONG_DTYPE.format(what=what, got=got.dtype, want=want.dtype))
+        return _problem("dtype", _(WRONG_DTYPE).format(what=what, got=got.dtype, want=want.dtype))
     if want.numel() == 0:
         return None
     if want.dim() == 0 and (want.is_floating_point() or want.is_complex()):
@@ -277,12 +296,12 @@ def _tensor_difference(got, want, atol, rtol, what, check_dtype) -> Optional[Pro
     if g.is_floating_point() or g.is_complex():
         extra = torch.isfinite(w) & ~torch.isfinite(g)       # NaN/inf in the answer where the reference is finite
         if bool(extra.any()):
-            return _problem("non-finite", NON_FINITE.format(what=what, count=int(extra.sum())))
+            return _problem("non-finite", _(NON_FINITE).format(what=what, count=int(extra.sum())))
     if exact:
         wrong = g != w
         if bool(wrong.any()):
-            return _problem("values", WRONG_ENTRIES.format(what=what, count=int(wrong.sum()), total=want.numel(),
-                                                           index=_where(wrong, want.shape)))
+            return _problem("values", _(WRONG_ENTRIES).format(what=what, count=int(wrong.sum()),
+                                                              total=want.numel(), index=_where(wrong, want.shape)))
         return None
     g = g.to(w.dtype)
     special = ~torch.isfinite(w)   # where the reference is NaN/inf the answer must match it (inf with its sign)
@@ -290,9 +309,10 @@ def _tensor_difference(got, want, atol, rtol, what, check_dtype) -> Optional[Pro
     err = (g - w).abs().masked_fill(special, 0.0)
     wrong = (err > atol + rtol * w.abs().masked_fill(special, 0.0)) | special_wrong
     if bool(wrong.any()):
-        return _problem("values", WRONG_VALUES.format(what=what, count=int(wrong.sum()), total=want.numel(),
-                                                      size=_about(float(err.max())) if bool((wrong & ~special).any())
-                                                      else "inf", index=_where(wrong, want.shape)))
+        return _problem("values", _(WRONG_VALUES).format(what=what, count=int(wrong.sum()), total=want.numel(),
+                                                         size=_about(float(err.max()))
+                                                         if bool((wrong & ~special).any()) else "inf",
+                                                         index=_where(wrong, want.shape)))
     return None
 
 
@@ -330,8 +350,11 @@ def name_the_mistake(got: Any, mistakes: Iterable[Tuple[str, Any]], atol: float 
 
 
 def expect_same(got: Any, want: Any, label: str, hint: Union[str, Callable[[], Optional[str]], None] = None,
-                atol: float = 1e-5, rtol: float = 0.0, what: str = "the result", check_dtype: bool = True) -> None:
-    """Raise NotYet naming what differs (and the hint, a string or a callable made only on failure)."""
+                atol: float = 1e-5, rtol: float = 0.0, what: str = THE_RESULT, check_dtype: bool = True) -> None:
+    """Raise NotYet naming what differs (and the hint, a string or a callable made only on failure).
+
+    label and what are shown translated when they are catalog entries (marked with N_() where defined).
+    """
     problem = difference(got, want, atol, rtol, what, check_dtype)
     if problem is None:
         return
@@ -343,7 +366,8 @@ def expect_same(got: Any, want: Any, label: str, hint: Union[str, Callable[[], O
             text = None
     else:
         text = hint
-    raise NotYet(CASE.format(label=label, problem=problem), text or KIND_HINT.get(problem.kind, WRONG_HINT_DEFAULT))
+    raise NotYet(_(CASE).format(label=_(label), problem=problem),
+                 text or KIND_HINT.get(problem.kind, WRONG_HINT_DEFAULT))
 
 
 def run_cases(fn: Callable, reference: Callable, cases, diagnose: Optional[Callable], what: str,
@@ -367,7 +391,7 @@ def run_cases(fn: Callable, reference: Callable, cases, diagnose: Optional[Calla
                         atol=tol, rtol=rtol, what=what, check_dtype=check_dtype)
     except NotYet as stop:
         return stop.result()
-    return ExerciseResult(True, PASSED.format(what=what, n=len(cases)))
+    return ExerciseResult(True, _(PASSED).format(what=_(what), n=len(cases)))
 
 
 def _copies(x: Any) -> Any:
@@ -386,14 +410,14 @@ def _copies(x: Any) -> Any:
 def filled_predictions(fn: Callable, names: Sequence[str], blank_hint: str) -> dict:
     """For a "predict" exercise whose stub returns {name: ...}: the learner's dict, with exactly `names` and
     no `...` left; NotYet (type, keys or blanks named) otherwise."""
-    got = call(fn, label="your predictions")
+    got = call(fn, label=YOUR_PREDICTIONS)
     if not isinstance(got, dict):
-        raise NotYet(PREDICTIONS_TYPE.format(kind=type(got).__name__), PREDICTIONS_KEYS_HINT)
+        raise NotYet(_(PREDICTIONS_TYPE).format(kind=type(got).__name__), PREDICTIONS_KEYS_HINT)
     if set(got) != set(names):
         raise NotYet(PREDICTIONS_KEYS, PREDICTIONS_KEYS_HINT)
     blank = sum(v is Ellipsis for v in got.values())
     if blank:
-        raise NotYet(PREDICTIONS_BLANK.format(n=blank, total=len(names)), blank_hint)
+        raise NotYet(_(PREDICTIONS_BLANK).format(n=blank, total=len(names)), blank_hint)
     return got
 
 
@@ -409,7 +433,7 @@ def compare(cases: Iterable[Tuple[str, Tuple, dict]], learner: Callable, referen
 
 def dtype_problem(got: torch.Tensor, want: torch.Tensor) -> Optional[str]:
     """'dtype torch.int32, expected torch.int64', or None when the dtypes agree."""
-    return None if got.dtype == want.dtype else DTYPE_PROBLEM.format(got=got.dtype, want=want.dtype)
+    return None if got.dtype == want.dtype else _(DTYPE_PROBLEM).format(got=got.dtype, want=want.dtype)
 
 
 def not_yet(fn: Callable, *args, **kwargs) -> Optional[ExerciseResult]:
@@ -417,7 +441,7 @@ def not_yet(fn: Callable, *args, **kwargs) -> Optional[ExerciseResult]:
     try:
         fn(*args, **kwargs)
     except NotImplementedError:
-        return ExerciseResult(False, NOT_YET.format(name=getattr(fn, "__name__", "your function")), STUB_HINT)
+        return ExerciseResult(False, _(NOT_YET).format(name=getattr(fn, "__name__", _(YOUR_FUNCTION))), STUB_HINT)
     except Exception:  # a real error: the check reports it with its case
         return None
     return None
@@ -432,14 +456,15 @@ def call_learner(fn: Callable, args: tuple, name: str, label: str) -> Tuple[Any,
 
 
 def fail(label: str, problem: str, hint: str) -> ExerciseResult:
-    return ExerciseResult(False, CASE.format(label=label, problem=problem), hint)
+    """NOT YET for case label; label, problem and hint are translated when they are catalog entries."""
+    return ExerciseResult(False, _(CASE).format(label=_(label), problem=_(problem)), hint)
 
 
 def dtype_failure(label: str, got: torch.Tensor, want: torch.Tensor, hint: str,
                   name: str = "") -> Optional[ExerciseResult]:
     """For a check that compared the values after a cast: fail() naming the wrong dtype, or None."""
     if not isinstance(got, torch.Tensor):
-        return fail(label, WRONG_TYPE.format(what=name or "the result", got=type(got).__name__,
-                                             want="torch tensor"), hint)
+        return fail(label, _(WRONG_TYPE).format(what=name or _(THE_RESULT), got=type(got).__name__,
+                                                want=_(A_TENSOR)), hint)
     problem = dtype_problem(got, want)
     return None if problem is None else fail(label, f"{name}: {problem}" if name else problem, hint)

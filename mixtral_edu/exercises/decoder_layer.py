@@ -16,63 +16,67 @@ from typing import Callable
 import torch
 
 from . import ExerciseResult, NotYet, call, checker, expect_same, name_the_mistake, run_cases
+from ..i18n import N_, _
 from ..modeling.decoder import MixtralDecoderLayer, MixtralRMSNorm
 
-# The user-facing sentences of this module, in one place (issue 19 wraps them for translation).
+# The user-facing sentences of this module, in one place: N_ marks them for the catalog, _() translates them
+# where they are shown (ExerciseResult translates a message or hint given as one of these).
 MSG = {
     "rms_what": "RMSNorm",
-    "rms_dtype": ("return the input's dtype: do the arithmetic in float32, then cast back with .to(input dtype) "
-                  "before multiplying by the weight."),
-    "rms_fixed_eps": ("the result does not follow the eps argument: a number written into the code (1e-5, 1e-6) "
-                      "is right for one model only. Use eps."),
-    "rms_weight_first": ("in bfloat16 the order shows: cast the normalised vector back to the input dtype FIRST, "
-                         "then multiply by the weight (two roundings, as transformers does), not the other way."),
-    "rms_layernorm": "RMSNorm does not subtract the mean (that is LayerNorm): it only divides by the root-mean-square.",
-    "rms_no_eps": "add eps inside the square root, to the mean of the squares.",
-    "rms_eps_outside": "eps goes inside the square root (1 / sqrt(mean square + eps)), not after it.",
-    "rms_sum": "use the MEAN of the squares over the last dim, not their sum.",
-    "rms_no_weight": "multiply by the learned weight at the end.",
-    "rms_no_upcast": ("do the arithmetic in float32: squares and means of bfloat16 numbers lose digits "
-                      "(bfloat16 stores 7 mantissa bits)."),
-    "rms_wrong_dim": "normalise each vector over its C channels: the last dim, keepdim=True.",
-    "rms_default": ("follow the four steps of section 2 in order (upcast, mean square, times 1/sqrt(. + eps), "
-                    "cast back then weight) and compare each with MixtralRMSNorm on this case."),
+    "rms_dtype": N_("return the input's dtype: do the arithmetic in float32, then cast back with .to(input dtype) "
+                    "before multiplying by the weight."),
+    "rms_fixed_eps": N_("the result does not follow the eps argument: a number written into the code (1e-5, 1e-6) "
+                        "is right for one model only. Use eps."),
+    "rms_weight_first": N_("in bfloat16 the order shows: cast the normalised vector back to the input dtype FIRST, "
+                           "then multiply by the weight (two roundings, as transformers does), not the other way."),
+    "rms_layernorm": N_("RMSNorm does not subtract the mean (that is LayerNorm): it only divides by the "
+                        "root-mean-square."),
+    "rms_no_eps": N_("add eps inside the square root, to the mean of the squares."),
+    "rms_eps_outside": N_("eps goes inside the square root (1 / sqrt(mean square + eps)), not after it."),
+    "rms_sum": N_("use the MEAN of the squares over the last dim, not their sum."),
+    "rms_no_weight": N_("multiply by the learned weight at the end."),
+    "rms_no_upcast": N_("do the arithmetic in float32: squares and means of bfloat16 numbers lose digits "
+                        "(bfloat16 stores 7 mantissa bits)."),
+    "rms_wrong_dim": N_("normalise each vector over its C channels: the last dim, keepdim=True."),
+    "rms_default": N_("follow the four steps of section 2 in order (upcast, mean square, times 1/sqrt(. + eps), "
+                      "cast back then weight) and compare each with MixtralRMSNorm on this case."),
 
-    "layer_what": "decoder layer",
-    "layer_tuple": "return only the hidden states (B, T, C), not a tuple.",
-    "layer_shape": ("the output has the input's shape (B, T, C). self_attn returns (output, weights, cache) and "
-                    "block_sparse_moe returns (output, router_logits): take item [0] of each."),
-    "layer_post_norm": ("Mixtral is PRE-norm: each sublayer reads a normalised copy, and its raw output is added "
-                        "to the un-normalised stream. Nothing normalises the stream itself inside a layer."),
-    "layer_no_residual": "add each sublayer's output to the stream it read from: the stream is only ever added to.",
-    "layer_no_attn_residual": "keep the residual around attention: its output is added to the layer's input.",
-    "layer_no_moe_residual": "keep the residual around the MoE block: its output is added to the stream after attention.",
-    "layer_normed_residual": "the residual is the stream BEFORE the norm, not the normalised copy.",
-    "layer_same_norm": "the MoE block has its own norm, layer.post_attention_layernorm.",
-    "layer_moe_on_x": ("the two sublayers run one after the other: the MoE block reads (a norm of) the stream after "
-                       "attention's update, not the layer's input."),
-    "layer_no_mask": "pass the attention mask to self_attn: without it every token sees the future.",
-    "layer_default": ("two steps: attention adds to the stream, then the MoE adds to the result; each reads its "
-                      "own norm of the stream it adds to."),
+    "layer_what": N_("decoder layer"),
+    "layer_tuple": N_("return only the hidden states (B, T, C), not a tuple."),
+    "layer_shape": N_("the output has the input's shape (B, T, C). self_attn returns (output, weights, cache) and "
+                      "block_sparse_moe returns (output, router_logits): take item [0] of each."),
+    "layer_post_norm": N_("Mixtral is PRE-norm: each sublayer reads a normalised copy, and its raw output is added "
+                          "to the un-normalised stream. Nothing normalises the stream itself inside a layer."),
+    "layer_no_residual": N_("add each sublayer's output to the stream it read from: the stream is only ever added to."),
+    "layer_no_attn_residual": N_("keep the residual around attention: its output is added to the layer's input."),
+    "layer_no_moe_residual": N_("keep the residual around the MoE block: its output is added to the stream after "
+                                "attention."),
+    "layer_normed_residual": N_("the residual is the stream BEFORE the norm, not the normalised copy."),
+    "layer_same_norm": N_("the MoE block has its own norm, layer.post_attention_layernorm."),
+    "layer_moe_on_x": N_("the two sublayers run one after the other: the MoE block reads (a norm of) the stream after "
+                         "attention's update, not the layer's input."),
+    "layer_no_mask": N_("pass the attention mask to self_attn: without it every token sees the future."),
+    "layer_default": N_("two steps: attention adds to the stream, then the MoE adds to the result; each reads its "
+                        "own norm of the stream it adds to."),
 
-    "dla_what": "contributions",
-    "dla_passed": "your contributions add up to the model's logits and match in all {n} cases.",
-    "dla_type": "return a 1-D tensor of 2L + 1 numbers, got a {kind}.",
-    "dla_shape": ("return 2L + 1 numbers: the embeddings, then for every layer attention's update and the MoE's "
-                  "update."),
-    "dla_no_norm": ("the final RMSNorm sits between the stream and lm_head: scale each part by the norm's weight and "
-                    "by 1 / RMS of the whole stream."),
-    "dla_own_rms": ("RMSNorm divides the whole vector by ONE number, the RMS of the full stream at that token: "
-                    "do not normalise each part by its own RMS."),
-    "dla_no_weight": "the final norm also multiplies by its learned weight, channel by channel.",
-    "dla_no_eps": "the final norm's RMS includes eps: 1 / sqrt(mean square + eps).",
-    "dla_order": "the order is: embeddings, then for each layer attention's update before the MoE's.",
-    "dla_cumulative": ("use the updates (hook_attn_out, block_sparse_moe.hook_out), not the stream after them: the "
-                       "stream already contains every earlier part, so it would be counted again and again."),
-    "dla_position": "read position t of row b: the contributions of one token's stream.",
-    "dla_row": "read the lm_head row of target_id: the logit you explain is the one of that token.",
-    "dla_default": ("each part p contributes (p * norm.weight / rms(stream)) . lm_head.weight[target_id]; "
-                    "together they must add up to the logit."),
+    "dla_what": N_("contributions"),
+    "dla_passed": N_("your contributions add up to the model's logits and match in all {n} cases."),
+    "dla_type": N_("return a 1-D tensor of 2L + 1 numbers, got a {kind}."),
+    "dla_shape": N_("return 2L + 1 numbers: the embeddings, then for every layer attention's update and the MoE's "
+                    "update."),
+    "dla_no_norm": N_("the final RMSNorm sits between the stream and lm_head: scale each part by the norm's weight and "
+                      "by 1 / RMS of the whole stream."),
+    "dla_own_rms": N_("RMSNorm divides the whole vector by ONE number, the RMS of the full stream at that token: "
+                      "do not normalise each part by its own RMS."),
+    "dla_no_weight": N_("the final norm also multiplies by its learned weight, channel by channel."),
+    "dla_no_eps": N_("the final norm's RMS includes eps: 1 / sqrt(mean square + eps)."),
+    "dla_order": N_("the order is: embeddings, then for each layer attention's update before the MoE's."),
+    "dla_cumulative": N_("use the updates (hook_attn_out, block_sparse_moe.hook_out), not the stream after them: the "
+                         "stream already contains every earlier part, so it would be counted again and again."),
+    "dla_position": N_("read position t of row b: the contributions of one token's stream."),
+    "dla_row": N_("read the lm_head row of target_id: the logit you explain is the one of that token."),
+    "dla_default": N_("each part p contributes (p * norm.weight / rms(stream)) . lm_head.weight[target_id]; "
+                      "together they must add up to the logit."),
 }
 
 
@@ -95,12 +99,13 @@ def rms_cases():
     w = torch.randn(16, generator=g) * 0.3 + 1.0
     return [
         ("float32, (3, 16), eps 1e-5", (torch.randn(3, 16, generator=g), w, 1e-5), {}),
-        ("float32, (B, T, C) = (2, 3, 16), non-zero mean, eps 1e-6",
+        (N_("float32, (B, T, C) = (2, 3, 16), non-zero mean, eps 1e-6"),
          (torch.randn(2, 3, 16, generator=g) * 3 + 0.5, w, 1e-6), {}),
-        ("float32, small inputs where eps matters, eps 1e-3", (torch.randn(2, 16, generator=g) * 3e-2, w, 1e-3), {}),
-        ("float32, a zero vector (a pad's embedding) and eps 0.1",
+        (N_("float32, small inputs where eps matters, eps 1e-3"), (torch.randn(2, 16, generator=g) * 3e-2, w, 1e-3),
+         {}),
+        (N_("float32, a zero vector (a pad's embedding) and eps 0.1"),
          (torch.cat([torch.zeros(1, 16), torch.randn(1, 16, generator=g) * 0.2]), w, 0.1), {}),
-        ("bfloat16 input and weight (as in a bfloat16 model), eps 1e-5",
+        (N_("bfloat16 input and weight (as in a bfloat16 model), eps 1e-5"),
          ((torch.randn(4, 64, generator=g) * 5).bfloat16(), (torch.randn(64, generator=g) * 0.5 + 1).bfloat16(),
           1e-5), {}),
     ]
@@ -187,7 +192,8 @@ def _causal(b: int, t: int) -> torch.Tensor:
 def layer_cases():
     g = torch.Generator().manual_seed(11)
     out = []
-    for label, seed, (b, t) in [("B=1, T=4", 0, (1, 4)), ("B=2, T=6", 1, (2, 6)), ("B=2, T=5, another layer", 2, (2, 5))]:
+    for label, seed, (b, t) in [("B=1, T=4", 0, (1, 4)), ("B=2, T=6", 1, (2, 6)),
+                                (N_("B=2, T=5, another layer"), 2, (2, 5))]:
         x = torch.randn(b, t, 16, generator=g) * 2
         out.append((label, (_layer(seed), x, _causal(b, t), torch.arange(t)[None]), {}))
     return out
@@ -221,7 +227,7 @@ def check_decoder_layer(fn: Callable) -> ExerciseResult:
     """fn(layer, hidden_states, attention_mask, position_ids) -> the layer's output hidden states."""
     result = run_cases(fn, reference_decoder_layer, layer_cases(), _diagnose_layer, MSG["layer_what"], atol=1e-5)
     if not result and "must match the size" in result.message:   # a shape clash: a whole tuple, or its wrong item
-        return ExerciseResult(False, result.message.split("\nHint: ")[0], MSG["layer_shape"])
+        return ExerciseResult(False, result.message.split("\n" + _("Hint: "))[0], MSG["layer_shape"])
     return result
 
 
@@ -292,7 +298,8 @@ def _dla_variants(model, acts, b, t, target_id):
     ]
 
 
-DLA_CASES = [("row 0, token 4", 0, 0, 4, 7), ("row 1, token 2", 1, 1, 2, 19), ("row 1, token 0", 2, 1, 0, 5)]
+DLA_CASES = [(N_("row 0, token 4"), 0, 0, 4, 7), (N_("row 1, token 2"), 1, 1, 2, 19),
+             (N_("row 1, token 0"), 2, 1, 0, 5)]
 
 
 @checker
@@ -305,13 +312,13 @@ def check_logit_contributions(fn: Callable) -> ExerciseResult:
             want = logit_contributions(model, acts, b, t, target)
             got = call(fn, model, _acts(model, seed)[1], b, t, target, label=label)   # fresh acts for the learner
             if not isinstance(got, torch.Tensor):
-                raise NotYet(MSG["dla_type"].format(kind=type(got).__name__), MSG["dla_shape"])
+                raise NotYet(_(MSG["dla_type"]).format(kind=type(got).__name__), MSG["dla_shape"])
             hint = lambda: (MSG["dla_shape"] if got.shape != want.shape else  # noqa: E731
                             name_the_mistake(got, _dla_variants(model, acts, b, t, target), atol=1e-4,
                                              default=MSG["dla_position"] if _other_token(got, model, acts, b, t, target)
                                              else MSG["dla_default"]))
             expect_same(got, want, label, hint, atol=1e-4, what=MSG["dla_what"], check_dtype=False)
-    return ExerciseResult(True, MSG["dla_passed"].format(n=len(DLA_CASES)))
+    return ExerciseResult(True, _(MSG["dla_passed"]).format(n=len(DLA_CASES)))
 
 
 def _other_token(got, model, acts, b, t, target) -> bool:

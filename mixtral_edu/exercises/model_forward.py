@@ -17,66 +17,68 @@ import torch
 
 from . import (ExerciseResult, NotYet, call, checker, difference, expect_same, filled_predictions,
                name_the_mistake, run_cases)
+from ..i18n import N_, _
 from ..modeling.masks import prepare_4d_causal_attention_mask, prepare_4d_causal_attention_mask_for_sdpa
 
-# The user-facing sentences of this module, in one place (issue 19 wraps them for translation).
+# The user-facing sentences of this module, in one place: N_ marks them for the catalog, _() translates them
+# where they are shown (ExerciseResult translates a message or hint given as one of these).
 MSG = {
-    "sdpa_passed": "all {n} predictions are right.",
-    "sdpa_blank_hint": "replace every ... by True (the builder returns a mask) or False (it returns None).",
-    "sdpa_bool": "each prediction is True or False, got a {kind} for one case.",
-    "sdpa_bool_hint": "True means 'a (B, 1, T, S) mask is built', False means 'the builder returns None'.",
-    "sdpa_wrong": "{n} of the {total} predictions are off.",
-    "sdpa_all_true": ("you predicted a mask everywhere: for a plain prefill or a single new token with no padding, "
-                      "SDPA's own is_causal flag (or no mask at all) gives the same answer, so no mask is built."),
-    "sdpa_all_false": ("you predicted None everywhere: the builder can skip the mask only when is_causal alone is "
-                       "right; padding, for one, can only be expressed by a mask."),
-    "sdpa_padding": ("a pad anywhere in the 2D mask is hidden from every query, and is_causal cannot express "
-                     "that: with padding a mask is always built."),
-    "sdpa_chunk": ("with a cache and more than one new token (T > 1, S > T), the query rows are not a square "
-                   "triangle: is_causal would align it wrongly, so a mask is built."),
-    "sdpa_window_nothing": ("a window that hides nothing is not enough: 4.41.2 skips the mask only when the key "
-                            "length S is below the window W. Read the condition in _ignore_causal_mask_sdpa."),
-    "sdpa_window_hides": "a window that hides keys can only be expressed by a mask.",
-    "sdpa_skip": ("one of your True answers is a case the builder skips: no padding, a window that is either "
-                  "absent or longer than S, and either T = S (plain prefill) or T = 1."),
+    "sdpa_passed": N_("all {n} predictions are right."),
+    "sdpa_blank_hint": N_("replace every ... by True (the builder returns a mask) or False (it returns None)."),
+    "sdpa_bool": N_("each prediction is True or False, got a {kind} for one case."),
+    "sdpa_bool_hint": N_("True means 'a (B, 1, T, S) mask is built', False means 'the builder returns None'."),
+    "sdpa_wrong": N_("{n} of the {total} predictions are off."),
+    "sdpa_all_true": N_("you predicted a mask everywhere: for a plain prefill or a single new token with no padding, "
+                        "SDPA's own is_causal flag (or no mask at all) gives the same answer, so no mask is built."),
+    "sdpa_all_false": N_("you predicted None everywhere: the builder can skip the mask only when is_causal alone is "
+                         "right; padding, for one, can only be expressed by a mask."),
+    "sdpa_padding": N_("a pad anywhere in the 2D mask is hidden from every query, and is_causal cannot express "
+                       "that: with padding a mask is always built."),
+    "sdpa_chunk": N_("with a cache and more than one new token (T > 1, S > T), the query rows are not a square "
+                     "triangle: is_causal would align it wrongly, so a mask is built."),
+    "sdpa_window_nothing": N_("a window that hides nothing is not enough: 4.41.2 skips the mask only when the key "
+                              "length S is below the window W. Read the condition in _ignore_causal_mask_sdpa."),
+    "sdpa_window_hides": N_("a window that hides keys can only be expressed by a mask."),
+    "sdpa_skip": N_("one of your True answers is a case the builder skips: no padding, a window that is either "
+                    "absent or longer than S, and either T = S (plain prefill) or T = 1."),
 
-    "mask_what": "4D mask",
-    "mask_head": "add the head axis of size 1: the mask is (B, 1, T, S).",
-    "mask_shape": "the mask is (B, 1, T, S): T = q_len queries, S = past_len + q_len keys.",
-    "mask_dtype": "build the mask in the dtype asked for: it is added to scores of that dtype.",
-    "mask_nan": ("0 * -inf is NaN: multiplying a 0/1 mask by float('-inf') puts NaN in every visible cell. "
-                 "Use masked_fill (or torch.where) with torch.finfo(dtype).min for the hidden cells."),
-    "mask_inf": ("use torch.finfo(dtype).min for hidden cells, not -inf: a pad query with every key hidden "
-                 "would get a softmax of NaN."),
-    "mask_flipped": "0 marks a visible key and finfo(dtype).min a hidden one, not the other way round.",
-    "mask_positive": "an additive mask holds only 0 (visible) and finfo(dtype).min (hidden): no positive values.",
-    "mask_min": "hidden cells must hold exactly torch.finfo(dtype).min, in the dtype asked for.",
-    "mask_past": ("query t sits at absolute position past_len + t: it may see keys 0 .. past_len + t, including "
-                  "all the cached ones. Shift the causal triangle by the past length."),
-    "mask_window_w": ("transformers 4.41.2 keeps W + 1 keys visible (the query itself plus the W before it): hide "
-                      "key j only when j < i - W. (Keeping W keys is transformers 5.x's rule.)"),
-    "mask_window_w2": "too many keys: the window keeps the query and the W keys before it, no more.",
-    "mask_no_window": "with a sliding window W, the query at absolute position i also hides keys j < i - W.",
-    "mask_pad_rows": ("padding hides KEYS: column j is hidden in every row when attention_mask[b, j] == 0; "
-                      "broadcast the 2D mask over the query axis, not over the keys."),
-    "mask_no_pad": "hide the pad tokens too: every key j with attention_mask[b, j] == 0.",
-    "mask_no_causal": "hide the future: the query at absolute position i must not see keys j > i.",
-    "mask_default": ("compare cell by cell with the three rules: hidden if j > i (future), j < i - W (window) or "
-                     "attention_mask[b, j] == 0 (padding), with i = past_len + t."),
+    "mask_what": N_("4D mask"),
+    "mask_head": N_("add the head axis of size 1: the mask is (B, 1, T, S)."),
+    "mask_shape": N_("the mask is (B, 1, T, S): T = q_len queries, S = past_len + q_len keys."),
+    "mask_dtype": N_("build the mask in the dtype asked for: it is added to scores of that dtype."),
+    "mask_nan": N_("0 * -inf is NaN: multiplying a 0/1 mask by float('-inf') puts NaN in every visible cell. "
+                   "Use masked_fill (or torch.where) with torch.finfo(dtype).min for the hidden cells."),
+    "mask_inf": N_("use torch.finfo(dtype).min for hidden cells, not -inf: a pad query with every key hidden "
+                   "would get a softmax of NaN."),
+    "mask_flipped": N_("0 marks a visible key and finfo(dtype).min a hidden one, not the other way round."),
+    "mask_positive": N_("an additive mask holds only 0 (visible) and finfo(dtype).min (hidden): no positive values."),
+    "mask_min": N_("hidden cells must hold exactly torch.finfo(dtype).min, in the dtype asked for."),
+    "mask_past": N_("query t sits at absolute position past_len + t: it may see keys 0 .. past_len + t, including "
+                    "all the cached ones. Shift the causal triangle by the past length."),
+    "mask_window_w": N_("transformers 4.41.2 keeps W + 1 keys visible (the query itself plus the W before it): hide "
+                        "key j only when j < i - W. (Keeping W keys is transformers 5.x's rule.)"),
+    "mask_window_w2": N_("too many keys: the window keeps the query and the W keys before it, no more."),
+    "mask_no_window": N_("with a sliding window W, the query at absolute position i also hides keys j < i - W."),
+    "mask_pad_rows": N_("padding hides KEYS: column j is hidden in every row when attention_mask[b, j] == 0; "
+                        "broadcast the 2D mask over the query axis, not over the keys."),
+    "mask_no_pad": N_("hide the pad tokens too: every key j with attention_mask[b, j] == 0."),
+    "mask_no_causal": N_("hide the future: the query at absolute position i must not see keys j > i."),
+    "mask_default": N_("compare cell by cell with the three rules: hidden if j > i (future), j < i - W (window) or "
+                       "attention_mask[b, j] == 0 (padding), with i = past_len + t."),
 
-    "out_passed": "named_outputs names every entry right in all {n} flag settings.",
-    "out_type": "return a dict {{name: entry or None}}, got a {kind}.",
-    "out_keys": "use exactly the five names last_hidden_state, past_key_values, hidden_states, attentions, "
-                "router_logits.",
-    "out_stub": ("the fixed positions only hold when every flag is on: the tuple keeps only the entries that "
-                 "are not None, so an entry that is off shifts everything after it one place to the left."),
-    "out_none": "an entry whose flag is off is not in the tuple: name it None.",
-    "out_shifted": ("walk the five names in order and take the next tuple entry only for the names whose flag is "
-                    "on; an entry that is off takes no place."),
-    "out_order": ("the order is last_hidden_state, past_key_values, hidden_states, attentions, router_logits: "
-                  "hidden states come before attentions."),
-    "out_cache_flag": "the cache is in the tuple exactly when use_cache is on.",
-    "out_default": "check each name against the five-entry order and the flags of this case.",
+    "out_passed": N_("named_outputs names every entry right in all {n} flag settings."),
+    "out_type": N_("return a dict {{name: entry or None}}, got a {kind}."),
+    "out_keys": N_("use exactly the five names last_hidden_state, past_key_values, hidden_states, attentions, "
+                   "router_logits."),
+    "out_stub": N_("the fixed positions only hold when every flag is on: the tuple keeps only the entries that "
+                   "are not None, so an entry that is off shifts everything after it one place to the left."),
+    "out_none": N_("an entry whose flag is off is not in the tuple: name it None."),
+    "out_shifted": N_("walk the five names in order and take the next tuple entry only for the names whose flag is "
+                      "on; an entry that is off takes no place."),
+    "out_order": N_("the order is last_hidden_state, past_key_values, hidden_states, attentions, router_logits: "
+                    "hidden states come before attentions."),
+    "out_cache_flag": N_("the cache is in the tuple exactly when use_cache is on."),
+    "out_default": N_("check each name against the five-entry order and the flags of this case."),
 }
 
 
@@ -126,12 +128,12 @@ def check_sdpa_predictions(fn: Callable) -> ExerciseResult:
     got = filled_predictions(fn, list(cases), MSG["sdpa_blank_hint"])
     odd = [v for v in got.values() if not isinstance(v, bool)]
     if odd:
-        raise NotYet(MSG["sdpa_bool"].format(kind=type(odd[0]).__name__), MSG["sdpa_bool_hint"])
+        raise NotYet(_(MSG["sdpa_bool"]).format(kind=type(odd[0]).__name__), MSG["sdpa_bool_hint"])
     want = {name: sdpa_builds_mask(*case) for name, case in cases.items()}
     wrong = [name for name in cases if got[name] != want[name]]
     if not wrong:
-        return ExerciseResult(True, MSG["sdpa_passed"].format(n=len(cases)))
-    problem = MSG["sdpa_wrong"].format(n=len(wrong), total=len(cases))
+        return ExerciseResult(True, _(MSG["sdpa_passed"]).format(n=len(cases)))
+    problem = _(MSG["sdpa_wrong"]).format(n=len(wrong), total=len(cases))
     if all(got.values()):
         raise NotYet(problem, MSG["sdpa_all_true"])
     if not any(got.values()):
@@ -154,13 +156,13 @@ def mask_cases():
     ones = lambda b, s: torch.ones(b, s, dtype=torch.long)  # noqa: E731
     left = torch.tensor([[1, 1, 1, 1, 1, 1], [0, 0, 1, 1, 1, 1]])
     return [
-        ("no padding, T=S=5", (ones(1, 5), 5), {}),
-        ("left padding, B=2, T=S=6", (left, 6), {}),
-        ("decode: P=5 cached, T=1 new, left padding", (left, 1, 5), {}),
-        ("chunk: P=3 cached, T=3 new", (left, 3, 3), {}),
-        ("sliding window W=2, T=S=6", (ones(1, 6), 6, 0, 2), {}),
-        ("sliding window W=3 with P=4, T=3, padding", (torch.tensor([[0, 1, 1, 1, 1, 1, 1]]), 3, 4, 3), {}),
-        ("bfloat16 mask", (left, 6), {"dtype": torch.bfloat16}),
+        (N_("no padding, T=S=5"), (ones(1, 5), 5), {}),
+        (N_("left padding, B=2, T=S=6"), (left, 6), {}),
+        (N_("decode: P=5 cached, T=1 new, left padding"), (left, 1, 5), {}),
+        (N_("chunk: P=3 cached, T=3 new"), (left, 3, 3), {}),
+        (N_("sliding window W=2, T=S=6"), (ones(1, 6), 6, 0, 2), {}),
+        (N_("sliding window W=3 with P=4, T=3, padding"), (torch.tensor([[0, 1, 1, 1, 1, 1, 1]]), 3, 4, 3), {}),
+        (N_("bfloat16 mask"), (left, 6), {"dtype": torch.bfloat16}),
     ]
 
 
@@ -239,12 +241,12 @@ def _entries(seed: int, b: int = 1, t: int = 3, c: int = 4, layers: int = 2, e: 
 
 
 FLAG_CASES = [  # (label, use_cache, output_hidden_states, output_attentions, output_router_logits)
-    ("everything on", True, True, True, True),
-    ("the defaults: only the cache", True, False, False, False),
-    ("use_cache=False, hidden states and router logits", False, True, False, True),
-    ("use_cache=False, nothing else", False, False, False, False),
-    ("cache and attentions", True, False, True, False),
-    ("attentions and router logits, no cache", False, False, True, True),
+    (N_("everything on"), True, True, True, True),
+    (N_("the defaults: only the cache"), True, False, False, False),
+    (N_("use_cache=False, hidden states and router logits"), False, True, False, True),
+    (N_("use_cache=False, nothing else"), False, False, False, False),
+    (N_("cache and attentions"), True, False, True, False),
+    (N_("attentions and router logits, no cache"), False, False, True, True),
 ]
 
 
@@ -288,13 +290,13 @@ def check_named_outputs(fn: Callable) -> ExerciseResult:
         outputs, want = _case(seed, flags)
         got = call(fn, outputs, *flags, label=label)
         if not isinstance(got, dict):
-            raise NotYet(MSG["out_type"].format(kind=type(got).__name__), MSG["out_keys"])
+            raise NotYet(_(MSG["out_type"]).format(kind=type(got).__name__), MSG["out_keys"])
         if set(got) != set(NAMES):
             raise NotYet(MSG["out_keys"], MSG["out_keys"])
         for n in NAMES:
             expect_same(got[n], want[n], label, lambda: _diagnose_outputs(got, want, outputs, flags),
                         atol=0.0, what=n)
-    return ExerciseResult(True, MSG["out_passed"].format(n=len(FLAG_CASES)))
+    return ExerciseResult(True, _(MSG["out_passed"]).format(n=len(FLAG_CASES)))
 
 
 EXERCISES = {

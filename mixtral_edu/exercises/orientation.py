@@ -17,55 +17,57 @@ from typing import List, Tuple
 
 import torch
 
-from . import ExerciseResult, NotYet, call, checker, difference, name_the_mistake
+from . import CASE, ExerciseResult, NotYet, call, checker, difference, name_the_mistake
 from ..full_size import sizes
 from ..full_size.presets import get_preset
+from ..i18n import N_, _
 
-# -- the sentences a learner reads (one place, for translation) ------------------------------------
-PAD_RIGHT = ("that is right padding: the pads go on the LEFT, so that every row ends with its last real token "
-             "and the next token of every row lands in the same column.")
-PAD_MASK_INVERTED = "the mask is inverted: 1 marks a real token, 0 a pad."
-PAD_MASK_FROM_IDS = ("the mask was computed from the ids (id != pad_id), but a real token can have the same id as "
-                     "the pad: build the mask from the lengths of the sequences, not from the values.")
-PAD_MASK_ALL_ONES = "the attention_mask must be 0 where you put a pad, and 1 on the real tokens."
-PAD_WRONG_ID = "the pads must be the pad_id you are given, whatever its value."
-PAD_NOT_TENSORS = "return (input_ids, attention_mask), both torch tensors of shape (B, T)."
-PAD_SHAPE = "B rows (one per sequence) and T columns, T = the length of the longest sequence."
-PAD_DTYPE = "token ids and masks are torch.long: build them from Python ints, or pass dtype=torch.long."
-PAD_DEFAULT = "pad each row on the left with pad_id up to the longest row; mask = 1 for real tokens, 0 for pads."
-PAD_PASSED = "left_pad agrees with the tokenizer on all {n} cases."
+# -- the sentences a learner reads (one place; N_ marks them for the catalog, _() translates them when shown) --
+PAD_RIGHT = N_("that is right padding: the pads go on the LEFT, so that every row ends with its last real token "
+               "and the next token of every row lands in the same column.")
+PAD_MASK_INVERTED = N_("the mask is inverted: 1 marks a real token, 0 a pad.")
+PAD_MASK_FROM_IDS = N_("the mask was computed from the ids (id != pad_id), but a real token can have the same id as "
+                       "the pad: build the mask from the lengths of the sequences, not from the values.")
+PAD_MASK_ALL_ONES = N_("the attention_mask must be 0 where you put a pad, and 1 on the real tokens.")
+PAD_WRONG_ID = N_("the pads must be the pad_id you are given, whatever its value.")
+PAD_NOT_TENSORS = N_("return (input_ids, attention_mask), both torch tensors of shape (B, T).")
+PAD_SHAPE = N_("B rows (one per sequence) and T columns, T = the length of the longest sequence.")
+PAD_DTYPE = N_("token ids and masks are torch.long: build them from Python ints, or pass dtype=torch.long.")
+PAD_DEFAULT = N_("pad each row on the left with pad_id up to the longest row; mask = 1 for real tokens, 0 for pads.")
+PAD_PASSED = N_("left_pad agrees with the tokenizer on all {n} cases.")
 
-ACT_TOTAL = ("that is the total: each token runs only K of the E experts of every layer, so the other E - K "
-             "experts of each layer do not count.")
-ACT_ROUTER = "you left out the router (gate, C x E per layer): it runs for every token, so it is active."
-ACT_NORMS = "you left out the RMSNorm weights (2 per layer plus the final one): small, but active."
-ACT_EMBED = ("you left out one V x C matrix: the embedding table and the lm_head (unless tied) both count, as in "
-             "the published active counts (13B for 8x7B).")
-ACT_TIED = "with tie_word_embeddings the lm_head IS the embedding matrix: count it once."
-ACT_KV = "k_proj and v_proj have only Hkv heads (grouped-query attention): C x (Hkv * D) each, not C x (H * D)."
-ACT_IDLE = "you counted the E - K experts a token does NOT use; count the K it does use."
-ACT_ONE_EXPERT = "each token uses K experts per layer, not one: K = config.num_experts_per_tok."
-ACT_TWO_MATRICES = "an expert has three C x I matrices (w1, w2, w3), not two."
-ACT_TYPE = "return a whole number (a Python int)."
-ACT_DEFAULT = ("go part by part: embeddings, then per layer attention (q, k, v, o), router, K experts, two norms; "
-               "then the final norm and the lm_head. Compare each part with the breakdown table in section 4.")
-ACT_PASSED = "active_parameters agrees with mixtral_edu.sizes on all {n} cases (tiny, 8x7B, 8x22B, top-1, tied head)."
+ACT_TOTAL = N_("that is the total: each token runs only K of the E experts of every layer, so the other E - K "
+               "experts of each layer do not count.")
+ACT_ROUTER = N_("you left out the router (gate, C x E per layer): it runs for every token, so it is active.")
+ACT_NORMS = N_("you left out the RMSNorm weights (2 per layer plus the final one): small, but active.")
+ACT_EMBED = N_("you left out one V x C matrix: the embedding table and the lm_head (unless tied) both count, as in "
+               "the published active counts (13B for 8x7B).")
+ACT_TIED = N_("with tie_word_embeddings the lm_head IS the embedding matrix: count it once.")
+ACT_KV = N_("k_proj and v_proj have only Hkv heads (grouped-query attention): C x (Hkv * D) each, not C x (H * D).")
+ACT_IDLE = N_("you counted the E - K experts a token does NOT use; count the K it does use.")
+ACT_ONE_EXPERT = N_("each token uses K experts per layer, not one: K = config.num_experts_per_tok.")
+ACT_TWO_MATRICES = N_("an expert has three C x I matrices (w1, w2, w3), not two.")
+ACT_TYPE = N_("return a whole number (a Python int).")
+ACT_DEFAULT = N_("go part by part: embeddings, then per layer attention (q, k, v, o), router, K experts, two norms; "
+                 "then the final norm and the lm_head. Compare each part with the breakdown table in section 4.")
+ACT_PASSED = N_("active_parameters agrees with mixtral_edu.sizes on all {n} cases "
+                "(tiny, 8x7B, 8x22B, top-1, tied head).")
 
 SHAPE_KEYS = ("prefill_input_ids", "decode_input_ids", "decode_logits", "final_cache_length", "output")
-SHAPE_NOT_DICT = "return a dict with the keys {keys}."
+SHAPE_NOT_DICT = N_("return a dict with the keys {keys}.")
 SHAPE_HINTS = {
-    "prefill_input_ids": ("the prefill has no cache yet: it feeds every column of the padded prompt, pads "
-                          "included, for every row."),
-    "decode_input_ids": ("with a cache, a decode step feeds only the token(s) the cache has not seen: one new "
-                         "token per row."),
-    "decode_logits": ("forward returns logits for every position it was fed, (B, fed, V); only afterwards does "
-                      "the loop keep the last one."),
-    "final_cache_length": ("count what was fed: the whole prompt, then one token per decode step. The token chosen "
-                           "at the last step is appended to the output but never fed, so it is not in the cache."),
-    "output": "generate returns the prompt (with its pads) followed by the new tokens.",
+    "prefill_input_ids": N_("the prefill has no cache yet: it feeds every column of the padded prompt, pads "
+                            "included, for every row."),
+    "decode_input_ids": N_("with a cache, a decode step feeds only the token(s) the cache has not seen: one new "
+                           "token per row."),
+    "decode_logits": N_("forward returns logits for every position it was fed, (B, fed, V); only afterwards does "
+                        "the loop keep the last one."),
+    "final_cache_length": N_("count what was fed: the whole prompt, then one token per decode step. The token chosen "
+                             "at the last step is appended to the output but never fed, so it is not in the cache."),
+    "output": N_("generate returns the prompt (with its pads) followed by the new tokens."),
 }
-SHAPE_WRONG = "{key} is not right for B={B}, T={T}, V={V}, new_tokens={n}"
-SHAPE_PASSED = "predicted_shapes matches a live trace of generate in all {n} settings."
+SHAPE_WRONG = N_("{key} is not right for B={B}, T={T}, V={V}, new_tokens={n}")
+SHAPE_PASSED = N_("predicted_shapes matches a live trace of generate in all {n} settings.")
 
 
 # -- 00.1 left padding ------------------------------------------------------------------------------
@@ -88,11 +90,11 @@ def reference_left_pad(sequences: List[List[int]], pad_id: int) -> Tuple[torch.T
 
 def _left_pad_cases():
     return [
-        ("two prompts of different lengths", [[1, 22, 26, 14, 23, 27, 32], [1, 20, 14, 24, 32]], 3),
-        ("three prompts, the longest in the middle", [[1, 262, 339], [1, 7, 8, 9, 10, 11], [1]], 3),
-        ("a real token equal to the pad id (3)", [[1, 3, 3, 9], [1, 5]], 3),
-        ("prompts of equal length need no padding", [[1, 5, 6], [1, 7, 8]], 3),
-        ("another pad id (0), and a real 0 in a row", [[1, 0], [1, 6, 0, 8]], 0),
+        (N_("two prompts of different lengths"), [[1, 22, 26, 14, 23, 27, 32], [1, 20, 14, 24, 32]], 3),
+        (N_("three prompts, the longest in the middle"), [[1, 262, 339], [1, 7, 8, 9, 10, 11], [1]], 3),
+        (N_("a real token equal to the pad id (3)"), [[1, 3, 3, 9], [1, 5]], 3),
+        (N_("prompts of equal length need no padding"), [[1, 5, 6], [1, 7, 8]], 3),
+        (N_("another pad id (0), and a real 0 in a row"), [[1, 0], [1, 6, 0, 8]], 0),
     ]
 
 
@@ -120,7 +122,9 @@ def check_left_pad(left_pad) -> ExerciseResult:
         want = reference_left_pad(seqs, pad_id)
         got = call(left_pad, [list(s) for s in seqs], pad_id, label=label)
         if not isinstance(got, (tuple, list)) or len(got) != 2 or not all(isinstance(x, torch.Tensor) for x in got):
-            raise NotYet(f"case {label}: returned {type(got).__name__}, expected two tensors", PAD_NOT_TENSORS)
+            raise NotYet(_("case {label}: returned {kind}, expected two tensors").format(label=_(label),
+                                                                                       kind=type(got).__name__),
+                         PAD_NOT_TENSORS)
         for name, g, w in (("input_ids", got[0], want[0]), ("attention_mask", got[1], want[1])):
             problem = difference(g, w, what=name)
             if problem is None:
@@ -128,8 +132,8 @@ def check_left_pad(left_pad) -> ExerciseResult:
             hint = {"shape": PAD_SHAPE, "dtype": PAD_DTYPE}.get(problem.kind)
             if hint is None:
                 hint = name_the_mistake(tuple(got), _left_pad_mistakes(seqs, pad_id), default=PAD_DEFAULT)
-            raise NotYet(f"case {label}: {problem}", hint)
-    return ExerciseResult(True, PAD_PASSED.format(n=len(cases)))
+            raise NotYet(_(CASE).format(label=_(label), problem=problem), hint)
+    return ExerciseResult(True, _(PAD_PASSED).format(n=len(cases)))
 
 
 # -- 00.2 active parameters ---------------------------------------------------------------------------
@@ -140,11 +144,11 @@ def _active_cases():
     tied = get_preset("tiny")
     tied.tie_word_embeddings = True
     return [
-        ("the tiny preset", get_preset("tiny")),
+        (N_("the tiny preset"), get_preset("tiny")),
         ("Mixtral 8x7B", get_preset("mixtral-8x7b")),
         ("Mixtral 8x22B", get_preset("mixtral-8x22b")),
-        ("tiny with top-1 routing (K = 1)", tiny_top1),
-        ("tiny with lm_head tied to the embeddings", tied),
+        (N_("tiny with top-1 routing (K = 1)"), tiny_top1),
+        (N_("tiny with lm_head tied to the embeddings"), tied),
     ]
 
 
@@ -180,11 +184,13 @@ def check_active_parameters(active_parameters) -> ExerciseResult:
         if isinstance(got, torch.Tensor) and got.numel() == 1 and not got.is_floating_point():
             got = int(got)
         if not isinstance(got, int) or isinstance(got, bool):
-            raise NotYet(f"case {label}: returned a {type(got).__name__}, expected an int", ACT_TYPE)
+            raise NotYet(_("case {label}: returned a {kind}, expected an int").format(label=_(label),
+                                                                                   kind=type(got).__name__),
+                         ACT_TYPE)
         if got != want:
             hint = name_the_mistake(got, _active_mistakes(config), default=ACT_DEFAULT)
-            raise NotYet(f"case {label}: {got:,} is not the active count", hint)
-    return ExerciseResult(True, ACT_PASSED.format(n=len(cases)))
+            raise NotYet(_("case {label}: {got:,} is not the active count").format(label=_(label), got=got), hint)
+    return ExerciseResult(True, _(ACT_PASSED).format(n=len(cases)))
 
 
 # -- 00.3 predict the shapes of one generate call ---------------------------------------------------
@@ -244,8 +250,8 @@ def check_predicted_shapes(predicted_shapes) -> ExerciseResult:
     for B, T, V, n in cases:
         got = call(predicted_shapes, B, T, V, n, label=f"B={B}, T={T}, V={V}, new_tokens={n}")
         if not isinstance(got, dict) or set(got) != set(SHAPE_KEYS):
-            raise NotYet(SHAPE_NOT_DICT.format(keys=", ".join(SHAPE_KEYS)),
-                         "keep the keys of the stub and fill in each value.")
+            raise NotYet(_(SHAPE_NOT_DICT).format(keys=", ".join(SHAPE_KEYS)),
+                         N_("keep the keys of the stub and fill in each value."))
         want = reference_shapes(B, T, V, n)
         for key in SHAPE_KEYS:
             value = _as_shape(got[key])
@@ -254,8 +260,8 @@ def check_predicted_shapes(predicted_shapes) -> ExerciseResult:
             else:
                 wrong = not isinstance(value, tuple) or tuple(value) != want[key]
             if wrong:
-                raise NotYet(SHAPE_WRONG.format(key=key, B=B, T=T, V=V, n=n), SHAPE_HINTS[key])
-    return ExerciseResult(True, SHAPE_PASSED.format(n=len(cases)))
+                raise NotYet(_(SHAPE_WRONG).format(key=key, B=B, T=T, V=V, n=n), SHAPE_HINTS[key])
+    return ExerciseResult(True, _(SHAPE_PASSED).format(n=len(cases)))
 
 
 EXERCISES = {

@@ -18,57 +18,59 @@ from typing import List, Optional
 
 import torch
 
-from . import ExerciseResult, NotYet, call, checker, difference, name_the_mistake
+from . import CASE, ExerciseResult, NotYet, call, checker, difference, name_the_mistake
 from ..modeling.cache import SinkCache
+from ..i18n import N_, _
 from ..modeling.causal_lm import MixtralForCausalLM
 
 PAD = 3
 
-# -- the sentences a learner reads (one place, for translation) ------------------------------------
-POS_NOT_DICT = 'return {"prefill": ..., "decode": ...}, each a list of rows (or a tensor).'
-POS_SHAPE = ("{key}: one row per row of the mask, and one column per token fed in that step (all columns in the "
-             "prefill, only the new ones in the decode step).")
-POS_COLUMNS = ("these are column numbers, which ignore the padding: a row's first REAL token is position 0, "
-               "whatever column it sits in.")
-POS_OFF_BY_ONE = "off by one: the first real token is position 0 (count the real tokens up to it, minus one)."
-POS_PAD_VALUE = ("the real tokens are right, the pads are not: transformers fills pad positions with 1 (any valid "
-                 "index would do, since the mask hides pads, but the checker compares with transformers).")
-POS_FIRST_COLUMNS = "these are the positions of the FIRST columns; a decode step feeds the LAST tokens of each row."
-POS_DEFAULT = "count the real tokens of each row from 0, give pads position 1, and in a decode step keep the new columns."
-POS_WRONG = "{key}: {problem}"
-POS_PASSED = "both predictions are right."
+# -- the sentences a learner reads (one place; N_ marks them for the catalog, _() translates them when shown) --
+POS_NOT_DICT = N_('return {"prefill": ..., "decode": ...}, each a list of rows (or a tensor).')
+POS_SHAPE = N_("{key}: one row per row of the mask, and one column per token fed in that step (all columns in the "
+               "prefill, only the new ones in the decode step).")
+POS_COLUMNS = N_("these are column numbers, which ignore the padding: a row's first REAL token is position 0, "
+                 "whatever column it sits in.")
+POS_OFF_BY_ONE = N_("off by one: the first real token is position 0 (count the real tokens up to it, minus one).")
+POS_PAD_VALUE = N_("the real tokens are right, the pads are not: transformers fills pad positions with 1 (any valid "
+                   "index would do, since the mask hides pads, but the checker compares with transformers).")
+POS_FIRST_COLUMNS = N_("these are the positions of the FIRST columns; a decode step feeds the LAST tokens of each row.")
+POS_DEFAULT = N_("count the real tokens of each row from 0, give pads position 1, and in a decode step keep the new "
+                 "columns.")
+POS_WRONG = N_("{key}: {problem}")
+POS_PASSED = N_("both predictions are right.")
 
-IDS_NOT_TENSOR = "return a slice of input_ids: a tensor of shape (B, number of new tokens)."
-IDS_ONE_D = "keep the batch dimension: slice columns, input_ids[:, a:b], which stays (B, n)."
-IDS_BRANCH1 = ("the attention mask is longer than input_ids: some tokens exist only in the cache (they came as "
-               "embeddings). The new tokens are the last (mask length - past_length) ids.")
-IDS_BRANCH1_PAST = ("in branch 1, slicing at past_length counts tokens that never were in input_ids: count from "
-                    "the end instead, with the mask length.")
-IDS_BRANCH2 = ("input_ids still starts with the tokens the cache holds: drop the first past_length columns.")
-IDS_BRANCH3_LAST = ("past_length >= len(input_ids): input_ids already holds only new tokens, ALL of them (there "
-                    "can be several); keep it as it is.")
-IDS_BRANCH3_EMPTY = ("past_length >= len(input_ids): slicing at past_length leaves nothing. In this case input_ids "
-                     "already holds only new tokens: keep it as it is.")
-IDS_DTYPE = "return a slice of input_ids as it is: it keeps their dtype (torch.long)."
-IDS_DEFAULT = "three branches, in order: mask longer than input_ids; past_length < len(input_ids); otherwise."
-IDS_PASSED = "unprocessed_ids agrees with prepare_inputs_for_generation in all three branches ({n} cases)."
+IDS_NOT_TENSOR = N_("return a slice of input_ids: a tensor of shape (B, number of new tokens).")
+IDS_ONE_D = N_("keep the batch dimension: slice columns, input_ids[:, a:b], which stays (B, n).")
+IDS_BRANCH1 = N_("the attention mask is longer than input_ids: some tokens exist only in the cache (they came as "
+                 "embeddings). The new tokens are the last (mask length - past_length) ids.")
+IDS_BRANCH1_PAST = N_("in branch 1, slicing at past_length counts tokens that never were in input_ids: count from "
+                      "the end instead, with the mask length.")
+IDS_BRANCH2 = N_("input_ids still starts with the tokens the cache holds: drop the first past_length columns.")
+IDS_BRANCH3_LAST = N_("past_length >= len(input_ids): input_ids already holds only new tokens, ALL of them (there "
+                      "can be several); keep it as it is.")
+IDS_BRANCH3_EMPTY = N_("past_length >= len(input_ids): slicing at past_length leaves nothing. In this case input_ids "
+                       "already holds only new tokens: keep it as it is.")
+IDS_DTYPE = N_("return a slice of input_ids as it is: it keeps their dtype (torch.long).")
+IDS_DEFAULT = N_("three branches, in order: mask longer than input_ids; past_length < len(input_ids); otherwise.")
+IDS_PASSED = N_("unprocessed_ids agrees with prepare_inputs_for_generation in all three branches ({n} cases).")
 
-BND_NOT_DICT = 'return a dict with the keys "input_ids", "attention_mask" and "position_ids".'
-BND_NO_CROP = ("the cache is about to evict (the tokens it holds plus the new ones exceed max_cache_length), so "
-               "the mask keeps only its last max_cache_length columns: what the cache can still show the model.")
-BND_CROP_SIZE = "crop the mask to exactly its last max_cache_length columns."
-BND_POS_UNCROPPED = ("the positions come from the CROPPED mask: they count within what the cache still shows, "
-                     "not from the start of the sequence (that is what transformers 4.41.2 does).")
-BND_POS_SEEN = ("the positions are not seen_tokens + 0, 1, ...: prepare_inputs_for_generation counts them from "
-                "the (cropped) mask, like any other position ids.")
-BND_IDS_HELD = ("drop the tokens the cache has SEEN (seen_tokens), not only the ones it still holds: evicted "
-                "tokens were processed too.")
-BND_POS_ALL = "keep only the positions of the tokens fed now: the last (number of new tokens) columns."
-BND_SHAPE = "{key}: input_ids and position_ids are (B, new tokens); the mask is (B, columns kept)."
-BND_WRONG_SHAPE = "{key} has shape {got}, which is not right"
-BND_DEFAULT = ("follow the function: slice the ids by seen_tokens; crop the mask if the cache's tokens plus the new "
-               "ones exceed max_cache_length; then position ids from that mask, last columns only.")
-BND_PASSED = "prepare_bounded agrees with prepare_inputs_for_generation on a SinkCache in all {n} cases."
+BND_NOT_DICT = N_('return a dict with the keys "input_ids", "attention_mask" and "position_ids".')
+BND_NO_CROP = N_("the cache is about to evict (the tokens it holds plus the new ones exceed max_cache_length), so "
+                 "the mask keeps only its last max_cache_length columns: what the cache can still show the model.")
+BND_CROP_SIZE = N_("crop the mask to exactly its last max_cache_length columns.")
+BND_POS_UNCROPPED = N_("the positions come from the CROPPED mask: they count within what the cache still shows, "
+                       "not from the start of the sequence (that is what transformers 4.41.2 does).")
+BND_POS_SEEN = N_("the positions are not seen_tokens + 0, 1, ...: prepare_inputs_for_generation counts them from "
+                  "the (cropped) mask, like any other position ids.")
+BND_IDS_HELD = N_("drop the tokens the cache has SEEN (seen_tokens), not only the ones it still holds: evicted "
+                  "tokens were processed too.")
+BND_POS_ALL = N_("keep only the positions of the tokens fed now: the last (number of new tokens) columns.")
+BND_SHAPE = N_("{key}: input_ids and position_ids are (B, new tokens); the mask is (B, columns kept).")
+BND_WRONG_SHAPE = N_("{key} has shape {got}, which is not right")
+BND_DEFAULT = N_("follow the function: slice the ids by seen_tokens; crop the mask if the cache's tokens plus the new "
+                 "ones exceed max_cache_length; then position ids from that mask, last columns only.")
+BND_PASSED = N_("prepare_bounded agrees with prepare_inputs_for_generation on a SinkCache in all {n} cases.")
 
 
 def legacy_cache_of_length(batch: int, past_length: int):
@@ -134,20 +136,22 @@ def check_predicted_positions(predicted_positions) -> ExerciseResult:
     """predicted_positions() -> {"prefill": (2, 4), "decode": (3, 2)} position ids."""
     got = call(predicted_positions)
     if not isinstance(got, dict) or set(got) != {"prefill", "decode"}:
-        raise NotYet(f"returned {type(got).__name__}", POS_NOT_DICT)
+        raise NotYet(_("returned {kind}").format(kind=type(got).__name__), POS_NOT_DICT)
     want = reference_positions()
     for key, mask, T in (("prefill", PREFILL_MASK, 4), ("decode", DECODE_MASK, 2)):
         value = got[key]
         try:
             value = torch.as_tensor(value).long() if not isinstance(value, torch.Tensor) else value.long()
         except Exception:
-            raise NotYet(POS_WRONG.format(key=key, problem="not a list of rows of whole numbers"), POS_NOT_DICT)
+            raise NotYet(_(POS_WRONG).format(key=key, problem=_("not a list of rows of whole numbers")),
+                         POS_NOT_DICT)
         problem = difference(value, want[key], what=key, check_dtype=False)
         if problem is None:
             continue
         if problem.kind == "shape":
-            raise NotYet(POS_WRONG.format(key=key, problem="the shape is not right"), POS_SHAPE.format(key=key))
-        raise NotYet(POS_WRONG.format(key=key, problem=problem),
+            raise NotYet(_(POS_WRONG).format(key=key, problem=_("the shape is not right")),
+                         _(POS_SHAPE).format(key=key))
+        raise NotYet(_(POS_WRONG).format(key=key, problem=problem),
                      name_the_mistake(value, _positions_mistakes(mask, T), default=POS_DEFAULT))
     return ExerciseResult(True, POS_PASSED)
 
@@ -164,17 +168,17 @@ def _unprocessed_cases():
     ids8, mask8 = _ids([0, 3], 8), _mask([0, 3], 8)
     new3 = torch.tensor([[71, 72, 73], [81, 82, 83]])
     return [
-        ("branch 2 (the usual decode step): input_ids holds the whole sequence (8), the cache 7",
+        (N_("branch 2 (the usual decode step): input_ids holds the whole sequence (8), the cache 7"),
          ids8, 7, mask8),
-        ("branch 2 with several new tokens: input_ids 8, cache 5", ids8, 5, mask8),
-        ("branch 1: the mask (8) is longer than input_ids (1), as after a prompt given as inputs_embeds",
+        (N_("branch 2 with several new tokens: input_ids 8, cache 5"), ids8, 5, mask8),
+        (N_("branch 1: the mask (8) is longer than input_ids (1), as after a prompt given as inputs_embeds"),
          ids8[:, -1:], 7, mask8),
-        ("branch 1 although past_length < len(input_ids): mask 9, input_ids 6, cache 4",
+        (N_("branch 1 although past_length < len(input_ids): mask 9, input_ids 6, cache 4"),
          torch.cat([ids8[:, -5:], ids8[:, :1] + 60], dim=1), 4, torch.cat([mask8, mask8[:, -1:]], dim=1)),
-        ("branch 1 with 3 ids: mask 9, cache 7, so the last 2 ids are new",
+        (N_("branch 1 with 3 ids: mask 9, cache 7, so the last 2 ids are new"),
          torch.cat([ids8[:, -2:], ids8[:, :1] + 50], dim=1), 7, torch.cat([mask8, mask8[:, -1:]], dim=1)),
-        ("branch 3: input_ids holds only the 3 new tokens, no mask given", new3, 7, None),
-        ("branch 3: input_ids holds only the new token, no mask given", ids8[:, -1:], 7, None),
+        (N_("branch 3: input_ids holds only the 3 new tokens, no mask given"), new3, 7, None),
+        (N_("branch 3: input_ids holds only the new token, no mask given"), ids8[:, -1:], 7, None),
     ]
 
 
@@ -194,7 +198,7 @@ def check_unprocessed_ids(unprocessed_ids) -> ExerciseResult:
     for label, ids, P, mask in cases:
         want = reference_unprocessed_ids(ids, P, mask)
         got = call(unprocessed_ids, ids.clone(), P, None if mask is None else mask.clone(), label=label)
-        problem = difference(got, want, what="the ids")
+        problem = difference(got, want, what=N_("the ids"))
         if problem is None:
             continue
         if problem.kind == "type":
@@ -205,8 +209,8 @@ def check_unprocessed_ids(unprocessed_ids) -> ExerciseResult:
             hint = IDS_ONE_D
         else:
             hint = name_the_mistake(got, _unprocessed_mistakes(ids, P, mask), default=IDS_DEFAULT)
-        raise NotYet(f"case {label}: {problem}", hint)
-    return ExerciseResult(True, IDS_PASSED.format(n=len(cases)))
+        raise NotYet(_(CASE).format(label=_(label), problem=problem), hint)
+    return ExerciseResult(True, _(IDS_PASSED).format(n=len(cases)))
 
 
 # -- 02.3 a bounded cache ------------------------------------------------------------------------------
@@ -221,11 +225,11 @@ def reference_prepare_bounded(input_ids, attention_mask, seen_tokens, max_cache_
 
 def _bounded_cases():
     return [
-        ("room left: seen 4 of max 8, 1 new token", _ids([0], 5), _mask([0], 5), 4, 8),
-        ("a left-padded batch (0, 3 pads), seen 9, max 6, 1 new token", _ids([0, 3], 10), _mask([0, 3], 10), 9, 6),
-        ("full: seen 10, holds 8 of max 8, 1 new token", _ids([0], 11), _mask([0], 11), 10, 8),
-        ("exactly full after this step: seen 7 of max 8, 1 new token", _ids([0], 8), _mask([0], 8), 7, 8),
-        ("full, 3 new tokens at once: seen 10, max 8", _ids([0], 13), _mask([0], 13), 10, 8),
+        (N_("room left: seen 4 of max 8, 1 new token"), _ids([0], 5), _mask([0], 5), 4, 8),
+        (N_("a left-padded batch (0, 3 pads), seen 9, max 6, 1 new token"), _ids([0, 3], 10), _mask([0, 3], 10), 9, 6),
+        (N_("full: seen 10, holds 8 of max 8, 1 new token"), _ids([0], 11), _mask([0], 11), 10, 8),
+        (N_("exactly full after this step: seen 7 of max 8, 1 new token"), _ids([0], 8), _mask([0], 8), 7, 8),
+        (N_("full, 3 new tokens at once: seen 10, max 8"), _ids([0], 13), _mask([0], 13), 10, 8),
     ]
 
 
@@ -259,22 +263,23 @@ def check_prepare_bounded(prepare_bounded) -> ExerciseResult:
         want = reference_prepare_bounded(ids, mask, seen, W)
         got = call(prepare_bounded, ids.clone(), mask.clone(), seen, W, label=label)
         if not isinstance(got, dict) or not set(KEYS) <= set(got):
-            raise NotYet(f"case {label}: returned {type(got).__name__} without the three keys", BND_NOT_DICT)
+            raise NotYet(_("case {label}: returned {kind} without the three keys").format(
+                label=_(label), kind=type(got).__name__), BND_NOT_DICT)
         for key in KEYS:
             problem = difference(got[key], want[key], what=key)
             if problem is None:
                 continue
             kind = problem.kind
             if kind == "shape":   # the expected shape would give the crop away: say only which one is off
-                problem = BND_WRONG_SHAPE.format(key=key, got=tuple(got[key].shape))
+                problem = _(BND_WRONG_SHAPE).format(key=key, got=tuple(got[key].shape))
             if kind in ("type", "dtype"):
                 hint = BND_NOT_DICT if kind == "type" else IDS_DTYPE
             else:
                 mine = {k: got[k] for k in KEYS}
                 hint = name_the_mistake(mine, _bounded_mistakes(ids, mask, seen, W),
-                                        default=BND_SHAPE.format(key=key) if kind == "shape" else BND_DEFAULT)
-            raise NotYet(f"case {label}: {problem}", hint)
-    return ExerciseResult(True, BND_PASSED.format(n=len(cases)))
+                                        default=_(BND_SHAPE).format(key=key) if kind == "shape" else BND_DEFAULT)
+            raise NotYet(_(CASE).format(label=_(label), problem=problem), hint)
+    return ExerciseResult(True, _(BND_PASSED).format(n=len(cases)))
 
 
 EXERCISES = {

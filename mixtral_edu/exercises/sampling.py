@@ -15,61 +15,63 @@ from typing import Callable, List, Tuple
 import torch
 import torch.nn.functional as F
 
-from . import ExerciseResult, NotYet, call, checker, difference, expect_same, name_the_mistake, same
+from . import CASE, ExerciseResult, NotYet, call, checker, difference, expect_same, name_the_mistake, same
+from ..i18n import N_, _
 from ..modeling.generation import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
-# -- what the checks say (plain literals, one place) ------------------------------------------------
+# -- what the checks say (one place; N_ marks them for the catalog, _() translates them when shown) -----
 
 TEMPERATURE_HINTS = {
-    "in_place": ("the values you return are right, but your function also changed the scores it was given. "
-                 "In transformers' generate the tensor a warper receives can be the very tensor it keeps as the "
-                 "raw logits (output_logits=True). Which operation writes into its input?"),
-    "multiply": ("you multiplied by the temperature. Divide, so that a temperature below 1 makes the gaps "
-                 "between scores larger (a sharper distribution)."),
-    "probabilities": ("you returned probabilities (rows sum to 1). A warper returns scores (logits); the softmax "
-                      "comes later, once, after all warpers."),
-    "softmax_first": "divide the raw scores, not a softmax (or log-softmax) of them.",
-    "shift": ("subtracting the same number from every score of a row changes nothing after the softmax: "
-              "temperature divides."),
-    "revived": "tokens an earlier filter removed (-inf) must stay -inf: leave them as they are.",
-    "dtype": "scores / temperature keeps the scores' dtype: no cast is needed (and none to a whole-number type).",
-    "values": "compare your result with scores / temperature on this case.",
+    "in_place": N_("the values you return are right, but your function also changed the scores it was given. "
+                   "In transformers' generate the tensor a warper receives can be the very tensor it keeps as the "
+                   "raw logits (output_logits=True). Which operation writes into its input?"),
+    "multiply": N_("you multiplied by the temperature. Divide, so that a temperature below 1 makes the gaps "
+                   "between scores larger (a sharper distribution)."),
+    "probabilities": N_("you returned probabilities (rows sum to 1). A warper returns scores (logits); the softmax "
+                        "comes later, once, after all warpers."),
+    "softmax_first": N_("divide the raw scores, not a softmax (or log-softmax) of them."),
+    "shift": N_("subtracting the same number from every score of a row changes nothing after the softmax: "
+                "temperature divides."),
+    "revived": N_("tokens an earlier filter removed (-inf) must stay -inf: leave them as they are."),
+    "dtype": N_("scores / temperature keeps the scores' dtype: no cast is needed (and none to a whole-number type)."),
+    "values": N_("compare your result with scores / temperature on this case."),
 }
 TOP_P_HINTS = {
-    "too_few": ("you dropped the token whose probability makes the total reach top_p (when the best token alone "
-                "exceeds top_p, nothing would be left). Keep it: the nucleus is the smallest set of best tokens "
-                "whose probabilities add up to at least top_p."),
-    "sorted": ("you returned the scores sorted. Put the decision back in vocabulary order, so token i keeps its "
-               "place (the sampler draws an index into the vocabulary)."),
-    "logits_cumsum": "the running total must add up probabilities (softmax of the scores), not raw logits.",
-    "inverted": "you kept the unlikely tail and dropped the nucleus: the best tokens must survive.",
-    "not_inf": "the right tokens were dropped, but set them to -inf, so that softmax gives them probability 0.",
-    "nothing_dropped": "nothing was dropped: tokens outside the nucleus must become -inf.",
-    "changed_kept": "the right tokens survive, but their scores changed: leave kept scores as they were.",
-    "one_too_many": ("you kept one token too many: stop at the first token whose running total reaches top_p "
-                     "(that token included)."),
-    "kept": ("the set of kept tokens differs in some rows: sort the probabilities, accumulate them best first, "
-             "and keep tokens until the total reaches top_p (that token included)."),
-    "dtype": "masking scores keeps their dtype: no cast is needed.",
+    "too_few": N_("you dropped the token whose probability makes the total reach top_p (when the best token alone "
+                  "exceeds top_p, nothing would be left). Keep it: the nucleus is the smallest set of best tokens "
+                  "whose probabilities add up to at least top_p."),
+    "sorted": N_("you returned the scores sorted. Put the decision back in vocabulary order, so token i keeps its "
+                 "place (the sampler draws an index into the vocabulary)."),
+    "logits_cumsum": N_("the running total must add up probabilities (softmax of the scores), not raw logits."),
+    "inverted": N_("you kept the unlikely tail and dropped the nucleus: the best tokens must survive."),
+    "not_inf": N_("the right tokens were dropped, but set them to -inf, so that softmax gives them probability 0."),
+    "nothing_dropped": N_("nothing was dropped: tokens outside the nucleus must become -inf."),
+    "changed_kept": N_("the right tokens survive, but their scores changed: leave kept scores as they were."),
+    "one_too_many": N_("you kept one token too many: stop at the first token whose running total reaches top_p "
+                       "(that token included)."),
+    "kept": N_("the set of kept tokens differs in some rows: sort the probabilities, accumulate them best first, "
+               "and keep tokens until the total reaches top_p (that token included)."),
+    "dtype": N_("masking scores keeps their dtype: no cast is needed."),
 }
 SAMPLE_HINTS = {
-    "stub_symptom": ("two symptoms: with top_k = k, each row's draws can only ever be one of k - 1 tokens, and "
-                     "changing the temperature does not change your draws at all. Find where each setting acts."),
-    "strict_symptom": ("with top_k = k, each row's draws can only ever be one of k - 1 tokens: count how many "
-                       "tokens survive your top-k filter."),
-    "temperature_symptom": "changing the temperature does not change your draws at all: where does it act?",
-    "multiply": "a temperature below 1 must sharpen the distribution: divide the scores by it.",
-    "greedy": ("you always take the most likely token (greedy). Sampling draws one token at random from the "
-               "softmax of the warped scores."),
-    "no_top_k": "tokens outside the top k were drawn: set every score below the k-th best to -inf first.",
-    "top_k_after_softmax": ("the filter and the temperature act on scores (logits); the softmax comes once, "
-                            "after them, right before the draw."),
-    "shape": "return one id per row, shape (B,): take the drawn column out (squeeze the last dimension only).",
-    "dtype": "return the token ids as torch.multinomial gives them (torch.long).",
-    "rng": ("your draws differ from generate's for the same seed: draw once per row with torch.multinomial "
-            "from torch's global generator, after the softmax of the warped scores."),
+    "stub_symptom": N_("two symptoms: with top_k = k, each row's draws can only ever be one of k - 1 tokens, and "
+                       "changing the temperature does not change your draws at all. Find where each setting acts."),
+    "strict_symptom": N_("with top_k = k, each row's draws can only ever be one of k - 1 tokens: count how many "
+                         "tokens survive your top-k filter."),
+    "temperature_symptom": N_("changing the temperature does not change your draws at all: where does it act?"),
+    "multiply": N_("a temperature below 1 must sharpen the distribution: divide the scores by it."),
+    "greedy": N_("you always take the most likely token (greedy). Sampling draws one token at random from the "
+                 "softmax of the warped scores."),
+    "no_top_k": N_("tokens outside the top k were drawn: set every score below the k-th best to -inf first."),
+    "top_k_after_softmax": N_("the filter and the temperature act on scores (logits); the softmax comes once, "
+                              "after them, right before the draw."),
+    "shape": N_("return one id per row, shape (B,): take the drawn column out (squeeze the last dimension only)."),
+    "dtype": N_("return the token ids as torch.multinomial gives them (torch.long)."),
+    "rng": N_("your draws differ from generate's for the same seed: draw once per row with torch.multinomial "
+              "from torch's global generator, after the softmax of the warped scores."),
 }
-PASSED = "{name} agrees with {ref} on all {n} cases."
+PASSED = N_("{name} agrees with {ref} on all {n} cases.")
+PASSED_UNCHANGED = N_("{name} agrees with {ref} on all {n} cases. The scores passed in stay as they were.")
 
 
 def _scores(seed: int, rows: int = 2, vocab: int = 12, scale: float = 2.0) -> torch.Tensor:
@@ -86,10 +88,10 @@ def reference_temperature(scores: torch.Tensor, temperature: float) -> torch.Ten
 def _temperature_cases():
     with_filtered = _scores(2)
     with_filtered[0, :4] = -float("inf")          # tokens an earlier filter removed stay removed
-    return [("temperature 0.5 (sharper)", _scores(1), 0.5),
-            ("temperature 2.0 (flatter)", _scores(1), 2.0),
-            ("temperature 1.0 (no change)", _scores(3), 1.0),
-            ("temperature 0.7 with some scores already -inf", with_filtered, 0.7)]
+    return [(N_("temperature 0.5 (sharper)"), _scores(1), 0.5),
+            (N_("temperature 2.0 (flatter)"), _scores(1), 2.0),
+            (N_("temperature 1.0 (no change)"), _scores(3), 1.0),
+            (N_("temperature 0.7 with some scores already -inf"), with_filtered, 0.7)]
 
 
 def _temperature_mistakes(scores, t):
@@ -112,15 +114,16 @@ def check_temperature(apply_temperature: Callable) -> ExerciseResult:
         given, kept = scores.clone(), scores.clone()
         got = call(apply_temperature, given, t, name="apply_temperature", label=label)
         want = reference_temperature(scores, t)
-        problem = difference(got, want, atol=1e-5, what="the result")
+        problem = difference(got, want, atol=1e-5, what=N_("the result"))
         if problem is not None and problem.kind == "dtype":
-            raise NotYet(f"case {label}: {problem}", TEMPERATURE_HINTS["dtype"])
+            raise NotYet(_(CASE).format(label=_(label), problem=problem), TEMPERATURE_HINTS["dtype"])
         expect_same(got, want, label, lambda: name_the_mistake(got, _temperature_mistakes(scores, t)) or
                     TEMPERATURE_HINTS["values"], atol=1e-5)
         if not same(given, kept, atol=0.0) and t != 1.0:
-            raise NotYet(f"case {label}: the scores passed in were changed.", TEMPERATURE_HINTS["in_place"])
-    return ExerciseResult(True, PASSED.format(name="apply_temperature", ref="TemperatureLogitsWarper",
-                                              n=len(cases)) + " The scores passed in stay as they were.")
+            raise NotYet(_("case {label}: the scores passed in were changed.").format(label=_(label)),
+                         TEMPERATURE_HINTS["in_place"])
+    return ExerciseResult(True, _(PASSED_UNCHANGED).format(name="apply_temperature", ref="TemperatureLogitsWarper",
+                                                           n=len(cases)))
 
 
 # -- 08.2 top-p: implement a variant ---------------------------------------------------------------------
@@ -132,11 +135,11 @@ def reference_top_p(scores: torch.Tensor, top_p: float) -> torch.Tensor:
 def _top_p_cases():
     peaked = _scores(6, rows=2, vocab=12, scale=1.0)
     peaked[0, 5] = 8.0                            # row 0: one token holds almost all the mass
-    return [("top_p 0.9, two rows", _scores(4), 0.9),
-            ("top_p 0.5, vocabulary of 20", _scores(5, rows=3, vocab=20), 0.5),
-            ("top_p 0.3, one token above top_p by itself in row 0", peaked, 0.3),
-            ("top_p 0.05 (keeps only the best token)", _scores(7), 0.05),
-            ("top_p 0.8, 6 rows of 30 tokens", _scores(8, rows=6, vocab=30, scale=1.5), 0.8)]
+    return [(N_("top_p 0.9, two rows"), _scores(4), 0.9),
+            (N_("top_p 0.5, vocabulary of 20"), _scores(5, rows=3, vocab=20), 0.5),
+            (N_("top_p 0.3, one token above top_p by itself in row 0"), peaked, 0.3),
+            (N_("top_p 0.05 (keeps only the best token)"), _scores(7), 0.05),
+            (N_("top_p 0.8, 6 rows of 30 tokens"), _scores(8, rows=6, vocab=30, scale=1.5), 0.8)]
 
 
 def _drop_in_vocab_order(scores, drop_sorted, idx):
@@ -185,11 +188,11 @@ def check_top_p(top_p_filter: Callable) -> ExerciseResult:
     for label, scores, p in cases:
         got = call(top_p_filter, scores.clone(), p, name="top_p_filter", label=label)
         want = reference_top_p(scores, p)
-        problem = difference(got, want, atol=1e-6, what="the result")
+        problem = difference(got, want, atol=1e-6, what=N_("the result"))
         if problem is not None and problem.kind == "dtype":
-            raise NotYet(f"case {label}: {problem}", TOP_P_HINTS["dtype"])
+            raise NotYet(_(CASE).format(label=_(label), problem=problem), TOP_P_HINTS["dtype"])
         expect_same(got, want, label, lambda: _top_p_hint(got, scores, p, want), atol=1e-6)
-    return ExerciseResult(True, PASSED.format(name="top_p_filter", ref="TopPLogitsWarper", n=len(cases)))
+    return ExerciseResult(True, _(PASSED).format(name="top_p_filter", ref="TopPLogitsWarper", n=len(cases)))
 
 
 # -- 08.3 one sampling step: find the bug ---------------------------------------------------------------
@@ -203,10 +206,11 @@ def reference_sample(scores: torch.Tensor, temperature: float, top_k: int) -> to
 
 
 def _sample_cases() -> List[Tuple[str, torch.Tensor, float, int, int]]:
-    return [("200 rows, temperature 0.5, top_k 4", _scores(11, rows=200, vocab=12, scale=1.0), 0.5, 4, 101),
-            ("200 rows, temperature 2.0, top_k 12 (= V: nothing cut)", _scores(12, rows=200, vocab=12), 2.0, 12, 102),
-            ("200 rows, temperature 1.0, top_k 3", _scores(13, rows=200, vocab=12, scale=1.0), 1.0, 3, 103),
-            ("1 row, temperature 0.7, top_k 5", _scores(14, rows=1, vocab=12), 0.7, 5, 104)]
+    return [(N_("200 rows, temperature 0.5, top_k 4"), _scores(11, rows=200, vocab=12, scale=1.0), 0.5, 4, 101),
+            (N_("200 rows, temperature 2.0, top_k 12 (= V: nothing cut)"), _scores(12, rows=200, vocab=12), 2.0, 12,
+             102),
+            (N_("200 rows, temperature 1.0, top_k 3"), _scores(13, rows=200, vocab=12, scale=1.0), 1.0, 3, 103),
+            (N_("1 row, temperature 0.7, top_k 5"), _scores(14, rows=1, vocab=12), 0.7, 5, 104)]
 
 
 def _warped_draw(scores, *, t_scores=None, t_probs=1.0, k=None, strict=False, greedy=False):
@@ -248,14 +252,14 @@ def check_sample_next_token(sample_next_token: Callable) -> ExerciseResult:
         got = call(sample_next_token, scores.clone(), t, k, name="sample_next_token", label=label)
         torch.manual_seed(seed)
         want = reference_sample(scores, t, k)
-        problem = difference(got, want, what="the token ids")
+        problem = difference(got, want, what=N_("the token ids"))
         if problem is not None and problem.kind == "shape":
-            raise NotYet(f"case {label}: {problem}", SAMPLE_HINTS["shape"])
+            raise NotYet(_(CASE).format(label=_(label), problem=problem), SAMPLE_HINTS["shape"])
         if problem is not None and problem.kind == "dtype":
-            raise NotYet(f"case {label}: {problem}", SAMPLE_HINTS["dtype"])
+            raise NotYet(_(CASE).format(label=_(label), problem=problem), SAMPLE_HINTS["dtype"])
         expect_same(got, want, label, lambda: name_the_mistake(got, _sample_mistakes(scores, t, k, seed)) or
-                    SAMPLE_HINTS["rng"], what="the token ids")
-    return ExerciseResult(True, PASSED.format(name="sample_next_token", ref="generate's draw (same seed)",
+                    SAMPLE_HINTS["rng"], what=N_("the token ids"))
+    return ExerciseResult(True, _(PASSED).format(name="sample_next_token", ref=_("generate's draw (same seed)"),
                                               n=len(cases)))
 
 

@@ -18,44 +18,47 @@ from typing import Callable, List, Tuple
 import torch
 
 from . import ExerciseResult, call_learner, checker, fail
+from ..i18n import N_, _
 from ..modeling.checkpoint import per_expert_to_fused
 from ..modeling.masks import causal_visibility
 
-# -- messages (one place, plain literals: wrapped for translation later) ----------------------------
-PASS_FUSE = "fuse_experts builds 5.23's gate_up_proj and down_proj on all {n} cases (float32 and bfloat16)."
-PASS_VISIBLE = "sliding_visible keeps W keys per query, as 5.23 does, on all {n} cases."
-PASS_UPDATE = "sliding_layer_update matches DynamicSlidingWindowLayer.update on all {n} update sequences."
-NOT_PAIR = "return a pair (gate_up_proj, down_proj) of tensors."
-NOT_FOUR = "return four tensors (keep_k, keep_v, attend_k, attend_v)."
-NOT_TENSOR = "return a torch tensor."
-NON_FINITE = "your result holds NaN or inf where the answer has none."
-HINT_GENERIC_FUSE = ("per expert, gate_up_proj stacks w1's rows then w3's rows; down_proj is w2 as it is. "
-                     "Check which axis is the expert axis.")
-HINT_UP_FIRST = ("the first I rows of each expert are the gate, the ones that go through silu (w1); yours hold w3. "
-                 "5.23 splits the product with .chunk(2, dim=-1): gate first, then up.")
-HINT_INTERLEAVED = ("your rows alternate gate, up, gate, up. Mixtral's layout is concatenated: all I gate rows of "
-                    "an expert, then all I up rows.")
-HINT_EXPERT_AXIS = ("you concatenated along the expert axis: that gives 2E experts. The gate and up halves go "
-                    "along the rows of each expert.")
-HINT_DOWN_T = "down_proj maps I back to C, like w2 (C, I): keep w2's orientation for every expert."
-HINT_DTYPE = "keep the weights' dtype: fusing moves numbers, it does not convert them."
-HINT_GENERIC_VISIBLE = ("query i sits at absolute position P + i; it may see key j when j is not in its future and "
-                        "lies less than W positions back.")
-HINT_W_PLUS_ONE = "each query sees one key too many: that is 4.41.2's rule (W + 1 keys). 5.23 keeps W."
-HINT_W_MINUS_ONE = "each query sees one key too few: W keys per query, counting the query's own position."
-HINT_FUTURE = "some queries see keys in their future: the causal rule comes first."
-HINT_NO_PAST = ("the queries come after P cached tokens: query i is at absolute position P + i, and there are "
-                "S = P + T keys.")
-HINT_BOOL = "return a bool tensor (True = visible)."
-HINT_GENERIC_UPDATE = ("this step attends to the cached keys followed by the new ones (sequence axis -2); the layer "
-                       "then keeps only what the next query can still see.")
-HINT_KEEP_W = ("you keep W keys. The next query brings its own key, so it needs only the last W - 1 old ones: "
-               "5.23 stores W - 1.")
-HINT_KEEP_ALL = "you keep every key: a sliding-window layer stops growing once it holds W - 1 keys."
-HINT_ATTEND_TRUNCATED = ("this step's queries must see all keys their window reaches, including the ones about to be "
-                         "dropped: return the full concatenation to attend over, and keep the cut-down copy.")
-HINT_OLDEST = "you kept the oldest keys; the window keeps the most recent ones."
-HINT_KV_MIXED = "keys and values must be cut the same way, each from its own tensor."
+# -- messages (one place; N_ marks them for the catalog, _() translates them when shown) -------------
+PASS_FUSE = N_("fuse_experts builds 5.23's gate_up_proj and down_proj on all {n} cases (float32 and bfloat16).")
+PASS_VISIBLE = N_("sliding_visible keeps W keys per query, as 5.23 does, on all {n} cases.")
+PASS_UPDATE = N_("sliding_layer_update matches DynamicSlidingWindowLayer.update on all {n} update sequences.")
+HAS_SHAPE = N_("{name} has shape {got}, expected {want}.")
+STOPPED = N_("not yet: the check stopped on {kind}: {error}")
+NOT_PAIR = N_("return a pair (gate_up_proj, down_proj) of tensors.")
+NOT_FOUR = N_("return four tensors (keep_k, keep_v, attend_k, attend_v).")
+NOT_TENSOR = N_("return a torch tensor.")
+NON_FINITE = N_("your result holds NaN or inf where the answer has none.")
+HINT_GENERIC_FUSE = N_("per expert, gate_up_proj stacks w1's rows then w3's rows; down_proj is w2 as it is. "
+                       "Check which axis is the expert axis.")
+HINT_UP_FIRST = N_("the first I rows of each expert are the gate, the ones that go through silu (w1); yours hold w3. "
+                   "5.23 splits the product with .chunk(2, dim=-1): gate first, then up.")
+HINT_INTERLEAVED = N_("your rows alternate gate, up, gate, up. Mixtral's layout is concatenated: all I gate rows of "
+                      "an expert, then all I up rows.")
+HINT_EXPERT_AXIS = N_("you concatenated along the expert axis: that gives 2E experts. The gate and up halves go "
+                      "along the rows of each expert.")
+HINT_DOWN_T = N_("down_proj maps I back to C, like w2 (C, I): keep w2's orientation for every expert.")
+HINT_DTYPE = N_("keep the weights' dtype: fusing moves numbers, it does not convert them.")
+HINT_GENERIC_VISIBLE = N_("query i sits at absolute position P + i; it may see key j when j is not in its future and "
+                          "lies less than W positions back.")
+HINT_W_PLUS_ONE = N_("each query sees one key too many: that is 4.41.2's rule (W + 1 keys). 5.23 keeps W.")
+HINT_W_MINUS_ONE = N_("each query sees one key too few: W keys per query, counting the query's own position.")
+HINT_FUTURE = N_("some queries see keys in their future: the causal rule comes first.")
+HINT_NO_PAST = N_("the queries come after P cached tokens: query i is at absolute position P + i, and there are "
+                  "S = P + T keys.")
+HINT_BOOL = N_("return a bool tensor (True = visible).")
+HINT_GENERIC_UPDATE = N_("this step attends to the cached keys followed by the new ones (sequence axis -2); the layer "
+                         "then keeps only what the next query can still see.")
+HINT_KEEP_W = N_("you keep W keys. The next query brings its own key, so it needs only the last W - 1 old ones: "
+                 "5.23 stores W - 1.")
+HINT_KEEP_ALL = N_("you keep every key: a sliding-window layer stops growing once it holds W - 1 keys.")
+HINT_ATTEND_TRUNCATED = N_("this step's queries must see all keys their window reaches, including the ones about to be "
+                           "dropped: return the full concatenation to attend over, and keep the cut-down copy.")
+HINT_OLDEST = N_("you kept the oldest keys; the window keeps the most recent ones.")
+HINT_KV_MIXED = N_("keys and values must be cut the same way, each from its own tensor.")
 
 
 def _has_new_nonfinite(got: torch.Tensor, want: torch.Tensor) -> bool:
@@ -82,7 +85,7 @@ def _fuse_cases() -> List[Tuple[str, list, list, list]]:
     g = torch.Generator().manual_seed(11)
     cases = []
     for label, e, i, c, dtype in (("E=4, I=3, C=5", 4, 3, 5, torch.float32), ("E=1, I=2, C=3", 1, 2, 3, torch.float32),
-                                  ("E=3, I=4, C=4 (square experts)", 3, 4, 4, torch.float32),
+                                  (N_("E=3, I=4, C=4 (square experts)"), 3, 4, 4, torch.float32),
                                   ("E=2, I=3, C=6, bfloat16", 2, 3, 6, torch.bfloat16)):
         w1 = [torch.randn(i, c, generator=g).to(dtype) for _ in range(e)]
         w3 = [torch.randn(i, c, generator=g).to(dtype) for _ in range(e)]
@@ -121,18 +124,20 @@ def check_fuse_experts(fuse_experts: Callable) -> ExerciseResult:
             want = reference_fuse_experts(w1, w3, w2)
             for name, g_, w_ in (("gate_up_proj", got[0], want[0]), ("down_proj", got[1], want[1])):
                 if g_.shape == w_.shape and _has_new_nonfinite(g_, w_):
-                    return fail(label, f"{name}: {NON_FINITE}", HINT_GENERIC_FUSE)
+                    return fail(label, name + ": " + _(NON_FINITE), HINT_GENERIC_FUSE)
                 if g_.shape != w_.shape:
-                    return fail(label, f"{name} has shape {tuple(g_.shape)}, expected {tuple(w_.shape)}.",
+                    return fail(label, _(HAS_SHAPE).format(name=name, got=tuple(g_.shape), want=tuple(w_.shape)),
                                 _fuse_hint(got[0], got[1], w1, w3, w2))
                 if not _same(g_, w_):
-                    return fail(label, f"{name} does not match 5.23's layout.",
+                    return fail(label, _("{name} does not match 5.23's layout.").format(name=name),
                                 _fuse_hint(got[0], got[1], w1, w3, w2))
                 if g_.dtype != w_.dtype:
-                    return fail(label, f"{name}: dtype {g_.dtype}, expected {w_.dtype}.", HINT_DTYPE)
-        return ExerciseResult(True, PASS_FUSE.format(n=len(cases)))
+                    return fail(label, _("{name}: dtype {got}, expected {want}.").format(name=name, got=g_.dtype,
+                                                                                         want=w_.dtype),
+                                HINT_DTYPE)
+        return ExerciseResult(True, _(PASS_FUSE).format(n=len(cases)))
     except Exception as exc:  # a checker never raises: whatever the answer did, report it
-        return ExerciseResult(False, f"not yet: the check stopped on {type(exc).__name__}: {exc}")
+        return ExerciseResult(False, _(STOPPED).format(kind=type(exc).__name__, error=exc))
 
 
 # -- 11.2 sliding_visible ---------------------------------------------------------------------------
@@ -142,8 +147,8 @@ def reference_sliding_visible(q_len: int, past_len: int, sliding_window: int) ->
     return causal_visibility(q_len, past_len, sliding_window - 1)  # 4.41.2's window W - 1 keeps W keys
 
 
-_VISIBLE_CASES = (("T=8, P=0, W=3", 8, 0, 3), ("T=1, P=10, W=4 (a decode step)", 1, 10, 4),
-                  ("T=5, P=7, W=2", 5, 7, 2), ("T=6, P=0, W=10 (the window never binds)", 6, 0, 10),
+_VISIBLE_CASES = (("T=8, P=0, W=3", 8, 0, 3), (N_("T=1, P=10, W=4 (a decode step)"), 1, 10, 4),
+                  ("T=5, P=7, W=2", 5, 7, 2), (N_("T=6, P=0, W=10 (the window never binds)"), 6, 0, 10),
                   ("T=3, P=2, W=3", 3, 2, 3))
 
 
@@ -174,18 +179,20 @@ def check_sliding_visible(sliding_visible: Callable) -> ExerciseResult:
                 return fail(label, NOT_TENSOR, HINT_GENERIC_VISIBLE)
             want = reference_sliding_visible(t, p, w)
             if got.shape != want.shape:
-                return fail(label, f"shape {tuple(got.shape)}, expected (T, S) = {tuple(want.shape)}.",
+                return fail(label, _("shape {got}, expected (T, S) = {want}.").format(got=tuple(got.shape),
+                                                                                     want=tuple(want.shape)),
                             _visible_hint(got, t, p, w))
             if got.is_floating_point() and _has_new_nonfinite(got, want):
                 return fail(label, NON_FINITE, HINT_BOOL)
             if not _same(got.bool(), want):
                 wrong = int((got.bool() != want).sum())
-                return fail(label, f"{wrong} of {want.numel()} cells are wrong.", _visible_hint(got, t, p, w))
+                return fail(label, _("{wrong} of {total} cells are wrong.").format(wrong=wrong, total=want.numel()),
+                            _visible_hint(got, t, p, w))
             if got.dtype != torch.bool:
-                return fail(label, f"dtype {got.dtype}, expected torch.bool.", HINT_BOOL)
-        return ExerciseResult(True, PASS_VISIBLE.format(n=len(_VISIBLE_CASES)))
+                return fail(label, _("dtype {got}, expected torch.bool.").format(got=got.dtype), HINT_BOOL)
+        return ExerciseResult(True, _(PASS_VISIBLE).format(n=len(_VISIBLE_CASES)))
     except Exception as exc:  # a checker never raises
-        return ExerciseResult(False, f"not yet: the check stopped on {type(exc).__name__}: {exc}")
+        return ExerciseResult(False, _(STOPPED).format(kind=type(exc).__name__, error=exc))
 
 
 # -- 11.3 sliding_layer_update ----------------------------------------------------------------------
@@ -204,10 +211,10 @@ def reference_sliding_layer_update(cached_k, cached_v, new_k, new_v, sliding_win
 
 def _update_cases() -> List[Tuple[str, int, List[int]]]:
     """(label, W, the T of each update in turn)."""
-    return [("W=3, a prefill longer than the window (T = 6), then 1, 1", 3, [6, 1, 1]),
-            ("W=4, updates of T = 3, 1, 1, 1 (passes the window)", 4, [3, 1, 1, 1]),
-            ("W=5, two chunks of 4", 5, [4, 4]),
-            ("W=2, five single tokens", 2, [1, 1, 1, 1, 1])]
+    return [(N_("W=3, a prefill longer than the window (T = 6), then 1, 1"), 3, [6, 1, 1]),
+            (N_("W=4, updates of T = 3, 1, 1, 1 (passes the window)"), 4, [3, 1, 1, 1]),
+            (N_("W=5, two chunks of 4"), 5, [4, 4]),
+            (N_("W=2, five single tokens"), 2, [1, 1, 1, 1, 1])]
 
 
 def _update_hint(got, want, w) -> str:
@@ -237,7 +244,7 @@ def check_sliding_layer_update(sliding_layer_update: Callable) -> ExerciseResult
             mine_k = mine_v = ref_k = ref_v = torch.zeros(b, h, 0, d)
             for n, t in enumerate(steps):
                 new_k, new_v = torch.randn(b, h, t, d, generator=g), torch.randn(b, h, t, d, generator=g)
-                step = f"{label}, update {n + 1}"
+                step = _("{label}, update {n}").format(label=_(label), n=n + 1)
                 got, err = call_learner(sliding_layer_update, (mine_k.clone(), mine_v.clone(), new_k.clone(),
                                                                new_v.clone(), w), "sliding_layer_update", step)
                 if err is not None:
@@ -249,16 +256,17 @@ def check_sliding_layer_update(sliding_layer_update: Callable) -> ExerciseResult
                 names = ("keep_k", "keep_v", "attend_k", "attend_v")
                 for name, g_, w_ in zip(names, got, want):
                     if g_.shape == w_.shape and _has_new_nonfinite(g_, w_):
-                        return fail(step, f"{name}: {NON_FINITE}", HINT_GENERIC_UPDATE)
+                        return fail(step, name + ": " + _(NON_FINITE), HINT_GENERIC_UPDATE)
                     if not _same(g_, w_):
-                        problem = (f"{name} has shape {tuple(g_.shape)}, expected {tuple(w_.shape)}."
-                                   if g_.shape != w_.shape else f"{name} holds the wrong keys or values.")
+                        problem = (_(HAS_SHAPE).format(name=name, got=tuple(g_.shape), want=tuple(w_.shape))
+                                   if g_.shape != w_.shape else
+                                   _("{name} holds the wrong keys or values.").format(name=name))
                         return fail(step, problem, _update_hint(got, want, w))
                 mine_k, mine_v = got[0], got[1]
                 ref_k, ref_v = want[0], want[1]
-        return ExerciseResult(True, PASS_UPDATE.format(n=len(cases)))
+        return ExerciseResult(True, _(PASS_UPDATE).format(n=len(cases)))
     except Exception as exc:  # a checker never raises
-        return ExerciseResult(False, f"not yet: the check stopped on {type(exc).__name__}: {exc}")
+        return ExerciseResult(False, _(STOPPED).format(kind=type(exc).__name__, error=exc))
 
 
 EXERCISES = OrderedDict([

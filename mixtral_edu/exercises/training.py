@@ -15,70 +15,71 @@ from typing import Callable, List, Tuple
 import torch
 import torch.nn.functional as F
 
-from . import ExerciseResult, NotYet, call, checker, difference, expect_same, name_the_mistake
+from . import CASE, ExerciseResult, NotYet, call, checker, difference, expect_same, name_the_mistake
 from ._across_cases import answers, most_consistent
+from ..i18n import N_, _
 from ..modeling.moe import load_balancing_loss_func
 from ..tiny.evaluate import repeat_rates as _repeat_rates
 from ..tiny.train import Recipe, lr_at
 
-# -- what the checks say (plain literals, one place) ------------------------------------------------
+# -- what the checks say (one place; N_ marks them for the catalog, _() translates them when shown) -----
 
 SCHEDULE_HINTS = {
-    "zero_start": ("warm-up starts at lr / warmup at step 0, not at 0 (a zero step would waste a batch): "
-                   "step 0 is the first of the warmup steps."),
-    "no_warmup": "the first `warmup` steps ramp linearly up to lr; your rate has no warm-up.",
-    "cosine_to_zero": "the cosine ends at min_lr, not at 0.",
-    "progress": ("measure the cosine's progress from the end of warm-up, over the steps - warmup steps that "
-                 "remain, not from step 0."),
-    "linear": "after warm-up the rate follows a cosine (half a period), not a straight line.",
-    "constant": "a constant rate after warm-up is not this recipe: it decays along a cosine to min_lr.",
-    "number": "return the learning rate as a number (a float).",
-    "values": ("check both phases on this step: a linear ramp that reaches lr at step warmup - 1, then half a "
-               "cosine from lr down to min_lr at the last step."),
+    "zero_start": N_("warm-up starts at lr / warmup at step 0, not at 0 (a zero step would waste a batch): "
+                     "step 0 is the first of the warmup steps."),
+    "no_warmup": N_("the first `warmup` steps ramp linearly up to lr; your rate has no warm-up."),
+    "cosine_to_zero": N_("the cosine ends at min_lr, not at 0."),
+    "progress": N_("measure the cosine's progress from the end of warm-up, over the steps - warmup steps that "
+                   "remain, not from step 0."),
+    "linear": N_("after warm-up the rate follows a cosine (half a period), not a straight line."),
+    "constant": N_("a constant rate after warm-up is not this recipe: it decays along a cosine to min_lr."),
+    "number": N_("return the learning rate as a number (a float)."),
+    "values": N_("check both phases on this step: a linear ramp that reaches lr at step warmup - 1, then half a "
+                 "cosine from lr down to min_lr at the last step."),
 }
 REPEAT_HINTS = {
-    "pairs": "there are T - 1 neighbouring pairs, not T: divide by the number of pairs.",
-    "slotwise": ("comparing slot by slot misses an expert that was second for one token and first for the next: "
-                 "compare every expert of one token with every expert of the other."),
-    "one_way": ("the second number asks whether the two tokens' K experts overlap at all; you checked only "
-                "whether the next token's best expert is among the previous token's K."),
-    "top1_twice": "the second number is about the whole top-K sets, not only the first choices.",
-    "counts": "return shares (between 0 and 1) of the T - 1 pairs, not counts.",
-    "pair": "return two numbers: (same_top1, shared_any).",
-    "values": ("pair token t with token t + 1; same_top1 compares the first choices; shared_any asks whether "
-               "the two rows share any expert."),
+    "pairs": N_("there are T - 1 neighbouring pairs, not T: divide by the number of pairs."),
+    "slotwise": N_("comparing slot by slot misses an expert that was second for one token and first for the next: "
+                   "compare every expert of one token with every expert of the other."),
+    "one_way": N_("the second number asks whether the two tokens' K experts overlap at all; you checked only "
+                  "whether the next token's best expert is among the previous token's K."),
+    "top1_twice": N_("the second number is about the whole top-K sets, not only the first choices."),
+    "counts": N_("return shares (between 0 and 1) of the T - 1 pairs, not counts."),
+    "pair": N_("return two numbers: (same_top1, shared_any)."),
+    "values": N_("pair token t with token t + 1; same_top1 compares the first choices; shared_any asks whether "
+                 "the two rows share any expert."),
 }
 TOP1_HINTS = {
-    "renormalised": ("every weight you return is 1: renormalising a single kept probability divides it by "
-                     "itself. That is what Mixtral's code does with top_k = 1, and it leaves the router without "
-                     "a gradient from the language-model loss. Keep the probability itself."),
-    "logit": "those are logits: the weight is the router's softmax probability of the chosen expert.",
-    "dim0": "your softmax ran over the tokens (dim 0); it must run over the experts (the last dim).",
-    "bf16_softmax": ("with bfloat16 logits your function picks other experts than a float32 softmax would, "
-                     "where experts are nearly tied: run the softmax in float32."),
-    "sigmoid": "a sigmoid scores each expert on its own; the router's probabilities are a softmax over experts.",
-    "shape": "keep the K = 1 dimension: weights and experts are both (N, 1), as torch.topk returns them.",
-    "cast": "cast the weights back to the logits' dtype before they scale the expert's output.",
-    "index_dtype": "keep the indices as torch.topk returns them (torch.long).",
-    "no_grad": ("no gradient reaches the router logits through your weights: compute them from the logits with "
-                "differentiable operations (no .detach(), no torch.no_grad(), no new tensor from .item())."),
-    "pair": "return a pair (weights, experts).",
-    "values": "the weight of a token is the softmax probability (over the experts, in float32) of its best expert.",
+    "renormalised": N_("every weight you return is 1: renormalising a single kept probability divides it by "
+                       "itself. That is what Mixtral's code does with top_k = 1, and it leaves the router without "
+                       "a gradient from the language-model loss. Keep the probability itself."),
+    "logit": N_("those are logits: the weight is the router's softmax probability of the chosen expert."),
+    "dim0": N_("your softmax ran over the tokens (dim 0); it must run over the experts (the last dim)."),
+    "bf16_softmax": N_("with bfloat16 logits your function picks other experts than a float32 softmax would, "
+                       "where experts are nearly tied: run the softmax in float32."),
+    "sigmoid": N_("a sigmoid scores each expert on its own; the router's probabilities are a softmax over experts."),
+    "shape": N_("keep the K = 1 dimension: weights and experts are both (N, 1), as torch.topk returns them."),
+    "cast": N_("cast the weights back to the logits' dtype before they scale the expert's output."),
+    "index_dtype": N_("keep the indices as torch.topk returns them (torch.long)."),
+    "no_grad": N_("no gradient reaches the router logits through your weights: compute them from the logits with "
+                  "differentiable operations (no .detach(), no torch.no_grad(), no new tensor from .item())."),
+    "pair": N_("return a pair (weights, experts)."),
+    "values": N_("the weight of a token is the softmax probability (over the experts, in float32) of its best expert."),
 }
 BALANCE_HINTS = {
-    "pooled": ("you pooled all layers before counting, as load_balancing_loss_func does: that is the loss that "
-               "cannot see complementary layers. Compute the loss of each layer on its own, then average."),
-    "summed": "you added the layers' losses: average them, so that perfectly even routing still scores K.",
-    "max": "you took the worst layer: average the layers' losses.",
-    "slot_share": ("you counted f as a share of all N*K routing slots (summing to 1). load_balancing_loss_func "
-                   "counts, per top-k slot, the share of tokens whose choice in that slot is the expert, and sums "
-                   "over the slots: perfectly even routing must score K, not 1."),
-    "top1_only": "count all K choices of each token in f, not only the first.",
-    "p_from_logits": "P is the mean router *probability* (softmax over the experts), not the mean logit.",
-    "p_dim0": "the softmax runs over the experts (last dim), not over the tokens.",
-    "number": "return one number (a float, or a tensor with one element).",
-    "values": ("for each layer: P = mean softmax probability per expert, f = per slot the share of tokens that "
-               "chose each expert; the layer's loss is E * sum(f * P); then the mean over layers."),
+    "pooled": N_("you pooled all layers before counting, as load_balancing_loss_func does: that is the loss that "
+                 "cannot see complementary layers. Compute the loss of each layer on its own, then average."),
+    "summed": N_("you added the layers' losses: average them, so that perfectly even routing still scores K."),
+    "max": N_("you took the worst layer: average the layers' losses."),
+    "slot_share": N_("you counted f as a share of all N*K routing slots (summing to 1). load_balancing_loss_func "
+                     "counts, per top-k slot, the share of tokens whose choice in that slot is the expert, and sums "
+                     "over the slots: perfectly even routing must score K, not 1."),
+    "top1_only": N_("count all K choices of each token in f, not only the first."),
+    "p_from_logits": N_("P is the mean router *probability* (softmax over the experts), not the mean logit."),
+    "p_dim0": N_("the softmax runs over the experts (last dim), not over the tokens."),
+    "number": N_("return one number (a float, or a tensor with one element)."),
+    "values": N_("for each layer: P = mean softmax probability per expert, f = per slot the share of tokens that "
+                 "chose each expert; the layer's loss is E * sum(f * P); then the mean over layers."),
 }
 
 
@@ -87,10 +88,11 @@ BALANCE_HINTS = {
 def _schedule_cases() -> List[Tuple[str, int, Recipe]]:
     shipped = Recipe()
     short = Recipe(steps=50, warmup=10, lr=1e-2, min_lr=1e-3)
-    cases = [(f"shipped recipe, step {s}", s, shipped)
+    cases = [(_("shipped recipe, step {s}").format(s=s), s, shipped)
              for s in (0, 1, shipped.warmup - 1, shipped.warmup, shipped.warmup + 1, shipped.steps // 2,
                        shipped.steps - 1)]
-    cases += [(f"steps=50, warmup=10, lr=1e-2, min_lr=1e-3, step {s}", s, short) for s in (0, 9, 10, 30, 49)]
+    cases += [(_("steps=50, warmup=10, lr=1e-2, min_lr=1e-3, step {s}").format(s=s), s, short)
+              for s in (0, 9, 10, 30, 49)]
     return cases
 
 
@@ -118,12 +120,13 @@ def check_lr_schedule(lr_schedule: Callable) -> ExerciseResult:
         if isinstance(got, int) and not isinstance(got, bool):
             got = float(got)
         want = lr_at(step, r)
-        problem = difference(got, want, atol=1e-12, rtol=1e-9, what="the learning rate")
+        problem = difference(got, want, atol=1e-12, rtol=1e-9, what=N_("the learning rate"))
         if problem is not None and problem.kind == "type":
-            raise NotYet(f"case {label}: {problem}", SCHEDULE_HINTS["number"])
+            raise NotYet(_(CASE).format(label=_(label), problem=problem), SCHEDULE_HINTS["number"])
         expect_same(got, want, label, lambda: name_the_mistake(got, _schedule_mistakes(step, r), atol=1e-12) or
-                    SCHEDULE_HINTS["values"], atol=1e-12, rtol=1e-9, what="the learning rate")
-    return ExerciseResult(True, f"lr_schedule agrees with mixtral_edu.tiny.train.lr_at on all {len(cases)} cases.")
+                    SCHEDULE_HINTS["values"], atol=1e-12, rtol=1e-9, what=N_("the learning rate"))
+    return ExerciseResult(True, _("lr_schedule agrees with mixtral_edu.tiny.train.lr_at on all {n} cases.").format(
+        n=len(cases)))
 
 
 # -- 09.4 consecutive tokens and their experts ----------------------------------------------------------
@@ -139,8 +142,8 @@ def _repeat_cases() -> List[Tuple[str, torch.Tensor]]:
     def random_topk(t: int, e: int, k: int) -> torch.Tensor:
         return torch.stack([torch.randperm(e, generator=g)[:k] for _ in range(t)])
     crossed = torch.tensor([[0, 1], [1, 2], [3, 1], [3, 4], [5, 6], [6, 5]])  # shared experts in swapped slots
-    return [("T=12 tokens, E=8, K=2", random_topk(12, 8, 2)),
-            ("T=6, experts shared across slots (slot 0 of one = slot 1 of the next)", crossed),
+    return [(N_("T=12 tokens, E=8, K=2"), random_topk(12, 8, 2)),
+            (N_("T=6, experts shared across slots (slot 0 of one = slot 1 of the next)"), crossed),
             ("T=9, E=4, K=2", random_topk(9, 4, 2)),
             ("T=7, E=8, K=1", random_topk(7, 8, 1))]
 
@@ -173,16 +176,17 @@ def check_repeat_rates(repeat_rates: Callable) -> ExerciseResult:
             return _numbers(got)
         except Exception:
             return None
-    for (label, chosen), (_, got, stop) in zip(cases, results):
+    for (label, chosen), (_label, got, stop) in zip(cases, results):
         if stop is not None:
             raise stop
         numbers = as_numbers(got)
         if numbers is None:
-            raise NotYet(f"case {label}: the result is a {type(got).__name__}.", REPEAT_HINTS["pair"])
+            raise NotYet(_("case {label}: the result is a {kind}.").format(label=_(label), kind=type(got).__name__),
+                         REPEAT_HINTS["pair"])
         hint = lambda: most_consistent([(as_numbers(g), _repeat_mistakes(c)) for (_, c), (_, g, _) in  # noqa: E731
                                         zip(cases, results)]) or REPEAT_HINTS["values"]
         expect_same(numbers, reference_repeat_rates(chosen), label, hint, atol=1e-6, what="(same_top1, shared_any)")
-    return ExerciseResult(True, f"repeat_rates agrees on all {len(cases)} cases.")
+    return ExerciseResult(True, _("repeat_rates agrees on all {n} cases.").format(n=len(cases)))
 
 
 def chance_shared_any(num_experts: int, top_k: int) -> float:
@@ -201,9 +205,9 @@ def reference_route_top1(router_logits: torch.Tensor) -> Tuple[torch.Tensor, tor
 
 def _top1_cases() -> List[Tuple[str, torch.Tensor]]:
     g = torch.Generator().manual_seed(21)
-    return [("N=6 tokens, E=8 experts, float32", torch.randn(6, 8, generator=g) * 2),
+    return [(N_("N=6 tokens, E=8 experts, float32"), torch.randn(6, 8, generator=g) * 2),
             ("N=5, E=4, float32", torch.randn(5, 4, generator=g)),
-            ("N=16, E=8, bfloat16 logits of a fresh router (experts nearly tied)",
+            (N_("N=16, E=8, bfloat16 logits of a fresh router (experts nearly tied)"),
              (torch.randn(16, 8, generator=g) * 0.05).bfloat16())]
 
 
@@ -238,24 +242,27 @@ def check_route_top1(route_top1: Callable) -> ExerciseResult:
     for label, logits in cases:
         got = call(route_top1, logits.clone(), name="route_top1", label=label)
         if not isinstance(got, (tuple, list)) or len(got) != 2:
-            raise NotYet(f"case {label}: the result is a {type(got).__name__}.", TOP1_HINTS["pair"])
+            raise NotYet(_("case {label}: the result is a {kind}.").format(label=_(label), kind=type(got).__name__),
+                         TOP1_HINTS["pair"])
         want = reference_route_top1(logits)
         atol = 1e-6 if logits.dtype == torch.float32 else 2 ** -8
         hint = lambda: name_the_mistake(got, _top1_mistakes(logits), atol=atol) or TOP1_HINTS["values"]  # noqa: E731
-        for item, ref, what in ((got[1], want[1], "experts"), (got[0], want[0], "weights")):
+        for item, ref, what in ((got[1], want[1], N_("experts")), (got[0], want[0], N_("weights"))):
             problem = difference(item, ref, atol=atol, what=what)
             if problem is None:
                 continue
             if problem.kind == "shape":
-                raise NotYet(f"case {label}: {problem}", TOP1_HINTS["shape"])
+                raise NotYet(_(CASE).format(label=_(label), problem=problem), TOP1_HINTS["shape"])
             if problem.kind == "dtype":
-                raise NotYet(f"case {label}: {problem}", TOP1_HINTS["cast" if what == "weights" else "index_dtype"])
+                raise NotYet(_(CASE).format(label=_(label), problem=problem),
+                             TOP1_HINTS["cast" if what == "weights" else "index_dtype"])
             expect_same(item, ref, label, hint, atol=atol, what=what)
         if logits.dtype == torch.float32 and not _gradient_reaches(route_top1, logits, label):
-            raise NotYet(f"case {label}: the values are right, but the router logits get no gradient.",
+            raise NotYet(_("case {label}: the values are right, but the router logits get no gradient.").format(
+                label=_(label)),
                          TOP1_HINTS["no_grad"])
-    return ExerciseResult(True, f"route_top1 agrees with the Switch router on all {len(cases)} cases, and the "
-                                "router logits get a gradient through the weights.")
+    return ExerciseResult(True, _("route_top1 agrees with the Switch router on all {n} cases, and the router logits "
+                                  "get a gradient through the weights.").format(n=len(cases)))
 
 
 # -- 09.3 a balancing loss per layer ---------------------------------------------------------------------
@@ -275,12 +282,12 @@ def _confident(pairs, n_experts: int = 8, n_tokens: int = 64) -> torch.Tensor:
 
 def _balance_cases():
     g = torch.Generator().manual_seed(5)
-    return [("two layers using complementary halves of the experts (E=8, K=2)",
+    return [(N_("two layers using complementary halves of the experts (E=8, K=2)"),
              (_confident([(0, 1), (2, 3)]), _confident([(4, 5), (6, 7)])), 8, 2),
-            ("three layers of random logits (N=20, E=8, K=2)",
+            (N_("three layers of random logits (N=20, E=8, K=2)"),
              tuple(torch.randn(20, 8, generator=g) * 2 for _ in range(3)), 8, 2),
-            ("one layer (N=12, E=4, K=1)", (torch.randn(12, 4, generator=g) * 3,), 4, 1),
-            ("two layers, one of them sending every token to experts 0 and 1 (E=6, K=2)",
+            (N_("one layer (N=12, E=4, K=1)"), (torch.randn(12, 4, generator=g) * 3,), 4, 1),
+            (N_("two layers, one of them sending every token to experts 0 and 1 (E=6, K=2)"),
              (torch.randn(16, 6, generator=g), _confident([(0, 1)], n_experts=6, n_tokens=16)), 6, 2)]
 
 
@@ -320,19 +327,19 @@ def check_per_layer_balancing_loss(per_layer_balancing_loss: Callable) -> Exerci
         if isinstance(got, torch.Tensor) and got.numel() == 1:
             return float(got.detach().reshape(()))
         return got
-    for (label, gate_logits, e, k), (_, got, stop) in zip(cases, results):
+    for (label, gate_logits, e, k), (_label, got, stop) in zip(cases, results):
         if stop is not None:
             raise stop
         got = as_number(got)
         want = reference_per_layer_balancing_loss(gate_logits, e, k)
-        problem = difference(got, want, atol=1e-5, rtol=1e-5, what="the loss")
+        problem = difference(got, want, atol=1e-5, rtol=1e-5, what=N_("the loss"))
         if problem is not None and problem.kind == "type":
-            raise NotYet(f"case {label}: {problem}", BALANCE_HINTS["number"])
+            raise NotYet(_(CASE).format(label=_(label), problem=problem), BALANCE_HINTS["number"])
         hint = lambda: most_consistent([(as_number(g), _balance_mistakes(c[1], c[2], c[3])) for c, (_, g, _) in  # noqa: E731
                                         zip(cases, results)], atol=1e-4) or BALANCE_HINTS["values"]
-        expect_same(got, want, label, hint, atol=1e-5, rtol=1e-5, what="the loss")
-    return ExerciseResult(True, f"per_layer_balancing_loss agrees on all {len(cases)} cases, including two "
-                                "complementary layers that the pooled loss scores as perfectly even.")
+        expect_same(got, want, label, hint, atol=1e-5, rtol=1e-5, what=N_("the loss"))
+    return ExerciseResult(True, _("per_layer_balancing_loss agrees on all {n} cases, including two complementary "
+                                  "layers that the pooled loss scores as perfectly even.").format(n=len(cases)))
 
 
 EXERCISES = {
