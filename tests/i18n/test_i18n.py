@@ -195,9 +195,13 @@ def test_update_marks_a_changed_sentence_fuzzy(tmp_path):
     (copy / "notebooks").mkdir()
     nb_name = "00_orientation.ipynb"                      # the one chapter is enough for the build
     nb = json.loads((ROOT / "notebooks" / nb_name).read_text(encoding="utf-8"))
-    old_sentence = "how the rest of the walkthrough is organised."
-    new_sentence = "how the rest of the walkthrough is laid out."
-    cell = next(c for c in nb["cells"] if c["cell_type"] == "markdown" and old_sentence in "".join(c["source"]))
+    # a sentence of the chapter that is one catalog entry on one line of a cell (whatever the prose says today)
+    po_now = ROOT / "docs" / "locale" / LANGUAGES[0] / "LC_MESSAGES" / "notebooks" / "00_orientation.po"
+    ids = {e["msgid"] for e in i18n.read_po(po_now) if not e["obsolete"]}
+    cell, old_sentence = next((c, line.strip()) for c in nb["cells"] if c["cell_type"] == "markdown"
+                              for line in "".join(c["source"]).splitlines()
+                              if line.strip() in ids and line.strip().endswith(".") and " " in line.strip())
+    new_sentence = old_sentence[:-1] + ", changed."
     cell["source"] = "".join(cell["source"]).replace(old_sentence, new_sentence)
     (copy / "notebooks" / nb_name).write_text(json.dumps(nb, indent=1), encoding="utf-8")
     for po in (copy / "docs" / "locale").rglob("notebooks/*.po"):
