@@ -87,7 +87,10 @@ def attention_figure(trace, step: int = 0, row: int = 0, layer: int = 0, tokeniz
                                  marker=dict(symbol="square", size=13, color=pal.MASK_COLORS[r])), 1, 1)
     height = int(min(900, max(620, 300 + 30 * S)))
     margin = dict(t=140, b=190)
-    fig.update_layout(**pal.base_layout(title, height=height))
+    alt = (f"Attention weights at step {rec.index} ({rec.kind}), batch row {row}: for each of {H} query heads, "
+           f"how strongly each of {T} query positions attends to each of {S} keys, masked cells painted over; "
+           f"a slider picks one of {len(layers)} layers.")
+    fig.update_layout(**pal.base_layout(title, height=height, alt=alt))
     fig.update_layout(
         coloraxis=dict(colorscale=pal.SEQUENTIAL, cmin=0, cmax=1,
                        colorbar=dict(title=dict(text="weight"), len=0.7, y=0.6, thickness=14)),

@@ -125,7 +125,10 @@ def mask_figure(source: Source, step: Optional[int] = None, ids: Optional[torch.
         panels = [t for t in fig.data[first:] if t.name.startswith("row ")]
         layouts.append({"title.text": _title(rec, i, sliding_window), "shapes": _cached_rows(rec, panels)})
     fig.update_layout(shapes=layouts[-1]["shapes"])
-    fig.update_layout(**pal.base_layout(layouts[-1]["title.text"],
+    alt = (f"Attention masks of {len(recs)} step{'s' if len(recs) > 1 else ''}: the 2D padding mask of {B} batch "
+           f"rows, then for each row which of the {s_max} keys each query may see, coloured by why a key is hidden"
+           + ("; a slider picks the step." if len(indices) > 1 else "."))
+    fig.update_layout(**pal.base_layout(layouts[-1]["title.text"], alt=alt,
                                         height=int(min(1000, max(600, 330 + 26 * s_max)))))
     fig.update_layout(coloraxis=dict(
         colorscale=pal.discrete_colorscale([pal.MASK_COLORS[i] for i in range(4)]), cmin=-0.5, cmax=3.5,

@@ -139,7 +139,9 @@ def routing_figure(trace, row: int = 0, tokenizer=None, layer: int = 0, skip_pad
     n_traces = len(fig.data)
     title = (f"Expert routing, batch row {row}: {N} tokens, {len(layers)} layers, top-{K} of {E} experts"
              "<br><sup>bottom: outlined cells = the top-k the router chose; move the slider to change layer</sup>")
-    fig.update_layout(**pal.base_layout(title, height=int(max(620, 300 + 34 * len(ylab) + 22 * E))))
+    alt = (f"Expert routing of batch row {row}: for each of {N} tokens, the {K} experts out of {E} that each of "
+           f"{len(layers)} layers chose, and one layer's router probabilities with the chosen experts outlined.")
+    fig.update_layout(**pal.base_layout(title, height=int(max(620, 300 + 34 * len(ylab) + 22 * E)), alt=alt))
     fig.update_layout(shapes=lines, margin=dict(b=170), sliders=[visibility_slider(
         [str(l) for l in layers], [always + g for g in groups], n_traces, "layer: ", active=layers.index(layer),
         y=-0.2)])
