@@ -31,6 +31,7 @@ extensions = [
     "sphinx.ext.mathjax",
     "mixtral_site",
     "plain_docstrings",
+    "classroom",
 ]
 
 root_doc = "index"
