@@ -74,6 +74,13 @@ PAGE_CSS = f"""
 NOTE = f"Projector mode on: text {TEXT_PX} px, every figure and table fits {SCREEN[0]} x {SCREEN[1]}."
 
 
+def a11y_script() -> str:
+    """The script that names widget sliders by their visible labels (static/mxe-a11y.js; the docs site
+    serves the same file). Shown by projector(), it works on the JupyterLab page."""
+    from pathlib import Path
+    return "<script>" + (Path(__file__).parent / "static" / "mxe-a11y.js").read_text(encoding="utf-8") + "</script>"
+
+
 def style_tag(css: str = VIEW_CSS) -> str:
     return "<style>" + " ".join(css.split()) + "</style>"
 
@@ -103,7 +110,7 @@ class projector:  # noqa: N801 - used like a function: viz.projector()
     def _repr_html_(self) -> str:
         if not self.on:
             return '<p class="mxe-live-note">Projector mode off (the page keeps its enlarged text until reloaded).</p>'
-        return (style_tag(PAGE_CSS + VIEW_CSS)
+        return (style_tag(PAGE_CSS + VIEW_CSS) + a11y_script()
                 + f'<p class="mxe-live-note mxe-proj" style="font-size:{TEXT_PX}px">{NOTE}</p>')
 
 

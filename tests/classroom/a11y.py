@@ -39,7 +39,8 @@ def run_axe(page) -> List[dict]:
     result = page.evaluate("""async () => {
         const r = await axe.run(document, {resultTypes: ['violations']});
         return r.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,
-            nodes: v.nodes.map(n => n.target.join(' ')).slice(0, 8), count: v.nodes.length}));
+            nodes: v.nodes.map(n => n.target.join(' ')).slice(0, 8), count: v.nodes.length,
+            why: v.nodes.slice(0, 3).map(n => (n.any.concat(n.all, n.none)[0] || {}).message || '')}));
     }""")
     return result
 
