@@ -33,24 +33,33 @@ def _heading(chapter: str, text: str) -> str:
 
 
 def lecture_table(route: Dict[str, Any], short: bool) -> str:
+    """The timing table of the 90- (or 45-) minute lecture; the 90-minute one is followed by what to
+    move, ask and expect in each section."""
     key = "short" if short else "minutes"
     lecture = route["lecture"]
-    lines = ["| chapter | section | min | move on the slide | ask the room (expect) |",
-             "|---|---|---:|---|---|"]
-    total = 0
+    lines = ["| starts at | chapter | section | min |", "|---:|---|---|---:|"]
+    clock, notes = 0, []
     for chapter in lecture["chapters"]:
         for section in chapter["sections"]:
             if key not in section:
                 continue
-            total += section[key]
-            ask = (f"{_cell(section['ask'])} *({_cell(section.get('answer', ''))})*" if section.get("ask") else "")
-            lines.append(f"| {chapter['notebook'][:2]} | {_heading(chapter['notebook'], section['heading'])} | "
-                         f"{section[key]} | {_cell(section.get('move', ''))} | {ask} |")
+            lines.append(f"| {clock} | {chapter['notebook']} | {_heading(chapter['notebook'], section['heading'])} | "
+                         f"{section[key]} |")
+            clock += section[key]
+            parts = []
+            if section.get("move"):
+                parts.append(f"*Move:* {_cell(section['move'])}")
+            if section.get("ask"):
+                parts.append(f"*Ask:* {_cell(section['ask'])} *Expect:* {_cell(section.get('answer', ''))}")
+            if parts:
+                notes.append(f"- **{chapter['notebook'][:2]} · {_cell(section['heading'])}.** " + " ".join(parts))
     wrap = lecture.get("wrap_up_short" if short else "wrap_up_minutes", 0)
-    total += wrap
-    lines.append(f"| | questions and wrap-up | {wrap} | | |")
-    lines.append(f"| | **total** | **{total}** | | |")
-    return "\n".join(lines) + "\n"
+    lines.append(f"| {clock} | | questions and wrap-up | {wrap} |")
+    lines.append(f"| | | **total** | **{clock + wrap}** |")
+    text = "\n".join(lines) + "\n"
+    if not short:
+        text += "\n**What to move and what to ask, section by section:**\n\n" + "\n".join(notes) + "\n"
+    return text
 
 
 def exercise_titles(chapter: str) -> List[str]:
