@@ -77,6 +77,7 @@ DECK_CSS = """
 .mxe-deck details { font-size: 20px; margin-top: 12px; }
 .mxe-deck details summary { cursor: pointer; color: #0058a0; }
 .reveal .controls, .reveal .progress { color: #0058a0; }
+.reveal .slide-number { background-color: #3d3d3d; color: #ffffff; font-size: 14px; }
 """
 
 

@@ -54,10 +54,13 @@ def site_pages(site: Path) -> List[str]:
     return pages
 
 
-def audit(site: Path, pages: List[str] = None, ready_js: str = None) -> Dict[str, List[dict]]:
+def audit(site: Path, pages: List[str] = None, ready_js: str = None, chrome=None) -> Dict[str, List[dict]]:
+    """{page: violations} for every page of `site` (or `pages`); chrome: a browser to use (else one is started)."""
+    import contextlib
     import browser as br
     out = {}
-    with br.serve(site) as base, br.chromium(viewport=(1280, 900)) as chrome:
+    with br.serve(site) as base, (contextlib.nullcontext(chrome) if chrome is not None
+                                  else br.chromium(viewport=(1280, 900))) as chrome:
         for rel in pages or site_pages(site):
             tab, log = br.open_page(chrome, base + rel)
             if ready_js:

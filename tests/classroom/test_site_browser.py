@@ -57,8 +57,8 @@ def test_handout_prints_on_one_page(site, chrome):
     assert not log.problems(), log.problems()
 
 
-def test_no_serious_or_critical_accessibility_violation(site):
-    report = a11y.audit(site, ready_js=READY)
+def test_no_serious_or_critical_accessibility_violation(site, chrome):
+    report = a11y.audit(site, ready_js=READY, chrome=chrome)
     (ARTIFACTS / "axe_after.json").write_text(json.dumps(report, indent=1))
     severe = {}
     for rel, violations in report.items():
