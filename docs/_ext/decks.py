@@ -238,7 +238,18 @@ def export_deck(nb, title: str, urls: Dict[str, str]) -> str:
                 "css": " ".join((VIEW_CSS + DECK_CSS).split())},
     }
     page, _ = exporter.from_notebook_node(nb, resources=resources)
-    return page
+    return relink(page)
+
+
+_ANCHOR = re.compile(r'<a class="anchor-link" href="#[^"]*">[^<]*</a>')
+_CHAPTER = re.compile(r"""href=(["'])(\d\d_[A-Za-z0-9_]+)\.ipynb(#[^"']*)?\1""")
+
+
+def relink(page: str) -> str:
+    """Links between chapters (NN_name.ipynb, right in JupyterLab) point at the site's pages
+    (the decks live in the site's slides/ folder); heading anchors, hidden on slides, go."""
+    page = _ANCHOR.sub("", page)
+    return _CHAPTER.sub(lambda m: f"href={m.group(1)}../notebooks/{m.group(2)}.html{m.group(1)}", page)
 
 
 def index_page(decks: List[Deck], route: Dict) -> str:
