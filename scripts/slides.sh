@@ -13,12 +13,7 @@ cd "$(dirname "$0")/.."
 case "${1:-}" in -h|--help) sed -n '2,10p' "$0"; exit 0 ;; esac
 
 bash scripts/setup.sh
-if ! command -v npm >/dev/null 2>&1; then
-  echo "==> installing Debian's npm (used once to fetch the decks' JavaScript packages)"
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq npm >/dev/null
-fi
+bash scripts/npm.sh
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONHASHSEED=0
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 .venv/bin/python docs/_ext/decks.py "$@"

@@ -126,12 +126,7 @@ def _open_and_run(browser, base: str, name: str, ready_js: str, timeout_ms: int 
     page, log = br.open_page(browser, base + "lab/tree/" + name, wait_until="domcontentloaded")
     page.wait_for_function("() => window.jupyterapp && document.querySelector('.jp-Notebook .jp-Cell')",
                            timeout=60_000)
-    page.evaluate("""async () => {
-        const app = window.jupyterapp;
-        const panel = app.shell.currentWidget;
-        await panel.sessionContext.ready;
-        await app.commands.execute('notebook:run-all-cells');
-    }""")
+    br.lab_run_all(page)
     try:
         page.wait_for_function(ready_js, timeout=timeout_ms)
     except Exception:
