@@ -215,13 +215,15 @@ def fit_figure(fig: Any, width: int = FIGURE_WIDTH, height: int = FIGURE_HEIGHT)
     base = (layout.get("font") or {}).get("size") or 12
     factor = 4 / 3
     layout["font"] = dict(layout.get("font") or {}, size=_scaled(base, 12, factor, 16, 20))
+    def projected(text: str) -> str:
+        # a <sup> subtitle would be drawn at 70 %: keep it a full line at the body size; wrap long lines
+        text = _SUP.sub(lambda m: f'<span style="font-size:{layout["font"]["size"]:.0f}px">{m.group(1)}</span>', text)
+        return "<br>".join(_wrap(part) for part in text.split("<br>"))
+
     title = layout.get("title")
     title_text = ""
     if isinstance(title, dict) and title.get("text"):
-        # a <sup> subtitle would be drawn at 70 %: keep it a full line at the body size
-        title_text = _SUP.sub(lambda m: f'<span style="font-size:{layout["font"]["size"]:.0f}px">{m.group(1)}</span>',
-                              title["text"])
-        title_text = "<br>".join(_wrap(part) for part in title_text.split("<br>"))
+        title_text = projected(title["text"])
         # anchored to the figure's top: the top margin below it stays free for a legend or labels
         layout["title"] = dict(title, text=title_text, font=dict(title.get("font") or {}, size=22),
                                yref="container", y=1, yanchor="top", pad=dict(t=12 + 16 * title_text.count("<br>")))
@@ -260,6 +262,11 @@ def fit_figure(fig: Any, width: int = FIGURE_WIDTH, height: int = FIGURE_HEIGHT)
         if bar.get("lenmode", "fraction") == "fraction" and bar.get("yanchor", "middle") == "middle":
             bar["y"] = f(y)
             bar["len"] = max(0.1, f(min(1, y + length / 2)) - f(max(0, y - length / 2)))
+    for slider in layout.get("sliders") or []:   # the titles a slider step puts up get the same treatment
+        for step in slider.get("steps") or []:
+            for arg in step.get("args") or []:
+                if isinstance(arg, dict) and isinstance(arg.get("title.text"), str):
+                    arg["title.text"] = projected(arg["title.text"])
     for key in ("sliders", "updatemenus"):
         for item in layout.get(key) or []:
             if isinstance(item.get("y"), (int, float)):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Dict, List
@@ -58,10 +59,11 @@ def audit(site: Path, pages: List[str] = None, ready_js: str = None, chrome=None
     """{page: violations} for every page of `site` (or `pages`); chrome: a browser to use (else one is started)."""
     import contextlib
     import browser as br
-    out = {}
+    out, seconds = {}, {}
     with br.serve(site) as base, (contextlib.nullcontext(chrome) if chrome is not None
                                   else br.chromium(viewport=(1280, 900))) as chrome:
         for rel in pages or site_pages(site):
+            start = time.monotonic()
             tab, log = br.open_page(chrome, base + rel)
             if ready_js:
                 try:
@@ -71,6 +73,8 @@ def audit(site: Path, pages: List[str] = None, ready_js: str = None, chrome=None
             tab.wait_for_timeout(300)
             out[rel] = run_axe(tab)
             tab.context.close()
+            seconds[rel] = round(time.monotonic() - start, 1)
+    print("axe seconds per page:", seconds)
     return out
 
 

@@ -116,12 +116,6 @@ def lab():
         shutil.rmtree(log.parent, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def chrome720():
-    with br.chromium(viewport=(1280, 720)) as browser:
-        yield browser
-
-
 def _open_and_run(browser, base: str, name: str, ready_js: str, timeout_ms: int = 120_000):
     page, log = br.open_page(browser, base + "lab/tree/" + name, wait_until="domcontentloaded")
     page.wait_for_function("() => window.jupyterapp && document.querySelector('.jp-Notebook .jp-Cell')",
@@ -142,11 +136,11 @@ def _open_and_run(browser, base: str, name: str, ready_js: str, timeout_ms: int 
     return page, log
 
 
-def test_lab_is_quiet(lab, chrome720):
+def test_lab_is_quiet(lab, chrome):
     base, _, _ = lab
     with urllib.request.urlopen(base + "lab/api/news") as r:
         assert json.load(r) == {"news": []}                     # news_url None: nothing fetched, nothing to show
-    page, log = br.open_page(chrome720, base + "lab", wait_until="domcontentloaded")
+    page, log = br.open_page(chrome, base + "lab", wait_until="domcontentloaded")
     try:
         page.wait_for_function("() => window.jupyterapp && window.jupyterapp.started", timeout=60_000)
         config = page.evaluate("() => JSON.parse(document.getElementById('jupyter-config-data').textContent)")
@@ -183,9 +177,9 @@ MEASURE = """() => {
 }"""
 
 
-def test_projector_mode_on_a_lecture_chapter(lab, chrome720):
+def test_projector_mode_on_a_lecture_chapter(lab, chrome):
     base, _, lecture = lab
-    page, log = _open_and_run(chrome720, base, lecture, ALL_RUN)
+    page, log = _open_and_run(chrome, base, lecture, ALL_RUN)
     try:
         # the room's view: no sidebars (View > Presentation Mode would do the same)
         page.evaluate("() => { window.jupyterapp.shell.collapseLeft(); window.jupyterapp.shell.collapseRight(); }")
@@ -217,9 +211,9 @@ FIGURE_TITLE = ("() => { const gd = document.querySelector('.mxe-live-view .js-p
                 " return gd && gd.layout && gd.querySelector('.main-svg') ? gd.layout.title.text : null; }")
 
 
-def test_live_slideshow(lab, chrome720):
+def test_live_slideshow(lab, chrome):
     base, _, _ = lab
-    page, log = _open_and_run(chrome720, base, SLIDESHOW.name, FIGURE_TITLE)
+    page, log = _open_and_run(chrome, base, SLIDESHOW.name, FIGURE_TITLE)
     try:
         before = page.evaluate(FIGURE_TITLE)
         assert "past length P=0" in before
