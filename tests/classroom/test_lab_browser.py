@@ -117,9 +117,11 @@ def lab():
 
 
 def _open_and_run(browser, base: str, name: str, ready_js: str, timeout_ms: int = 120_000):
-    page, log = br.open_page(browser, base + "lab/tree/" + name, wait_until="domcontentloaded")
-    page.wait_for_function("() => window.jupyterapp && document.querySelector('.jp-Notebook .jp-Cell')",
-                           timeout=60_000)
+    # ?reset: a fresh workspace, so the lab does not bring back the notebook an earlier test opened
+    page, log = br.open_page(browser, base + "lab/tree/" + name + "?reset", wait_until="domcontentloaded")
+    page.wait_for_function("(name) => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
+                           " return w && w.context && w.context.path === name"
+                           " && w.node.querySelector('.jp-Notebook .jp-Cell'); }", arg=name, timeout=60_000)
     br.lab_run_all(page)
     try:
         page.wait_for_function(ready_js, timeout=timeout_ms)
