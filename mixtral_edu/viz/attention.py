@@ -24,6 +24,8 @@ from .masks import reasons_for_step
 from .widgets import encode_batch, pick_step, sequence_ids, visibility_slider
 
 X_TITLE, Y_TITLE = "key position", "query position"
+ALT = ("Attention weights at step {step} ({kind}), batch row {row}: for each of {H} query heads, how strongly each of "
+       "{T} query positions attends to each of {S} keys, masked cells painted over; a slider picks one of {layers} layers.")
 
 
 def kv_head_of_query_heads(num_heads: int, num_kv_heads: int) -> List[int]:
@@ -87,9 +89,7 @@ def attention_figure(trace, step: int = 0, row: int = 0, layer: int = 0, tokeniz
                                  marker=dict(symbol="square", size=13, color=pal.MASK_COLORS[r])), 1, 1)
     height = int(min(900, max(620, 300 + 30 * S)))
     margin = dict(t=140, b=190)
-    alt = (f"Attention weights at step {rec.index} ({rec.kind}), batch row {row}: for each of {H} query heads, "
-           f"how strongly each of {T} query positions attends to each of {S} keys, masked cells painted over; "
-           f"a slider picks one of {len(layers)} layers.")
+    alt = ALT.format(step=rec.index, kind=rec.kind, row=row, H=H, T=T, S=S, layers=len(layers))
     fig.update_layout(**pal.base_layout(title, height=height, alt=alt))
     fig.update_layout(
         coloraxis=dict(colorscale=pal.SEQUENTIAL, cmin=0, cmax=1,

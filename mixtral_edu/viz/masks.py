@@ -22,6 +22,10 @@ from . import palette as pal
 from .widgets import Source, config_of, pick_step, sequence_ids
 
 X_TITLE, Y_TITLE = "key position", "query position"
+ALT_STEP = ("Attention masks of one step: the 2D padding mask of {B} batch rows, then for each row which of the {S} "
+            "keys each query may see, coloured by why a key is hidden.")
+ALT_STEPS = ("Attention masks of {steps} steps: the 2D padding mask of {B} batch rows, then for each row which of the "
+             "{S} keys each query may see, coloured by why a key is hidden; a slider picks the step.")
 _NAMES = [M.REASONS[i] for i in range(4)]
 
 
@@ -125,9 +129,7 @@ def mask_figure(source: Source, step: Optional[int] = None, ids: Optional[torch.
         panels = [t for t in fig.data[first:] if t.name.startswith("row ")]
         layouts.append({"title.text": _title(rec, i, sliding_window), "shapes": _cached_rows(rec, panels)})
     fig.update_layout(shapes=layouts[-1]["shapes"])
-    alt = (f"Attention masks of {len(recs)} step{'s' if len(recs) > 1 else ''}: the 2D padding mask of {B} batch "
-           f"rows, then for each row which of the {s_max} keys each query may see, coloured by why a key is hidden"
-           + ("; a slider picks the step." if len(indices) > 1 else "."))
+    alt = (ALT_STEPS if len(indices) > 1 else ALT_STEP).format(steps=len(recs), B=B, S=s_max)
     fig.update_layout(**pal.base_layout(layouts[-1]["title.text"], alt=alt,
                                         height=int(min(1000, max(600, 330 + 26 * s_max)))))
     fig.update_layout(coloraxis=dict(
