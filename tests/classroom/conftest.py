@@ -45,8 +45,10 @@ def site() -> Path:
     return SITE
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chrome():
+    """One headless Chromium per test module (playwright's sync API allows one at a time: a session-wide one
+    would block the other modules' browsers)."""
     if not br.chromium_available():
         pytest.fail(f"{br.CHROMIUM} not found: bash scripts/test.sh installs Debian's chromium", pytrace=False)
     with br.chromium(viewport=(1280, 720)) as browser:
