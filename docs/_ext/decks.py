@@ -64,8 +64,8 @@ REVEAL = {
 DECK_CSS = """
 .reveal .slides { text-align: left; }
 .reveal .slides section { height: 100%; overflow-y: auto; padding: 12px 20px; box-sizing: border-box; }
-.reveal h1, .reveal h2, .reveal h3 { text-transform: none; }
-.reveal h1 { font-size: 40px; } .reveal h2 { font-size: 32px; } .reveal h3 { font-size: 26px; }
+.reveal .slides h1, .reveal .slides h2, .reveal .slides h3 { text-transform: none; }
+.reveal .slides h1 { font-size: 40px; } .reveal .slides h2 { font-size: 32px; } .reveal .slides h3 { font-size: 26px; }
 .mxe-deck .jp-RenderedHTMLCommon, .mxe-deck .jp-RenderedMarkdown p, .mxe-deck .jp-RenderedMarkdown li {
   font-size: 20px; line-height: 1.4; }
 .mxe-deck .jp-RenderedHTMLCommon table, .mxe-deck .jp-RenderedHTMLCommon th,
