@@ -35,6 +35,7 @@ extensions = [
     "sphinx.ext.mathjax",
     "mixtral_site",
     "plain_docstrings",
+    "classroom",
 ]
 
 root_doc = "index"
@@ -110,8 +111,11 @@ mathjax3_config = {"tex": {"inlineMath": [["\\(", "\\)"]], "displayMath": [["\\[
 # ---------------------------------------------------------------- HTML
 html_theme = "sphinx_book_theme"
 html_title = "mixtral-edu"
-html_static_path = ["_static"]
+# mixtral_edu/viz/static holds the script that names widget controls by their visible labels; the
+# package shows it in JupyterLab too (viz.projector), so it has one copy, there.
+html_static_path = ["_static", "../mixtral_edu/viz/static"]
 html_css_files = ["mixtral_edu.css"]
+html_js_files = ["mxe-a11y.js"]
 html_copy_source = True  # the .ipynb of each chapter is offered for download from _sources
 html_show_sourcelink = False
 html_theme_options = {

@@ -26,6 +26,8 @@ from .runs import (batch_size_of, check_index, check_member, check_trace, config
 from .widgets import visibility_slider
 
 X_TITLE, Y_TITLE = "key position", "query position"
+ALT = ("Attention weights at step {step} ({kind}), batch row {row}: for each of {H} query heads, how strongly each of "
+       "{T} query positions attends to each of {S} keys, masked cells painted over; a slider picks one of {layers} layers.")
 
 
 def kv_head_of_query_heads(num_heads: int, num_kv_heads: int) -> List[int]:
@@ -93,7 +95,8 @@ def attention_figure(trace, step: int = 0, row: int = 0, layer: int = 0, tokeniz
                                  marker=dict(symbol="square", size=13, color=pal.MASK_COLORS[r])), 1, 1)
     height = int(min(900, max(620, 300 + 30 * S)))
     margin = dict(t=140, b=190)
-    fig.update_layout(**pal.base_layout(title, height=height))
+    alt = ALT.format(step=rec.index, kind=rec.kind, row=row, H=H, T=T, S=S, layers=len(layers))
+    fig.update_layout(**pal.base_layout(title, height=height, alt=alt))
     fig.update_layout(
         coloraxis=dict(colorscale=pal.SEQUENTIAL, cmin=0, cmax=1,
                        colorbar=dict(title=dict(text="weight"), len=0.7, y=0.6, thickness=14)),

@@ -26,6 +26,9 @@ from plotly.subplots import make_subplots
 from . import palette as pal
 from .runs import encode_batch, pad_id_of
 
+ALT = ("Load balance of the router on {D} text domains ({names}): for every layer and each of {E} experts, its share "
+       "of routing slots and its mean router probability, and the balancing loss per layer against the perfectly "
+       "balanced value {K}.")
 DOMAIN_COLORS = {"arith": pal.OKABE_ITO["orange"], "lang": pal.OKABE_ITO["blue"], "kv": pal.OKABE_ITO["bluish_green"]}
 
 
@@ -122,7 +125,8 @@ def balance_figure(stats: BalanceStats) -> go.Figure:
                      row=3, col=1)
     title = (f"Load balance per domain: {E} experts, top-{K}; even routing gives f = P = 1/E = {1 / E:.3f}"
              f"<br><sup>loss = K = {K} when perfectly balanced, up to E = {worst} when collapsed</sup>")
-    fig.update_layout(**pal.base_layout(title, height=900))
+    alt = ALT.format(D=D, names=", ".join(names), E=E, K=K)
+    fig.update_layout(**pal.base_layout(title, height=900, alt=alt))
     fig.update_layout(barmode="group", legend=dict(orientation="h", y=-0.08, x=0),
                       coloraxis=dict(colorscale=pal.SEQUENTIAL_ALT, cmin=0, cmax=vmax,
                                      colorbar=dict(title=dict(text="share"), len=0.55, y=0.72, thickness=14)))

@@ -28,6 +28,9 @@ from .runs import (batch_size_of, check_index, check_trace, config_values, encod
                    traced_generate)
 
 FED, CACHED, LATER = 1, 0, 2
+ALT = ("The KV cache over {n} generation steps of batch row {row}: which tokens each step fed and which it read from "
+       "the cache, every layer's cache length before and after, and the bytes the cache holds beside what {full_size} "
+       "would hold; a slider picks the step.")
 
 
 @dataclass
@@ -153,7 +156,9 @@ def cache_figure(trace, row: int = 0, tokenizer=None, full_size: str = "mixtral-
     fig.update_yaxes(title_text="MiB", rangemode="tozero", row=2, col=2)
 
     W = config.sliding_window if sliding_window == "config" else sliding_window
-    fig.update_layout(**pal.base_layout(_title(steps[step], W, window_step, row), height=760, showlegend=False))
+    alt = ALT.format(n=n, row=row, full_size=full_size)
+    fig.update_layout(**pal.base_layout(_title(steps[step], W, window_step, row), height=760, showlegend=False,
+                                        alt=alt))
     fig.update_layout(margin=dict(t=110, b=110), shapes=_marks(steps[step], S, window_step))
     fig.update_layout(sliders=[dict(
         active=step, currentvalue=dict(prefix="step: "), pad=dict(t=10), y=-0.1, yanchor="top", len=0.9, x=0.05,

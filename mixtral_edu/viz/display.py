@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 import uuid
 from typing import Any, Dict, Optional
 
@@ -76,8 +77,28 @@ def _json_for_script(obj: Any) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
+def alt_text(fig: Any) -> str:
+    """The figure's text alternative: one sentence saying what it shows.
+
+    Every view of this package writes it into ``layout.meta["alt"]``; for any other figure it is
+    made from the title (tags removed).
+    """
+    fig_dict = fig if isinstance(fig, dict) else None
+    layout = (fig_dict.get("layout") if fig_dict is not None else fig.layout.to_plotly_json()) or {}
+    meta = layout.get("meta")
+    if isinstance(meta, dict) and meta.get("alt"):
+        return str(meta["alt"])
+    title = layout.get("title") or {}
+    text = title.get("text") if isinstance(title, dict) else str(title)
+    text = re.sub(r"<br\s*/?>", " ", text or "")
+    text = html.unescape(re.sub(r"<[^>]+>", "", text)).strip()
+    return f"Figure: {text}." if text else "Figure without a title."
+
+
 def figure_html(fig: Any, div_id: Optional[str] = None, config: Optional[Dict[str, Any]] = None) -> str:
     """The ``text/html`` representation used by :func:`show` (a div, a hidden note, an inline script).
+
+    The figure's text alternative (:func:`alt_text`) is its accessible name.
 
     Args:
         fig: a ``plotly.graph_objects.Figure`` (or a figure dict).
@@ -98,7 +119,7 @@ def figure_html(fig: Any, div_id: Optional[str] = None, config: Optional[Dict[st
         "config": _json_for_script(cfg),
     }
     return (
-        f'<div class="mxe-plotly-figure">'
+        f'<div class="mxe-plotly-figure" role="figure" aria-label="{html.escape(alt_text(fig_dict))}">'
         f'<div id="{div_id}" class="mxe-plotly" style="width:100%;min-height:{int(height)}px;"></div>'
         f'<p id="{note_id}" class="mxe-plotly-note" hidden>{html.escape(NO_PLOTLY_NOTE)}</p>'
         f'<script type="text/javascript">{script}</script>'
@@ -107,11 +128,14 @@ def figure_html(fig: Any, div_id: Optional[str] = None, config: Optional[Dict[st
 
 
 def mime_bundle(fig: Any, config: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """The mime bundle :func:`show` displays: plotly JSON, html and a plain-text fallback."""
+    """The mime bundle :func:`show` displays: plotly JSON, html and a plain-text fallback
+    (the figure's text alternative). In projector mode the figure is refitted first."""
+    from . import projector_mode as projector
+
+    if projector.is_on():
+        fig = projector.fit_figure(fig)
     fig_dict = _figure_dict(fig)
-    title = ((fig_dict.get("layout") or {}).get("title") or {})
-    title_text = title.get("text") if isinstance(title, dict) else str(title)
-    plain = f"<plotly figure{': ' + title_text if title_text else ''}>"
+    plain = f"<plotly figure: {alt_text(fig_dict)}>"
     plotly_json = {"data": fig_dict.get("data", []), "layout": fig_dict.get("layout", {})}
     if fig_dict.get("frames"):
         plotly_json["frames"] = fig_dict["frames"]

@@ -21,6 +21,10 @@ from .runs import batch_size_of, check_index, check_member, check_trace, encode_
 from .widgets import visibility_slider
 
 
+ALT = ("Expert routing of batch row {row}: for each of {N} tokens, the {K} experts out of {E} that each of {L} layers "
+       "chose, and one layer's router probabilities with the chosen experts outlined.")
+
+
 @dataclass
 class Routing:
     """The routing of one batch row over a traced run, tokens in sequence order.
@@ -144,7 +148,8 @@ def routing_figure(trace, row: int = 0, tokenizer=None, layer: int = 0, skip_pad
     n_traces = len(fig.data)
     title = (f"Expert routing, batch row {row}: {N} tokens, {len(layers)} layers, top-{K} of {E} experts"
              "<br><sup>bottom: outlined cells = the top-k the router chose; move the slider to change layer</sup>")
-    fig.update_layout(**pal.base_layout(title, height=int(max(620, 300 + 34 * len(ylab) + 22 * E))))
+    alt = ALT.format(row=row, N=N, K=K, E=E, L=len(layers))
+    fig.update_layout(**pal.base_layout(title, height=int(max(620, 300 + 34 * len(ylab) + 22 * E)), alt=alt))
     fig.update_layout(shapes=lines, margin=dict(b=170), sliders=[visibility_slider(
         [str(l) for l in layers], [always + g for g in groups], n_traces, "layer: ", active=layers.index(layer),
         y=-0.2)])

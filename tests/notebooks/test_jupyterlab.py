@@ -147,12 +147,7 @@ def test_mask_explorer_slider_redraws_in_jupyterlab(lab):
                                timeout=60_000)
         # wait for the kernel, then run every cell (the command behind Run > Run All Cells)
         ta = time.monotonic()
-        page.evaluate("""async () => {
-            const app = window.jupyterapp;
-            const panel = app.shell.currentWidget;
-            await panel.sessionContext.ready;
-            await app.commands.execute('notebook:run-all-cells');
-        }""")
+        br.lab_run_all(page)
         t1 = time.monotonic()
         before = _wait_figure(page, "s.title.includes('prefill')", timeout_ms=60_000)
         print(f"browser {t0 - start:.1f} s, page {ta - t0:.1f} s, kernel + cells {t1 - ta:.1f} s, "
