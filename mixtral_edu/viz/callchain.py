@@ -177,8 +177,9 @@ def callchain_html(link_suffix: str = ".ipynb", trace=None, step: int = 0, here:
         if current:  # this chapter's box: a thick orange frame, a pale fill and a tag a screen reader also reads
             border = f"3px solid {pal.OKABE_ITO['orange']}"
         background = "#fff4dc" if current else "white"
+        # the tag once, on the chapter's own box (its other boxes, e.g. 04's embed and norm, are only framed)
         tag = (f' <b class="mxe-here" style="color:{pal.OKABE_ITO["vermillion"]}">◀ you are here</b>'
-               if current else "")
+               if current and b.key == here else "")
         return (f'<div style="border:{border};border-radius:6px;padding:6px 10px;margin:6px 0;'
                 f'background:{background}">'
                 f'<a href="{href}"><b><code>{html.escape(b.label)}</code></b></a>{tag} '

@@ -329,10 +329,12 @@ def test_callchain_links_every_chapter(suffix, run):
 def test_callchain_marks_the_current_chapter():
     import re
     assert "you are here" not in viz.callchain_html().data
+    frame = "3px solid " + viz.palette.OKABE_ITO["orange"]
     for here, boxes in (("moe", 1), ("model", 3), ("lm_head", 2)):   # model: its group, embed/mask and norm
         page = viz.callchain_html(here=here).data
         tags = re.findall(r'href="(\d\d_\w+)\.ipynb"><b><code>[^<]*</code></b></a> <b class="mxe-here"', page)
-        assert tags == [viz.callchain.NOTEBOOKS[here]] * boxes
+        assert tags == [viz.callchain.NOTEBOOKS[here]]          # "you are here" once, on the chapter's own box
+        assert page.count(frame) == boxes                        # every box the chapter teaches is framed
     with pytest.raises(ValueError, match="not a chapter; use one of"):
         viz.callchain_html(here="mlp")
 
