@@ -3,10 +3,10 @@
 `side_by_side(theirs, ours)` renders both functions' source (via
 `inspect.getsource`) in two columns, so a learner can compare them line by
 line. Nothing is copied into this project: the left column is whatever
-transformers version is installed (the suite pins 4.41.2).
-`side_by_side(..., theirs_excerpt=(start, end), ours_excerpt=...)` shows only
-the lines from the first one containing `start` to the next one containing
-`end` (or several such ranges), and says so in the column's heading.
+transformers version is installed (the suite pins 4.41.2). To show part of a
+function, replace a column's text: `view.left = excerpt(view.left, start, end)`
+(or `excerpts(view.left, [(start, end), ...])` for several ranges); `left` and
+`right` are what is drawn.
 
 `columns(*listings)` shows any number of `Listing`s: source text with a
 title, for code read somewhere else (chapter 11 reads transformers 5.23's in
@@ -25,12 +25,8 @@ from .palette import OKABE_ITO
 COLOURS = tuple(OKABE_ITO[name] for name in ("blue", "bluish_green", "vermillion", "reddish_purple"))
 THEIRS_LABEL = "transformers (installed): "
 OURS_LABEL = "mixtral_edu: "
-EXCERPT_LABEL = " (excerpt)"
 SKIPPED = "# ..."
 NO_EXCERPT = "excerpt: no line with {start!r} followed by one with {end!r}"
-
-#: One (start, end) pair of line markers, or several.
-Ranges = Union[Tuple[str, str], Sequence[Tuple[str, str]]]
 
 
 def _cut(src: str, max_lines: Optional[int]) -> str:
@@ -64,13 +60,9 @@ class Listing:
         self.heading, self.text = heading, _cut(text, max_lines)
 
     @classmethod
-    def of(cls, obj: Any, label: str, max_lines: Optional[int] = None, ranges: Optional[Ranges] = None) -> "Listing":
-        """The live source of an object importable here, headed `label + qualified name`; with `ranges`,
-        only those lines (see :func:`excerpt`), and the heading says it is an excerpt."""
-        text, heading = inspect.getsource(obj), label + qualified_name(obj)
-        if ranges is not None:
-            text, heading = excerpts(text, ranges), heading + EXCERPT_LABEL
-        return cls(heading, text, max_lines)
+    def of(cls, obj: Any, label: str, max_lines: Optional[int] = None) -> "Listing":
+        """The live source of an object importable here, headed `label + qualified name`."""
+        return cls(label + qualified_name(obj), inspect.getsource(obj), max_lines)
 
 
 class Columns:
@@ -95,13 +87,11 @@ class Columns:
 
 
 class SideBySide(Columns):
-    """transformers' source (left) beside ours (right). `left` and `right` are the two columns' text:
-    assigning one changes what is rendered."""
+    """transformers' source (left) beside ours (right). `left` and `right` are the two columns' text, the
+    text that is drawn: assign an excerpt to one and the view shows the excerpt."""
 
-    def __init__(self, theirs: Any, ours: Any, max_lines: Optional[int] = None,
-                 theirs_excerpt: Optional[Ranges] = None, ours_excerpt: Optional[Ranges] = None):
-        left = Listing.of(theirs, THEIRS_LABEL, max_lines, theirs_excerpt)
-        right = Listing.of(ours, OURS_LABEL, max_lines, ours_excerpt)
+    def __init__(self, theirs: Any, ours: Any, max_lines: Optional[int] = None):
+        left, right = Listing.of(theirs, THEIRS_LABEL, max_lines), Listing.of(ours, OURS_LABEL, max_lines)
         super().__init__([left, right], colours=(OKABE_ITO["blue"], OKABE_ITO["vermillion"]))
         self.left_title, self.right_title = qualified_name(theirs), qualified_name(ours)
 
@@ -122,40 +112,32 @@ class SideBySide(Columns):
         self.listings[1].text = text
 
 
-def side_by_side(theirs: Any, ours: Any, max_lines: Optional[int] = None, theirs_excerpt: Optional[Ranges] = None,
-                 ours_excerpt: Optional[Ranges] = None) -> SideBySide:
-    """transformers' object beside ours, e.g. side_by_side(hf.MixtralRMSNorm.forward, MixtralRMSNorm.forward).
-
-    theirs_excerpt / ours_excerpt: a (start, end) pair of line markers, or a list of pairs: show only
-    those lines of that column (see :func:`excerpt`); a skipped stretch between two ranges shows as "# ...".
-    """
-    return SideBySide(theirs, ours, max_lines, theirs_excerpt, ours_excerpt)
-
-
-def _excerpt_lines(lines: List[str], start: str, end: str, after: int = 0) -> Tuple[int, int]:
-    """(i, j): the first line at or after `after` containing `start`, and the next one containing `end`."""
-    i = next((k for k in range(after, len(lines)) if start in lines[k]), None)
-    j = next((k for k in range(i + 1, len(lines)) if end in lines[k]), None) if i is not None else None
-    if i is None or j is None:
-        raise ValueError(NO_EXCERPT.format(start=start, end=end))
-    return i, j
+def side_by_side(theirs: Any, ours: Any, max_lines: Optional[int] = None) -> SideBySide:
+    """transformers' object beside ours, e.g. side_by_side(hf.MixtralRMSNorm.forward, MixtralRMSNorm.forward)."""
+    return SideBySide(theirs, ours, max_lines)
 
 
 def excerpt(source: str, start: str, end: str) -> str:
     """The lines of `source` from the first one containing `start` to the next one containing `end`, dedented."""
     lines = source.splitlines()
-    i, j = _excerpt_lines(lines, start, end)
+    i = next((k for k, line in enumerate(lines) if start in line), None)
+    j = next((k for k, line in enumerate(lines) if i is not None and k > i and end in line), None)
+    if i is None or j is None:
+        raise ValueError(f"excerpt: no line with {start!r} followed by one with {end!r}")
     return textwrap.dedent("\n".join(lines[i:j + 1]))
 
 
-def excerpts(source: str, ranges: Ranges) -> str:
-    """Several excerpts of `source`, in order, dedented together (so their indentation still lines up);
-    lines skipped between two ranges show as one "# ..." line."""
+def excerpts(source: str, ranges: Union[Tuple[str, str], Sequence[Tuple[str, str]]]) -> str:
+    """Several excerpts of `source` in order (each as :func:`excerpt` finds it, searching on after the last),
+    dedented together so their indentation still lines up; a stretch skipped between two shows as "# ..."."""
     if len(ranges) == 2 and all(isinstance(r, str) for r in ranges):
         ranges = [ranges]
     lines, out, after = textwrap.dedent(source).splitlines(), [], 0
     for start, end in ranges:
-        i, j = _excerpt_lines(lines, start, end, after)
+        i = next((k for k in range(after, len(lines)) if start in lines[k]), None)
+        j = next((k for k in range(i + 1, len(lines)) if end in lines[k]), None) if i is not None else None
+        if i is None or j is None:
+            raise ValueError(NO_EXCERPT.format(start=start, end=end))
         if out and i > after:                      # the gap, marked at the indentation of its first line
             indent = lines[after][:len(lines[after]) - len(lines[after].lstrip())]
             out.append(indent + SKIPPED)
