@@ -20,6 +20,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # reference pieces of notebooks/solutions/12_build_it_yourself.py instead of the stubs (the cells the reader
 # sees stay stubs; see mixtral_edu.build.chapter). The kernels myst-nb starts inherit it.
 os.environ.setdefault("MIXTRAL_EDU_SOLUTIONS", str(DOCS.parent / "notebooks" / "solutions"))
+# The pages have no kernel: each live (widget) view gets its static twin below it (mixtral_edu.viz.show_static_twin
+# draws only with this variable set; in JupyterLab the live view alone is shown).
+os.environ.setdefault("MIXTRAL_EDU_STATIC_PAGE", "1")
 
 from mixtral_site import static_paths  # noqa: E402
 

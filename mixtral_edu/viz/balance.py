@@ -9,9 +9,11 @@ For layer l and expert e, over the real (non-pad) tokens of a domain:
   f[l, e]  share of the N*K routing slots that went to e (sums to 1 over e; even = 1/E)
   P[l, e]  mean router probability of e (sums to 1 over e; even = 1/E)
 The load-balancing loss is E * sum_e (K f_e) P_e: K for a perfectly even router,
-up to E*K for one that sends everything to K experts. The loss per layer comes
-from `mixtral_edu.modeling.moe.load_balancing_loss_func`, the total from the model's own
-`aux_loss` output; f and P are counted from the router's recorded top-k and probabilities.
+up to E for one that sends everything to the same K experts (each then has f = P = 1/K).
+The loss per layer comes from `mixtral_edu.modeling.moe.load_balancing_loss_func` on that
+layer's router logits alone; the model's own `aux_loss` (the legend) pools all layers first:
+expert e of every layer counts as one "expert e", so it can be near K while every layer is
+far from balanced.
 """
 from __future__ import annotations
 

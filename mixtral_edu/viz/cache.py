@@ -28,6 +28,12 @@ from .runs import (batch_size_of, check_index, check_trace, config_values, encod
                    traced_generate)
 
 FED, CACHED, LATER = 1, 0, 2
+# the colours of the "what each step fed" panel, by palette name (the notebooks' prose names them)
+CELL_COLOURS = {CACHED: "sky_blue", FED: "vermillion"}
+PAD_POSITIONS = " (pads: {p}, a filler)"
+NO_WINDOW = "no sliding window"
+WINDOW_HIDES = "sliding window W={W} (notebook 06) hides keys from step {step} on (they stay in the cache)"
+WINDOW_HIDES_NOTHING = "sliding window W={W} (notebook 06): no key is far enough back to be hidden"
 ALT = ("The KV cache over {n} generation steps of batch row {row}: which tokens each step fed and which it read from "
        "the cache, every layer's cache length before and after, and the bytes the cache holds beside what {full_size} "
        "would hold; a slider picks the step.")
@@ -99,10 +105,18 @@ def cache_figure(trace, row: int = 0, tokenizer=None, full_size: str = "mixtral-
     labels = (pal.token_labels(ids[row].tolist(), tokenizer, max_chars=5) if ids is not None
               else [str(j) for j in range(S)])
     window_step = next((s.index for s in steps if s.window_hides), None)
+    # the pads' position ids in the prefill: one filler value (generate's prepare_inputs sets 1), said in the title
+    first_mask = trace.steps[0].attention_mask
+    pad_ids = ([p for p, m in zip(steps[0].position_ids[min(row, len(steps[0].position_ids) - 1)],
+                                  first_mask[row, :steps[0].fed[1]].tolist()) if m == 0]
+               if first_mask is not None else [])
+    fed_title = f"What each step fed (row {row}); cell text = position id"
+    if pad_ids and len(set(pad_ids)) == 1:
+        fed_title += PAD_POSITIONS.format(p=pad_ids[0])
 
     fig = make_subplots(rows=2, cols=2, horizontal_spacing=0.16, vertical_spacing=0.28,
                         column_widths=[0.6, 0.4], subplot_titles=[
-                            f"What each step fed (row {row}); cell text = position id",
+                            fed_title,
                             "Cache length per layer: before → after",
                             f"KV cache bytes, this model ({_dtype_name(trace)})",
                             f"Same tokens on {full_size} ({_name(dtype)}): "
@@ -115,7 +129,7 @@ def cache_figure(trace, row: int = 0, tokenizer=None, full_size: str = "mixtral-
         z[k, s.fed[0]: s.fed[1]] = FED
         for j, p in zip(range(s.fed[0], s.fed[1]), s.position_ids[min(row, len(s.position_ids) - 1)]):
             text[k, j] = str(p)
-    colors = [pal.OKABE_ITO["sky_blue"], pal.OKABE_ITO["vermillion"], pal.LIGHT_GREY]
+    colors = [pal.OKABE_ITO[CELL_COLOURS[CACHED]], pal.OKABE_ITO[CELL_COLOURS[FED]], pal.LIGHT_GREY]
     custom = np.array([[labels[j] for j in range(S)]] * n, dtype=object)
     fig.add_trace(go.Heatmap(
         z=z, x=list(range(S)), y=list(range(n)), text=text, texttemplate="%{text}", customdata=custom,
@@ -178,9 +192,8 @@ def _dtype_name(trace) -> str:
 
 def _title(s: CacheStep, W, window_step, row: int = 0) -> str:
     lengths = sorted(set(s.after.values()))
-    where = ("no sliding window" if W is None else
-             f"window W={W}: hides keys from step {window_step} on (still stored)" if window_step is not None
-             else f"window W={W}: hides nothing yet")
+    where = (NO_WINDOW if W is None else WINDOW_HIDES.format(W=W, step=window_step) if window_step is not None
+             else WINDOW_HIDES_NOTHING.format(W=W))
     return (f"KV cache, step {s.index} ({s.kind}): fed input_ids[:, {s.fed[0]}:{s.fed[1]}], "
             f"cache {s.before[0]} → {lengths[0] if len(lengths) == 1 else lengths} tokens per layer, "
             f"{sizes.format_bytes(s.bytes_after)}<br><sup>{where}; position ids of row {row}: "

@@ -213,7 +213,7 @@ def callchain_html(link_suffix: str = ".ipynb", trace=None, step: int = 0, here:
             border = f"3px solid {pal.OKABE_ITO['orange']}"
         background = "#fff4dc" if current else "white"
         tag = (f' <b class="mxe-here" style="color:{pal.TEXT_VERMILLION}">◀ you are here</b>'
-               if current else "")
+               if current and b.key == here else "")
         classes = "mxe-cc-box" + (" mxe-cc-current" if current else "")
         return (f'<div class="{classes}" style="border:{border};border-radius:6px;padding:6px 10px;margin:6px 0;'
                 f'background:{background}">'

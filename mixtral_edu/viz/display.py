@@ -16,13 +16,17 @@ two representations of the same figure:
   the web: it shows a short note instead.
 
 :func:`show_static_twin` is for figures that stand in for a widget-backed live
-view: it shows the figure the same way, below a visible note saying where the
-live version runs.
+view on a page read without a kernel: it shows the figure the same way, below a
+visible note saying where the live version runs. It draws only when the notebook
+is executed to make such a page (the environment variable MIXTRAL_EDU_STATIC_PAGE=1,
+which docs/conf.py sets for the kernels myst-nb starts); in JupyterLab the live
+view above it is the figure, and a second, static copy would only repeat it.
 """
 from __future__ import annotations
 
 import html
 import json
+import os
 import re
 import uuid
 from typing import Any, Dict, Optional
@@ -31,6 +35,9 @@ PLOTLY_MIME = "application/vnd.plotly.v1+json"
 
 #: Shown beside a static twin of a live (widget-backed) view.
 LIVE_NOTE = "Live version runs in JupyterLab (bash scripts/lab.sh)"
+
+#: Set to "1" while a notebook is executed for a page without a kernel (the docs site): static twins draw.
+STATIC_PAGE_ENV = "MIXTRAL_EDU_STATIC_PAGE"
 
 #: Shown in place of a figure when the page has no global ``Plotly``.
 NO_PLOTLY_NOTE = ("Interactive plotly figure: open this notebook in JupyterLab "
@@ -170,7 +177,9 @@ def note_bundle(text: str) -> Dict[str, str]:
 
 
 def show_static_twin(fig: Any, note: Optional[str] = None, config: Optional[Dict[str, Any]] = None) -> None:
-    """Display the static plotly twin of a live (widget-backed) view, with a visible note.
+    """Display the static plotly twin of a live (widget-backed) view, with a visible note, on a page made
+    without a kernel (``MIXTRAL_EDU_STATIC_PAGE=1``); anywhere else (JupyterLab) it shows nothing, since the
+    live view is on screen already.
 
     The note always says ``"Live version runs in JupyterLab (bash scripts/lab.sh)"``;
     ``note`` (if given) is put in front of it, e.g. what the live version adds.
@@ -181,6 +190,9 @@ def show_static_twin(fig: Any, note: Optional[str] = None, config: Optional[Dict
         config: optional plotly config.
     """
     from IPython.display import display
+
+    if os.environ.get(STATIC_PAGE_ENV) != "1":
+        return
 
     text = LIVE_NOTE + "."
     if note:

@@ -3,7 +3,10 @@
 `side_by_side(theirs, ours)` renders both functions' source (via
 `inspect.getsource`) in two columns, so a learner can compare them line by
 line. Nothing is copied into this project: the left column is whatever
-transformers version is installed (the suite pins 4.41.2).
+transformers version is installed (the suite pins 4.41.2). To show part of a
+function, replace a column's text: `view.left = excerpt(view.left, start, end)`
+(or `excerpts(view.left, [(start, end), ...])` for several ranges); `left` and
+`right` are what is drawn.
 
 An excerpt names the lines that matter for a lecture, as a line range or two marker strings:
 
@@ -35,6 +38,8 @@ Excerpt = Optional[Tuple[Bound, Bound]]
 
 THEIRS_COLOUR, OURS_COLOUR = pal.OKABE_ITO["blue"], pal.TEXT_VERMILLION
 COLOURS = (THEIRS_COLOUR, pal.OKABE_ITO["bluish_green"], OURS_COLOUR, pal.OKABE_ITO["reddish_purple"])
+SKIPPED = "# ..."
+NO_EXCERPT = "excerpt: no line with {start!r} followed by one with {end!r}"
 
 
 def _cut(src: str, max_lines: Optional[int]) -> str:
@@ -204,6 +209,27 @@ class Columns:
         cols = "".join(column(x, self.colours[i % len(self.colours)]) for i, x in enumerate(self.listings))
         # columns wrap onto a new row where the page is too narrow for all of them
         return f'<div style="display:flex;flex-wrap:wrap;gap:8px;align-items:flex-start">{cols}</div>'
+
+
+
+
+def excerpts(source: str, ranges: Union[Tuple[str, str], Sequence[Tuple[str, str]]]) -> str:
+    """Several excerpts of `source` in order (each as :func:`excerpt` finds it, searching on after the last),
+    dedented together so their indentation still lines up; a stretch skipped between two shows as "# ..."."""
+    if len(ranges) == 2 and all(isinstance(r, str) for r in ranges):
+        ranges = [ranges]
+    lines, out, after = textwrap.dedent(source).splitlines(), [], 0
+    for start, end in ranges:
+        i = next((k for k in range(after, len(lines)) if start in lines[k]), None)
+        j = next((k for k in range(i + 1, len(lines)) if end in lines[k]), None) if i is not None else None
+        if i is None or j is None:
+            raise ValueError(NO_EXCERPT.format(start=start, end=end))
+        if out and i > after:                      # the gap, marked at the indentation of its first line
+            indent = lines[after][:len(lines[after]) - len(lines[after].lstrip())]
+            out.append(indent + SKIPPED)
+        out += lines[i:j + 1]
+        after = j + 1
+    return textwrap.dedent("\n".join(out))
 
 
 def columns(*listings: Listing) -> Columns:
