@@ -20,6 +20,9 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # reference pieces of notebooks/solutions/12_build_it_yourself.py instead of the stubs (the cells the reader
 # sees stay stubs; see mixtral_edu.build.chapter). The kernels myst-nb starts inherit it.
 os.environ.setdefault("MIXTRAL_EDU_SOLUTIONS", str(DOCS.parent / "notebooks" / "solutions"))
+# The pages have no kernel: each live (widget) view gets its static twin below it (mixtral_edu.viz.show_static_twin
+# draws only with this variable set; in JupyterLab the live view alone is shown).
+os.environ.setdefault("MIXTRAL_EDU_STATIC_PAGE", "1")
 
 from mixtral_site import static_paths  # noqa: E402
 
@@ -35,6 +38,7 @@ extensions = [
     "sphinx.ext.mathjax",
     "mixtral_site",
     "plain_docstrings",
+    "classroom",
 ]
 
 root_doc = "index"
@@ -125,8 +129,11 @@ mathjax3_config = {"tex": {"inlineMath": [["\\(", "\\)"]], "displayMath": [["\\[
 # ---------------------------------------------------------------- HTML
 html_theme = "sphinx_book_theme"
 html_title = "mixtral-edu"
-html_static_path = ["_static"]
+# mixtral_edu/viz/static holds the script that names widget controls by their visible labels; the
+# package shows it in JupyterLab too (viz.projector), so it has one copy, there.
+html_static_path = ["_static", "../mixtral_edu/viz/static"]
 html_css_files = ["mixtral_edu.css"]
+html_js_files = ["mxe-a11y.js"]
 html_copy_source = True  # the .ipynb of each chapter is offered for download from _sources
 html_show_sourcelink = False
 html_theme_options = {

@@ -26,14 +26,9 @@ done
 
 bash scripts/setup.sh
 
-# npm fetches the site's pinned JavaScript packages (widgets, MathJax) once into
+# npm fetches the site's pinned JavaScript packages (widgets, MathJax, reveal.js) once into
 # docs/_build/.vendor; later builds reuse them.
-if ! command -v npm >/dev/null 2>&1; then
-  echo "==> installing Debian's npm (used once to fetch the site's JavaScript assets)"
-  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq npm >/dev/null
-fi
+bash scripts/npm.sh
 
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONHASHSEED=0
 # Notebooks run tiny models: one thread each keeps the 2 shared cores responsive.

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Set up (if needed) and open the walkthrough notebooks in JupyterLab.
+# Set up (if needed) and open the walkthrough notebooks in JupyterLab, quiet: nothing reaches for the
+# network or pops up during a talk (scripts/jupyter/README.md).
 #   bash scripts/lab.sh                # the English notebooks
 #   bash scripts/lab.sh --lang zh_CN   # the Chinese notebooks (generated from the English ones and the
 #                                      # catalogs), with JupyterLab's own interface in Chinese
@@ -18,6 +19,8 @@ while [ $# -gt 0 ]; do
 done
 bash scripts/setup.sh
 export HF_HUB_OFFLINE=1
+# A quiet lab for a talk: no news prompt, no update check, no extension index (scripts/jupyter/README.md)
+export JUPYTER_CONFIG_PATH="$PWD/scripts/jupyter${JUPYTER_CONFIG_PATH:+:$JUPYTER_CONFIG_PATH}"
 ROOT_FLAG=()
 [ "$(id -u)" -ne 0 ] || ROOT_FLAG=(--allow-root)  # containers and CI machines often run as root; Jupyter refuses without this
 folder=notebooks

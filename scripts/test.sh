@@ -10,5 +10,6 @@ if ! command -v chromium >/dev/null 2>&1; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver fonts-dejavu-core >/dev/null
 fi
+bash scripts/npm.sh   # the docs site, the slide decks and the accessibility check vendor pinned npm packages
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 PYTHONHASHSEED=0
 exec .venv/bin/python -m pytest "$@"

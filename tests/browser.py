@@ -135,3 +135,14 @@ def screenshot(page, path: os.PathLike, full_page: bool = True) -> Optional[Path
     path.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(path), full_page=full_page)
     return path
+
+
+def lab_run_all(page) -> None:
+    """In a JupyterLab page (started with --LabApp.expose_app_in_browser): wait for the current
+    notebook's kernel, then queue every cell (the command behind Run > Run All Cells)."""
+    page.evaluate("""async () => {
+        const app = window.jupyterapp;
+        const panel = app.shell.currentWidget;
+        await panel.sessionContext.ready;
+        await app.commands.execute('notebook:run-all-cells');
+    }""")

@@ -23,13 +23,15 @@ check to stop with a hint), :func:`call` (run the learner's function),
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import math
 from numbers import Number
-from typing import Any, Callable, Iterable, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
+from torch.overrides import TorchFunctionMode
 
 from ..i18n import N_, _
 
@@ -48,6 +50,10 @@ RAISED_HINT = {
     "ZeroDivisionError": N_("a division by zero: check which count can be 0."),
 }
 RAISED_OTHER = N_("run your function by hand on this case to see where it fails.")
+# A RuntimeError whose text names dtypes: two tensors of different dtypes met (print dtypes, not shapes).
+RAISED_DTYPE_HINT = N_("two tensors of different dtypes met in one operation (e.g. float32 and bfloat16): print the "
+                       "dtype of each tensor the failing line combines, and make them agree.")
+DTYPE_WORDS = ("scalar type", "dtype", "BFloat16", "Half", "Float and", "Double and", "Long and")
 ODD_ANSWER = N_("your answer could not be checked ({kind}: {text}).")
 ODD_ANSWER_HINT = N_("return what the exercise asks for, of the type and shape its signature says.")
 NOT_CALLABLE = N_("pass your function itself (`{check}({name})`), got a {kind}.")
@@ -181,7 +187,52 @@ def call(fn: Callable, *args, name: Optional[str] = None, label: str = "", **kwa
     except Exception as exc:  # the learner's code failed: say where, not a stack trace
         problem = _(RAISED).format(name=name, kind=type(exc).__name__, text=_one_line(exc))
         raise NotYet(_(CASE).format(label=_(label), problem=problem) if label else problem,
-                     RAISED_HINT.get(type(exc).__name__, RAISED_OTHER)) from None
+                     raised_hint(exc)) from None
+
+
+def raised_hint(exc: BaseException) -> str:
+    """The hint for an exception the learner's code raised: by its type, and for a RuntimeError about
+    dtypes (e.g. "self (Float) and source (BFloat16) must have the same scalar type") a dtype hint."""
+    kind = type(exc).__name__
+    if kind == "RuntimeError" and any(w.lower() in str(exc).lower() for w in DTYPE_WORDS):
+        return RAISED_DTYPE_HINT
+    return RAISED_HINT.get(kind, RAISED_OTHER)
+
+
+# -- watching how an answer computes ----------------------------------------------------------------
+
+class Call(NamedTuple):
+    """One torch call the learner's code made: the function's name, the function, its arguments."""
+    name: str
+    func: Any
+    args: tuple
+    kwargs: dict
+
+
+class _Watch(TorchFunctionMode):
+    """Notes every torch function or tensor method call whose name is in `names` (and runs it unchanged)."""
+
+    def __init__(self, names: Sequence[str]):
+        super().__init__()
+        self.names, self.calls = frozenset(names), []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        name = getattr(func, "__name__", "")
+        if name in self.names:
+            self.calls.append(Call(name, func, args, kwargs))
+        return func(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def watching(*names: str) -> Iterator[List[Call]]:
+    """Inside the block, the calls of torch functions / tensor methods named `names` are listed (e.g.
+    `with watching("index_add_") as calls: got = call(fn, ...)`): for checks of HOW an answer computes,
+    where the exercise asks for one way and the numbers cannot tell (one index_add_, a float32 softmax).
+    Only the outermost call is seen: what a watched function calls inside is not listed again."""
+    mode = _Watch(names)
+    with mode:
+        yield mode.calls
 
 
 # -- comparing answers -----------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from . import (ExerciseResult, NotYet, call, checker, expect_same, filled_predictions, name_the_mistake,
-               run_cases)
+               run_cases, same, watching)
 from ..modeling.rotary import MixtralRotaryEmbedding, apply_rotary_pos_emb
 
 # The user-facing sentences of this module, in one place (issue 19 wraps them for translation).
@@ -73,6 +73,10 @@ MSG = {
     "attn_mask_after": "add the mask BEFORE the softmax: after it, the hidden keys already took their share.",
     "attn_scale_after": "divide the scores by sqrt(D) before the softmax, not the weights after it.",
     "attn_dtype": "return q's dtype: do the softmax in float32, then cast the weights back.",
+    "attn_softmax_bf16": "case {label}: the numbers agree, but your softmax ran in {dtype}.",
+    "attn_softmax_bf16_hint": ("run the softmax in float32, as the exercise (and MixtralAttention) asks, then cast the "
+                               "weights back to q's dtype. PyTorch's CPU kernel happens to round to the same numbers "
+                               "here, so the check looks at the dtype your softmax computed in."),
     "attn_default": "softmax over the keys of (q k^T / sqrt(D) + mask), then times v.",
 
     "win_what": "the attention output",
@@ -96,6 +100,15 @@ MSG = {
     "win_no_window": ("the window also applies inside a prefill or chunk: a query there sees at most the W keys "
                       "before it, even when older ones are still in hand."),
     "win_heads": "repeat the Hkv key/value heads to H (each kv head serves H / Hkv query heads) before the scores.",
+    # found by reading off which keys a wrong query really attended to (positions count from the first token)
+    "win_future": ("the query at position {p} gave weight to keys that come after it: in a call of several tokens, "
+                   "what keeps a query from reading the tokens after it?"),
+    "win_one_short": ("the query at position {p} saw {n} keys, one too few: 4.41.2's window shows a query itself and "
+                      "the W keys before it, W + 1 in all. Which limit in your code is off by one?"),
+    "win_lost": ("the query at position {p} saw only {n} keys: keys it should still see were gone when it attended. "
+                 "Where does your function cut the keys back to W: before the scores, or after?"),
+    "win_too_far": ("the query at position {p} saw {n} keys, more than the W + 1 the window allows: how far back does "
+                    "your mask let a query look?"),
     "win_default": ("compare call by call with a cache that keeps every key and applies the window by the mask "
                     "(positions relative to the first kept key shift every query and key alike)."),
 }
@@ -234,13 +247,17 @@ def reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask:
     return torch.matmul(weights, v)                                            # (B, H, T, D)
 
 
-def _additive(b, t, s, past=0, pad=None):
+def _additive(b, t, s, past=0, pad=None, dtype=torch.float32):
     q = torch.arange(t)[:, None] + past
     k = torch.arange(s)[None, :]
     visible = (k <= q)[None, None].expand(b, 1, t, s).clone()
     if pad is not None:
         visible &= (pad == 1)[:, None, None, :]
-    return torch.zeros(b, 1, t, s).masked_fill(~visible, torch.finfo(torch.float32).min)   # (B, 1, T, S)
+    # in the model's dtype, as the model builds it: 0 where visible, that dtype's most negative number elsewhere
+    return torch.zeros(b, 1, t, s, dtype=dtype).masked_fill(~visible, torch.finfo(dtype).min)   # (B, 1, T, S)
+
+
+BF16_CASE = "bfloat16 (a bf16 model): causal + left padding, B=2, T=S=5"
 
 
 def attn_cases():
@@ -252,7 +269,14 @@ def attn_cases():
             ("decode: T=1 query, S=5 keys, left padding", (r(2, 2, 1, 4), r(2, 2, 5, 4), r(2, 2, 5, 4),
                                                            _additive(2, 1, 5, past=4, pad=pad)), {}),
             ("causal + left padding, B=2, T=S=5 (pad queries see nothing)",
-             (r(2, 2, 5, 4), r(2, 2, 5, 4), r(2, 2, 5, 4), _additive(2, 5, 5, pad=pad)), {})]
+             (r(2, 2, 5, 4), r(2, 2, 5, 4), r(2, 2, 5, 4), _additive(2, 5, 5, pad=pad)), {}),
+            (BF16_CASE, (r(2, 2, 5, 8).bfloat16(), r(2, 2, 5, 8).bfloat16(), r(2, 2, 5, 8).bfloat16(),
+                         _additive(2, 5, 5, pad=pad, dtype=torch.bfloat16)), {})]
+
+
+def _attn_atol(label, args, kwargs) -> float:
+    """float32: rounding only; bfloat16 keeps about 3 digits, and a sum in another order rounds differently."""
+    return 1e-5 if args[0].dtype == torch.float32 else 3e-2
 
 
 def _diagnose_attn(got, want, q, k, v, mask=None):
@@ -275,16 +299,35 @@ def _diagnose_attn(got, want, q, k, v, mask=None):
             (MSG["attn_mask_multiplied"], lambda: ((raw / math.sqrt(d)) * (mask == 0)).softmax(-1) @ v),
             (MSG["attn_mask_after"], lambda: ((raw / math.sqrt(d)).softmax(-1) + mask) @ v),
         ]
-    found = name_the_mistake(got, mistakes, atol=1e-4)
+    found = name_the_mistake(got, mistakes, atol=1e-4 if q.dtype == torch.float32 else 3e-2)
     if found:
         return found
     return MSG["attn_nan"] if torch.isnan(got.float()).any() else MSG["attn_default"]
 
 
+def _softmax_dtype(c) -> torch.dtype:
+    """The dtype a watched softmax call computed in: its dtype argument, else its input's."""
+    dtype = c.kwargs.get("dtype")
+    position = 3 if c.func is F.softmax else 2          # F.softmax(input, dim, _stacklevel, dtype)
+    if dtype is None and len(c.args) > position:
+        dtype = c.args[position]
+    return dtype or c.args[0].dtype
+
+
 @checker
 def check_attention(fn: Callable) -> ExerciseResult:
-    """fn(q, k, v, mask or None) -> softmax(q k^T / sqrt(D) + mask) v, (B, H, T, D)."""
-    return run_cases(fn, reference_attention, attn_cases(), _diagnose_attn, MSG["attn_what"], atol=1e-5)
+    """fn(q, k, v, mask or None) -> softmax(q k^T / sqrt(D) + mask) v, (B, H, T, D), the softmax in float32."""
+    result = run_cases(fn, reference_attention, attn_cases(), _diagnose_attn, MSG["attn_what"], atol=_attn_atol)
+    if not result:
+        return result
+    label, args, _ = next(c for c in attn_cases() if c[0] == BF16_CASE)
+    with watching("softmax") as calls:                   # the numbers cannot tell a bf16 softmax apart (see hint)
+        call(fn, *args, label=label)
+    low = [d for d in map(_softmax_dtype, calls) if d in (torch.bfloat16, torch.float16)]
+    if low:
+        raise NotYet(MSG["attn_softmax_bf16"].format(label=label, dtype=str(low[0]).replace("torch.", "")),
+                     MSG["attn_softmax_bf16_hint"])
+    return result
 
 
 # -- 06.4 implement a variant: a cache that evicts what the window hides -----------------------------------------
@@ -346,6 +389,45 @@ def _window_mistakes(calls, w, index):
     ]
 
 
+def _seen_keys(got_t, q_t, keys, values, atol):
+    """(a, b): the keys a..b (positions from the first token) that one query really attended to, read off its
+    output got_t (B, H, D) by trying every range, or None when no range gives that output."""
+    from ..modeling.attention import repeat_kv
+    g = q_t.shape[1] // keys.shape[1]
+    k, v = repeat_kv(keys, g), repeat_kv(values, g)                   # (B, H, S, D)
+    for a in range(k.shape[2]):
+        for b in range(a, k.shape[2]):
+            if same(got_t, reference_attention(q_t, k[:, :, a:b + 1], v[:, :, a:b + 1])[:, :, 0], atol=atol):
+                return a, b
+    return None
+
+
+def _window_diagnosis(got, want, q, keys, values, past, window, kept_before) -> Optional[str]:
+    """Name the mistake from the first wrong query: which keys did it see, against the W + 1 it should see?"""
+    wrong = [t for t in range(q.shape[2]) if not same(got[:, :, t], want[:, :, t], atol=1e-5)]
+    if not wrong:
+        return None
+    t = wrong[0]
+    p = past + t                                                      # the query's position from the first token
+    seen = _seen_keys(got[:, :, t], q[:, :, t:t + 1], keys, values, atol=1e-4)
+    if seen is None:
+        return None
+    a, b = seen
+    n, first = b - a + 1, max(0, p - window)                          # it should see keys first..p
+    if b > p:
+        return MSG["win_future"].format(p=p)
+    if a < first:                                                     # older keys than the window allows
+        return MSG["win_no_window"] if a >= past else MSG["win_too_far"].format(p=p, n=n)
+    if a == first + 1 and b == p:                                     # one key short: the oldest one it may see
+        if first >= past:                                             # a key of this very call: the mask
+            return MSG["win_one_short"].format(p=p, n=n)
+        if kept_before < window:                                      # a cached key: kept too few last time
+            return MSG["win_too_few"]
+    if a > first or b < p:                                            # keys it should see were gone
+        return MSG["win_lost"].format(p=p, n=n)
+    return None
+
+
 def _kept_length(cache) -> int:
     if not (isinstance(cache, (tuple, list)) and len(cache) == 2
             and all(isinstance(x, torch.Tensor) and x.dim() == 4 for x in cache)):
@@ -358,7 +440,7 @@ def check_attend_with_window_cache(fn: Callable) -> ExerciseResult:
     """fn(cache, q, k, v, window) -> (output (B, H, T, D), new cache) over a sequence of calls."""
     for seed, (label, b, h, hkv, d, w, counts) in enumerate(WINDOW_CASES):
         calls = _window_calls(b, h, hkv, d, counts, seed)
-        cache, past, all_k, all_v = None, 0, [], []
+        cache, past, all_k, all_v, kept_before = None, 0, [], [], 0
         for i, (q, k, v) in enumerate(calls):
             all_k.append(k)
             all_v.append(v)
@@ -375,10 +457,13 @@ def check_attend_with_window_cache(fn: Callable) -> ExerciseResult:
             got, cache = result
             if not isinstance(got, torch.Tensor):
                 raise NotYet(MSG["win_type"].format(kind=type(got).__name__), MSG["win_type_hint"])
-            expect_same(got, want, step, lambda: name_the_mistake(got, _window_mistakes(calls, w, i), atol=1e-5,
-                                                                  default=MSG["win_default"]),
-                        atol=1e-5, what=MSG["win_what"])
-            held = _kept_length(cache)
+            keys, values = torch.cat(all_k, -2), torch.cat(all_v, -2)
+            # which keys the first wrong query really saw names most mistakes; whole wrong variants the rest
+            expect_same(got, want, step, lambda: (
+                _window_diagnosis(got, want, q, keys, values, past, w, kept_before)
+                or name_the_mistake(got, _window_mistakes(calls, w, i), atol=1e-5, default=MSG["win_default"])),
+                atol=1e-5, what=MSG["win_what"])
+            held = kept_before = _kept_length(cache)
             if held > w:
                 raise NotYet(MSG["win_grows"].format(label=step, n=held, w=w), MSG["win_grows_hint"])
             past += q.shape[2]

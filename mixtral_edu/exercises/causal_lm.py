@@ -26,20 +26,19 @@ IGNORE = -100  # the label value cross-entropy skips
 # -- the sentences a learner reads (one place, for translation) ------------------------------------
 CE_SCALAR = ("return one number (a 0-dim tensor): average over the kept positions "
              "(F.cross_entropy's default reduction='mean').")
-CE_ROW_MEAN = ("that is a mean of per-row means: a row with few kept labels weighs as much as a row with many. "
-               "Average over all kept labels of the batch at once.")
-CE_ROW_NAN = ("a row whose labels are all -100 has nothing to average: 0 / 0 = NaN. Average over all kept labels "
-              "of the batch at once instead of row by row.")
-CE_NO_SHIFT = ("the logits at position t predict the token at t + 1: drop the LAST logit and the FIRST label "
-               "before the cross-entropy.")
-CE_WRONG_WAY = "the shift goes the other way: position t predicts the token AFTER it, not the one before."
-CE_SUM = "take the mean over the kept positions, not the sum."
-CE_IGNORED = ("labels equal to -100 must be skipped, not turned into a real token id: F.cross_entropy skips them "
-              "with ignore_index=-100.")
-CE_ALL_PAIRS = ("divide by the number of kept labels (those != -100), not by all B*(T-1) pairs: "
-                "F.cross_entropy(..., ignore_index=-100) does it.")
-CE_DEFAULT = ("shift (drop the last position's logits and the first label), flatten both, then one "
-              "F.cross_entropy with ignore_index=-100 over the whole batch.")
+# 03.1 is "find the bug": the hints ask where to look (the case that disagrees says when), never spell the fix.
+CE_ROW_MEAN = ("the batches whose rows keep different numbers of labels disagree with the model: in your average, "
+               "how much does one label of a row with few labels weigh, and one of a row with many?")
+CE_ROW_NAN = ("a row whose labels are all -100 makes your loss NaN: what does your function average for that row, "
+              "and does the model average row by row at all?")
+CE_NO_SHIFT = ("which label are the logits at position t scored against in your function? The model scores them "
+               "against the token at t + 1.")
+CE_WRONG_WAY = "your shift goes the other way: does position t predict the token before it, or the one after it?"
+CE_SUM = "your number grows with the number of labels: is it a sum or a mean?"
+CE_IGNORED = "labels equal to -100 were scored as if they were a token: how does F.cross_entropy know to skip them?"
+CE_ALL_PAIRS = "what do you divide by: every (position, label) pair, or only the labels that are not -100?"
+CE_DEFAULT = ("compare with section 5 step by step: which logits are scored against which labels, which labels are "
+              "skipped, and over what the mean is taken.")
 
 LB_SCALAR = "return one number (a 0-dim tensor): E * sum(f * P)."
 LB_NO_MASK = ("the pads were counted: leave the positions where attention_mask is 0 out of both f and P "

@@ -25,12 +25,12 @@ from ..modeling.config import MixtralConfig
 PAD, EOS = 3, 2
 
 # -- the sentences a learner reads (one place, for translation) ------------------------------------
-FED_CACHE_LAST = ("the token chosen at the last step is appended to the output but never fed: with a cache the "
-                  "model is fed the prompt once, then one token for each step but the last.")
+FED_CACHE_LAST = ("count the steps again: one new token is chosen per step, but is every chosen token also fed to "
+                  "the model? Look for the one that is appended to the output but never fed.")
 FED_CACHE_LIKE_NONE = ("with a cache, a decode step feeds only the one new token: the cache already holds the rest.")
 FED_NONE_FLAT = ("without a cache, every step feeds the whole sequence so far, and it grows by one token per step.")
-FED_NONE_SHIFT = ("without a cache the first step feeds the prompt alone, the second the prompt plus one token, and "
-                  "so on: the last step does not feed the token it chooses.")
+FED_NONE_SHIFT = ("your count is one step off: what exactly does step 0 feed without a cache, and does any step feed "
+                  "the token it is about to choose?")
 FED_NONE_LIKE_CACHE = "without a cache nothing is remembered: each step feeds the whole sequence again."
 FED_TYPE = "return a whole number (a Python int)."
 FED_DEFAULT = "write out the tokens fed at steps 0, 1, 2 for a small case by hand, then find the pattern."
@@ -42,8 +42,10 @@ APP_NEW_ROW = "append along the sequence axis (dim=-1, a new column), not as a n
 APP_SHAPE = "each of input_ids and attention_mask gains exactly one column; unfinished stays (B,)."
 APP_DTYPE = ("keep the dtype of what you extend: build the new column with attention_mask.new_ones(...) (or pass "
              "dtype=...), and append next_tokens as token ids (torch.long).")
+APP_UNFINISHED_DTYPE = ("return unfinished as the kind of tensor it came in as, 1s and 0s of torch.long: the next "
+                        "step computes 1 - unfinished, which a bool tensor refuses.")
 APP_FINISHED_TOKEN = ("a row that had already finished still got its chosen token: finished rows receive "
-                      "pad_token_id (next_tokens * unfinished + pad_token_id * (1 - unfinished)).")
+                      "pad_token_id instead (a 0/1 flag times a value selects it, without an if per row).")
 APP_MASK_ZERO = ("the new mask column must be all ones, for every row: generate appends a 1 even for a finished "
                  "row (its pads come after its eos, so they change nothing that matters).")
 APP_NOT_UPDATED = "unfinished was not updated: a row that just emitted eos_token_id is finished (set it to 0)."
@@ -58,23 +60,27 @@ APP_DEFAULT = ("three steps, in order: give finished rows the pad id, append the
 APP_PASSED = "append_step agrees with generate's loop on all {n} cases."
 
 GEN_NOT_TENSOR = "return the sequences as one (B, T0 + new) LongTensor, prompt included, as generate does."
-GEN_TOO_LONG = ("your loop went on after every row had finished: generate stops as soon as all rows are done, "
-                "so the result can be shorter than T0 + max_new_tokens.")
-GEN_TOO_SHORT = ("your loop stopped early: it must go on until every row has finished or max_new_tokens tokens "
-                 "were added.")
-GEN_POSITION0 = ("the first new token is wrong in some rows: you read the logits of position 0; the next token "
-                 "comes from the LAST position, logits[:, -1, :].")
-GEN_FORGETS = ("a finished row came back to life after one pad: once a row has emitted eos it stays finished "
-               "(unfinished = unfinished & ...).")
+GEN_TOO_LONG = ("your result is longer than generate's: what does your loop do once every row has finished? "
+                "(generate's result can be shorter than T0 + max_new_tokens.)")
+GEN_TOO_SHORT = ("your result is shorter than generate's: when does your loop stop, and when does generate?")
+# 01.3 is "find the bug": its hints point at the place, as questions, and never spell out the fix.
+GEN_POSITION0 = ("the first new token already differs in some rows (the later ones follow from it): which "
+                 "position's logits choose it in your loop, and which position has read the whole prompt?")
+GEN_STOPS_EARLY = ("your loop stopped while some rows were still running: what does your stop condition test, and "
+                   "when does generate stop?")
+GEN_FORGETS = ("a row that had emitted eos came back to life after one pad: what does your update of `unfinished` "
+               "do with a row that finished at an earlier step?")
 GEN_SECOND = "There is a second bug as well."
-GEN_NO_PAD = "a finished row kept getting tokens: rows that emitted eos receive pad_token_id from then on."
-GEN_POSITIONS = ("the left-padded rows drift: the positions must be counted from the attention mask "
-                 "(prepare_inputs_for_generation builds position_ids from it).")
-GEN_NO_CACHE = ("the tokens are right, but every step fed the whole sequence again: carry the past_key_values "
-                "of each forward into the next step, so that a decode step feeds one token per row.")
+GEN_NO_PAD = ("a finished row kept getting real tokens: what should a row receive at each step after it "
+              "emitted eos?")
+GEN_POSITIONS = ("the left-padded rows drift: which position ids does the model get when you feed it yourself? "
+                 "prepare_inputs_for_generation builds them from the attention mask.")
+GEN_NO_CACHE = ("the tokens are right, but every decode step fed the whole sequence again: what does your loop hand "
+                "from one forward to the next?")
 GEN_NOT_A_MODEL = "check_greedy_generate(model=...) takes a mixtral_edu MixtralForCausalLM, got a {kind}."
 GEN_NOT_A_MODEL_HINT = "pass the model from `mixtral_edu.load_tiny()`, or leave model out to check on small random models."
-GEN_MASK = "extend the attention mask by a column of ones every step, as the sequence grows."
+GEN_MASK = ("the model refused the attention mask: after you append a token, does the mask still cover every "
+            "column of input_ids?")
 GEN_DEFAULT = ("compare your loop with generate, step by step: which tokens are fed, which logits choose, how "
                "finished rows are handled, when to stop.")
 GEN_WRONG = "case {label}: {problem}"
@@ -189,15 +195,14 @@ def check_append_step(append_step) -> ExerciseResult:
         if not isinstance(got, (tuple, list)) or len(got) != 3:
             raise NotYet(f"case {label}: returned {type(got).__name__}, expected three tensors", APP_NOT_TRIPLE)
         for i, name in enumerate(("input_ids", "attention_mask", "unfinished")):
-            # unfinished may be long or bool: both work as flags
-            problem = difference(got[i], want[i], what=name, check_dtype=name != "unfinished")
+            problem = difference(got[i], want[i], what=name)
             if problem is None:
                 continue
             if problem.kind == "shape":
                 g = got[i]
                 hint = APP_NEW_ROW if name != "unfinished" and g.shape[0] == want[i].shape[0] + 1 else APP_SHAPE
             elif problem.kind == "dtype":
-                hint = APP_DTYPE
+                hint = APP_UNFINISHED_DTYPE if name == "unfinished" else APP_DTYPE
             else:
                 got_long = tuple(x.long() if isinstance(x, torch.Tensor) else x for x in got)
                 hint = name_the_mistake(got_long, _append_mistakes(ids, mask, tokens, unfinished),
@@ -210,7 +215,7 @@ def check_append_step(append_step) -> ExerciseResult:
 
 @torch.no_grad()
 def _loop(model, input_ids, attention_mask, max_new_tokens, position0=False, forgets=False, no_pad=False,
-          plain_positions=False, no_break=False):
+          plain_positions=False, no_break=False, stops_early=False):
     """generate's greedy loop, optionally with one of the known mistakes (for naming them)."""
     eos, pad = model.config.eos_token_id, model.config.pad_token_id
     past, unfinished = None, torch.ones(input_ids.shape[0], dtype=torch.long)
@@ -228,14 +233,16 @@ def _loop(model, input_ids, attention_mask, max_new_tokens, position0=False, for
         attention_mask = torch.cat([attention_mask, attention_mask.new_ones((attention_mask.shape[0], 1))], dim=-1)
         past = out.past_key_values
         unfinished = (tokens != eos).long() if forgets else unfinished & (tokens != eos).long()
-        if unfinished.max() == 0 and not no_break:
+        if (unfinished.min() if stops_early else unfinished.max()) == 0 and not no_break:
             break
     return input_ids
 
 
 def _loop_mistakes(model, ids, mask, n):
     run = functools.partial(_loop, model, ids, mask, n)
-    return [(GEN_POSITION0, lambda: run(position0=True)), (GEN_FORGETS, lambda: run(forgets=True)),
+    return [(GEN_POSITION0, lambda: run(position0=True)), (GEN_STOPS_EARLY, lambda: run(stops_early=True)),
+            (GEN_POSITION0 + " " + GEN_SECOND, lambda: run(position0=True, stops_early=True)),
+            (GEN_FORGETS, lambda: run(forgets=True)),
             (GEN_POSITION0 + " " + GEN_SECOND, lambda: run(position0=True, forgets=True)),
             (GEN_NO_PAD, lambda: run(no_pad=True)), (GEN_POSITIONS, lambda: run(plain_positions=True)),
             (GEN_TOO_LONG, lambda: run(no_break=True))]
@@ -312,7 +319,7 @@ def check_greedy_generate(greedy_generate, model: Optional[MixtralForCausalLM] =
                 hint = GEN_TOO_LONG if got.shape[1] > want.shape[1] else GEN_TOO_SHORT
                 if got.shape[1] <= n:
                     hint = GEN_NOT_TENSOR
-                hint = name_the_mistake(got, _loop_mistakes(m, ids, mask, n)[:5], default=hint)
+                hint = name_the_mistake(got, _loop_mistakes(m, ids, mask, n)[:-1], default=hint)
             elif problem.kind == "dtype":
                 hint = GEN_NOT_TENSOR
             else:

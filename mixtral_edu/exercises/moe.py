@@ -16,7 +16,7 @@ from typing import Callable, List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from . import ExerciseResult, NotYet, call, checker, difference, expect_same, name_the_mistake, same
+from . import ExerciseResult, NotYet, call, checker, difference, expect_same, name_the_mistake, same, watching
 from ..modeling.config import MixtralConfig
 from ..modeling.moe import MixtralSparseMoeBlock
 
@@ -77,7 +77,13 @@ GROUPED_HINTS = {
                          "order, and hand each expert a slice (a view) of that one tensor."),
     "values": ("some tokens' outputs are wrong: sort the pairs by expert, keep for each sorted pair its token "
                "and its weight, and add every weighted row back to its token."),
+    "not_one_add": "case {label}: the output is right, but the rows go back into it with {n} scatter calls, not one.",
+    "no_add": "case {label}: the output is right, but the rows go back into it without index_add_.",
+    "one_add": ("add all N*K weighted rows back with ONE index_add_: its index is the token of each sorted pair, so "
+                "one call sums every contribution into its token's row (a Python loop writes them one by one)."),
 }
+# the torch calls that scatter rows back into the output (one is asked for)
+SCATTERS = ("index_add_", "index_add", "scatter_add_", "scatter_add", "index_put_", "index_put")
 LOSS_HINTS = {
     "sign": "your change has the wrong sign: the loss without the expert minus the loss with it.",
     "not_off": ("your number says nothing changed: was the expert really off while you measured? Apply the "
@@ -91,6 +97,9 @@ LOSS_HINTS = {
     "leaked_hint": "attach the hook spec with a with-block (`with hooks(model, spec):`), which always takes it off.",
     "values": ("measure with mixtral_edu.tiny.evaluate.domain_loss(model, tokenizer, domain), once with the "
                "expert and once without it."),
+    "ignores_args": ("your function gives the same number whatever layer and expert it is asked about: build the "
+                     "hook spec inside it from its own arguments, disable_expert(layer, expert), not from a name "
+                     "defined elsewhere in the notebook such as `spec`."),
 }
 PASSED = "{name} agrees with MixtralSparseMoeBlock on all {n} cases ({what})."
 
@@ -381,8 +390,9 @@ def check_dispatch_grouped(dispatch_grouped: Callable) -> ExerciseResult:
     for label, x, w, sel, experts in cases:
         watched = [_Watched(e) for e in experts]
         with torch.no_grad():
-            got = call(dispatch_grouped, x.clone(), w.clone(), sel.clone(), watched, name="dispatch_grouped",
-                       label=label)
+            with watching(*SCATTERS) as scatters:                 # the learner's call only
+                got = call(dispatch_grouped, x.clone(), w.clone(), sel.clone(), watched, name="dispatch_grouped",
+                           label=label)
             want = reference_dispatch(x, w, sel, experts)
             atol, rtol = _tolerance(x)
             _dispatch_problem(got, want, label, _grouped_mistakes(x, w, sel, experts), atol, rtol,
@@ -390,6 +400,9 @@ def check_dispatch_grouped(dispatch_grouped: Callable) -> ExerciseResult:
         problem = _grouping_problem(watched, sel)
         if problem is not None:
             raise NotYet(f"case {label}: the output is right, but this is not a grouped dispatch.", problem)
+        if len(scatters) != 1:                     # e.g. final[token[i]] += row[i] in a loop: right, but not one op
+            raise NotYet((GROUPED_HINTS["not_one_add"] if scatters else GROUPED_HINTS["no_add"]).format(
+                label=label, n=len(scatters)), GROUPED_HINTS["one_add"])
     return ExerciseResult(True, PASSED.format(name="dispatch_grouped", n=len(cases),
                                               what="one sorted gather, each expert once on its slice"))
 
@@ -430,12 +443,15 @@ def check_loss_change(loss_change: Callable) -> ExerciseResult:
             raise NotYet(f"case {label}: {LOSS_HINTS['leaked']}", LOSS_HINTS["leaked_hint"])
         before = _measured(model, tokenizer, domain)
         after = _measured(model, tokenizer, domain, disable_expert(layer, expert))
+        other = ((layer + 1) % model.config.num_hidden_layers, (expert + 1) % model.config.num_local_experts)
         mistakes = [
             (LOSS_HINTS["sign"], before - after),
             (LOSS_HINTS["not_off"], 0.0),
             (LOSS_HINTS["all_layers"], lambda: _measured(model, tokenizer, domain, disable_expert(None, expert)) - before),
             (LOSS_HINTS["ratio"], after / before),
             (LOSS_HINTS["after_only"], after),
+            (LOSS_HINTS["ignores_args"],        # the same number for another (layer, expert): the arguments are unused
+             lambda: call(loss_change, model, tokenizer, *other, domain, name="loss_change")),
         ]
         expect_same(got, after - before, label, lambda: name_the_mistake(got, mistakes, atol=1e-5), atol=1e-5,
                     what="the change of loss")

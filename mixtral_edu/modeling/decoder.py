@@ -69,7 +69,7 @@ class MixtralDecoderLayer(nn.Module):
 
         hidden_states = self.input_layernorm(hidden_states)
 
-        # Self Attention
+        # sublayer 1: attention (pre-norm, then added to the residual stream)
         hidden_states, self_attn_weights, present_key_value = self.self_attn(
             hidden_states=hidden_states,
             attention_mask=attention_mask,
@@ -82,7 +82,7 @@ class MixtralDecoderLayer(nn.Module):
         hidden_states = residual + hidden_states
         hidden_states = self.hook_resid_mid(hidden_states)
 
-        # Fully Connected: the sparse MoE block
+        # sublayer 2: the sparse MoE block, the same way
         residual = hidden_states
         hidden_states = self.post_attention_layernorm(hidden_states)
         hidden_states, router_logits = self.block_sparse_moe(hidden_states)

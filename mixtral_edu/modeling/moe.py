@@ -16,6 +16,7 @@ from torch import nn
 from .config import MixtralConfig
 from .hook_points import HookPoint
 
+
 class MixtralBlockSparseTop2MLP(nn.Module):
     """One expert: a SwiGLU MLP, w2(silu(w1 x) * w3 x). w1, w3: (I, C); w2: (C, I)."""
 

@@ -6,7 +6,7 @@ depends only on how far apart they are. Keys go into the cache already rotated.
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import torch
 from torch import nn
@@ -15,8 +15,9 @@ from torch import nn
 class MixtralRotaryEmbedding(nn.Module):
     """cos/sin tables for positions 0 .. seq_len-1, each (seq_len, D).
 
-    The table grows on demand (transformers builds it for max_position_embeddings
-    up front: 131072 rows for Mixtral, which a laptop need not hold).
+    Two differences from transformers, both on purpose: the tables start empty and grow
+    on demand (transformers builds them for max_position_embeddings up front: 131072 rows
+    for Mixtral, which a laptop need not hold), and they stay in fp32 (see below).
     """
 
     def __init__(self, dim: int, max_position_embeddings: int = 2048, base: float = 10000.0, device=None):
@@ -25,26 +26,29 @@ class MixtralRotaryEmbedding(nn.Module):
         self.max_position_embeddings = max_position_embeddings
         self.base = base
         # (D/2,) one frequency per pair of dims, computed in fp32 as transformers does
-        inv_freq = 1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.int64).float().to(device) / dim))
+        inv_freq = 1.0 / (self.base ** (torch.arange(0, self.dim, 2, dtype=torch.int64).float().to(device) / self.dim))
         self.register_buffer("inv_freq", inv_freq, persistent=False)
-        self._cos = self._sin = None
+        self.max_seq_len_cached = 0
+        self.cos_cached: Optional[torch.Tensor] = None  # plain attributes, not buffers: model.to(dtype) leaves them
+        self.sin_cached: Optional[torch.Tensor] = None
 
-    def _build(self, seq_len: int) -> None:
+    def _set_cos_sin_cache(self, seq_len: int, device) -> None:
         # Always in fp32, even after model.to(bfloat16) cast inv_freq: bf16 positions and
         # frequencies would turn the angles into noise. The tables are cast on use instead.
-        device = self.inv_freq.device
+        self.max_seq_len_cached = seq_len
         inv_freq = 1.0 / (self.base ** (torch.arange(0, self.dim, 2, dtype=torch.int64, device=device).float()
                                         / self.dim))
-        t = torch.arange(seq_len, device=device, dtype=torch.int64).float()
+        t = torch.arange(self.max_seq_len_cached, device=device, dtype=torch.int64).float()
         freqs = torch.outer(t, inv_freq)                # (seq_len, D/2)
         emb = torch.cat((freqs, freqs), dim=-1)         # (seq_len, D): halves layout, not interleaved
-        self._cos, self._sin = emb.cos(), emb.sin()
+        self.cos_cached, self.sin_cached = emb.cos(), emb.sin()
 
     def forward(self, x: torch.Tensor, seq_len: int) -> Tuple[torch.Tensor, torch.Tensor]:
         """x only supplies dtype/device. Returns cos, sin of shape (seq_len, D) in x's dtype."""
-        if self._cos is None or seq_len > self._cos.shape[0] or self._cos.device != x.device:
-            self._build(max(seq_len, 2 * (0 if self._cos is None else self._cos.shape[0])))
-        return self._cos[:seq_len].to(x.dtype), self._sin[:seq_len].to(x.dtype)
+        if self.cos_cached is None or seq_len > self.max_seq_len_cached or self.cos_cached.device != x.device:
+            # at least double: a generation that grows one token per step rebuilds log(n) times
+            self._set_cos_sin_cache(seq_len=max(seq_len, 2 * self.max_seq_len_cached), device=x.device)
+        return self.cos_cached[:seq_len].to(dtype=x.dtype), self.sin_cached[:seq_len].to(dtype=x.dtype)
 
 
 def rotate_half(x: torch.Tensor) -> torch.Tensor:

@@ -120,7 +120,7 @@ _CSS = """#ID{font:12px/1.45 ui-monospace,SFMono-Regular,Menlo,Consolas,monospac
 #ID .hdr{font-weight:bold;margin-bottom:4px}
 #ID details{margin-left:14px;border-left:1px solid #ddd;padding-left:6px}
 #ID summary{cursor:pointer;white-space:nowrap}
-#ID .t{color:#888;margin-left:8px}#ID .m{color:#7a5;margin-left:8px}#ID .e{color:#c33}
+#ID .t{color:#6a6a6a;margin-left:8px}#ID .m{color:#4a7a2a;margin-left:8px}#ID .e{color:#c33}
 #ID .d{white-space:pre-wrap;color:#444;margin:1px 0 3px 12px}"""
 
 

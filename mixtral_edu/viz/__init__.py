@@ -4,10 +4,14 @@
 the docs site; :func:`show_static_twin` does the same for the static stand-in
 of a live, widget-backed view.
 """
-from .display import LIVE_NOTE, show, show_static_twin, table
+from .display import LIVE_NOTE, alt_text, show, show_static_twin
+from .exports import export, export_session
+from .projector_mode import projector
 from .source import side_by_side, source_of
+from .tables import Table, table
 
-__all__ = ["LIVE_NOTE", "show", "show_static_twin", "side_by_side", "source_of", "table"]
+__all__ = ["LIVE_NOTE", "alt_text", "export", "export_session", "projector", "show", "show_static_twin",
+           "side_by_side", "source_of", "Table", "table"]
 
 # The views: a static plotly figure (works with no kernel) and a live JupyterLab widget each.
 from .attention import attention_explorer, attention_figure  # noqa: E402

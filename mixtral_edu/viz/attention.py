@@ -27,6 +27,8 @@ from .runs import (batch_size_of, check_index, check_member, check_trace, config
 from .widgets import visibility_slider
 
 X_TITLE, Y_TITLE = N_("key position"), N_("query position")  # shown through _()
+ALT = N_("Attention weights at step {step} ({kind}), batch row {row}: for each of {H} query heads, how strongly each of "
+       "{T} query positions attends to each of {S} keys, masked cells painted over; a slider picks one of {layers} layers.")
 
 
 def kv_head_of_query_heads(num_heads: int, num_kv_heads: int) -> List[int]:
@@ -61,6 +63,7 @@ def attention_figure(trace, step: int = 0, row: int = 0, layer: int = 0, tokeniz
     order = sorted(range(H), key=lambda h: (kv_of[h], h))                     # group heads by kv head
     fig = make_subplots(rows=1, cols=H, horizontal_spacing=0.025, shared_yaxes=True,
                         subplot_titles=[_("query head {h}").format(h=h) for h in order])
+    fig.update_annotations(font_size=12)   # the panel titles: they must fit a narrow panel side by side
     hidden = np.where(reasons == M.VISIBLE, np.nan, reasons.astype(float))   # only hidden cells drawn
     names = np.vectorize(lambda r: M.REASONS[int(r)])(reasons)
     groups = []
@@ -95,35 +98,38 @@ def attention_figure(trace, step: int = 0, row: int = 0, layer: int = 0, tokeniz
         always.append(len(fig.data))
         name = _("masked: {reason}").format(reason=_(M.REASONS[r]))
         fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=name,
-                                 marker=dict(symbol="square", size=13, color=pal.MASK_COLORS[r])), 1, 1)
+                                 marker=dict(symbol="square", size=13, color=pal.MASK_COLORS[r],
+                                             line=dict(color=pal.DARK_GREY, width=1))), 1, 1)  # grey on white
     height = int(min(900, max(620, 300 + 30 * S)))
     margin = dict(t=140, b=190)
-    fig.update_layout(**pal.base_layout(title, height=height))
+    alt = _(ALT).format(step=rec.index, kind=rec.kind, row=row, H=H, T=T, S=S, layers=len(layers))
+    fig.update_layout(**pal.base_layout(title, height=height, alt=alt))
     fig.update_layout(
         coloraxis=dict(colorscale=pal.SEQUENTIAL, cmin=0, cmax=1,
                        colorbar=dict(title=dict(text=_("weight")), len=0.7, y=0.6, thickness=14)),
         coloraxis2=dict(colorscale=pal.discrete_colorscale([pal.MASK_COLORS[i] for i in range(4)]), cmin=-0.5,
                         cmax=3.5, showscale=False),
         legend=dict(x=1.02, y=0.05, yanchor="bottom"),
-        shapes=_group_bands(fig, order, kv_of), margin=margin,
+        shapes=_group_bands(fig, order, kv_of, height - margin["t"] - margin["b"]), margin=margin,
         sliders=[visibility_slider([str(l) for l in layers], [g + always for g in groups], len(fig.data),
                                    _("layer: "), active=layers.index(layer),
                                    y=-120 / (height - margin["t"] - margin["b"]))])
     return fig
 
 
-def _group_bands(fig: go.Figure, order: List[int], kv_of: List[int]) -> List[dict]:
-    """A coloured band above each GQA group of panels, labelled with the kv head they share."""
+def _group_bands(fig: go.Figure, order: List[int], kv_of: List[int], plot_height: int) -> List[dict]:
+    """A coloured band above each GQA group of panels, labelled with the kv head they share. It sits a fixed
+    number of pixels above the panels, clear of their "query head h" titles whatever the figure's height."""
+    above = lambda px: 1 + px / plot_height  # noqa: E731  (paper units: 1 is the top of the panels)
     shapes = []
     for kv in sorted(set(kv_of)):
         cols = [c for c, h in enumerate(order, start=1) if kv_of[h] == kv]
         x0 = fig.get_subplot(1, cols[0]).xaxis.domain[0]
         x1 = fig.get_subplot(1, cols[-1]).xaxis.domain[1]
         heads = ", ".join(str(order[c - 1]) for c in cols)
-        shapes.append(dict(type="rect", xref="paper", yref="paper", x0=x0, x1=x1, y0=1.09, y1=1.16,
+        shapes.append(dict(type="rect", xref="paper", yref="paper", x0=x0, x1=x1, y0=above(30), y1=above(50),
                            fillcolor=pal.EXPERT_COLORS[kv % len(pal.EXPERT_COLORS)], line=dict(width=0),
-                           opacity=0.85,
-                           label=dict(text=_("kv head {kv}: shared by query heads {heads}").format(kv=kv, heads=heads),
+                           opacity=0.85, label=dict(text=_("kv head {kv}: query heads {heads}").format(kv=kv, heads=heads),
                                                     font=dict(size=11, color="black"))))
     return shapes
 

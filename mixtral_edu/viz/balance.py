@@ -9,9 +9,11 @@ For layer l and expert e, over the real (non-pad) tokens of a domain:
   f[l, e]  share of the N*K routing slots that went to e (sums to 1 over e; even = 1/E)
   P[l, e]  mean router probability of e (sums to 1 over e; even = 1/E)
 The load-balancing loss is E * sum_e (K f_e) P_e: K for a perfectly even router,
-up to E*K for one that sends everything to K experts. The loss per layer comes
-from `mixtral_edu.modeling.moe.load_balancing_loss_func`, the total from the model's own
-`aux_loss` output; f and P are counted from the router's recorded top-k and probabilities.
+up to E for one that sends everything to the same K experts (each then has f = P = 1/K).
+The loss per layer comes from `mixtral_edu.modeling.moe.load_balancing_loss_func` on that
+layer's router logits alone; the model's own `aux_loss` (the legend) pools all layers first:
+expert e of every layer counts as one "expert e", so it can be near K while every layer is
+far from balanced.
 """
 from __future__ import annotations
 
@@ -23,10 +25,13 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from ..i18n import _
+from ..i18n import N_, _
 from . import palette as pal
 from .runs import encode_batch, pad_id_of
 
+ALT = N_("Load balance of the router on {D} text domains ({names}): for every layer and each of {E} experts, its share "
+       "of routing slots and its mean router probability, and the balancing loss per layer against the perfectly "
+       "balanced value {K}.")
 DOMAIN_COLORS = {"arith": pal.OKABE_ITO["orange"], "lang": pal.OKABE_ITO["blue"], "kv": pal.OKABE_ITO["bluish_green"]}
 
 
@@ -126,7 +131,8 @@ def balance_figure(stats: BalanceStats) -> go.Figure:
              .format(E=E, K=K, even=1 / E)
              + "<br><sup>" + _("loss = K = {K} when perfectly balanced, up to E = {worst} when collapsed")
              .format(K=K, worst=worst) + "</sup>")
-    fig.update_layout(**pal.base_layout(title, height=900))
+    alt = _(ALT).format(D=D, names=", ".join(names), E=E, K=K)
+    fig.update_layout(**pal.base_layout(title, height=900, alt=alt))
     fig.update_layout(barmode="group", legend=dict(orientation="h", y=-0.08, x=0),
                       coloraxis=dict(colorscale=pal.SEQUENTIAL_ALT, cmin=0, cmax=vmax,
                                      colorbar=dict(title=dict(text=_("share")), len=0.55, y=0.72, thickness=14)))

@@ -22,13 +22,22 @@ from plotly.subplots import make_subplots
 from ..modeling import masks as M
 from ..full_size import sizes
 from ..full_size.presets import get_preset
-from ..i18n import _
+from ..i18n import N_, _
 from . import palette as pal
 from .masks import reasons_for_step
 from .runs import (batch_size_of, check_index, check_trace, config_values, encode, left_pad, pad_id_of, sequence_ids,
                    traced_generate)
 
 FED, CACHED, LATER = 1, 0, 2
+# the colours of the "what each step fed" panel, by palette name (the notebooks' prose names them)
+CELL_COLOURS = {CACHED: "sky_blue", FED: "vermillion"}
+PAD_POSITIONS = N_(" (pads: {p}, a filler)")
+NO_WINDOW = N_("no sliding window")
+WINDOW_HIDES = N_("sliding window W={W} (notebook 06) hides keys from step {step} on (they stay in the cache)")
+WINDOW_HIDES_NOTHING = N_("sliding window W={W} (notebook 06): no key is far enough back to be hidden")
+ALT = N_("The KV cache over {n} generation steps of batch row {row}: which tokens each step fed and which it read from "
+       "the cache, every layer's cache length before and after, and the bytes the cache holds beside what {full_size} "
+       "would hold; a slider picks the step.")
 
 
 @dataclass
@@ -97,10 +106,18 @@ def cache_figure(trace, row: int = 0, tokenizer=None, full_size: str = "mixtral-
     labels = (pal.token_labels(ids[row].tolist(), tokenizer, max_chars=5) if ids is not None
               else [str(j) for j in range(S)])
     window_step = next((s.index for s in steps if s.window_hides), None)
+    # the pads' position ids in the prefill: one filler value (generate's prepare_inputs sets 1), said in the title
+    first_mask = trace.steps[0].attention_mask
+    pad_ids = ([p for p, m in zip(steps[0].position_ids[min(row, len(steps[0].position_ids) - 1)],
+                                  first_mask[row, :steps[0].fed[1]].tolist()) if m == 0]
+               if first_mask is not None else [])
+    fed_title = _("What each step fed (row {row}); cell text = position id").format(row=row)
+    if pad_ids and len(set(pad_ids)) == 1:
+        fed_title += _(PAD_POSITIONS).format(p=pad_ids[0])
 
     fig = make_subplots(rows=2, cols=2, horizontal_spacing=0.16, vertical_spacing=0.28,
                         column_widths=[0.6, 0.4], subplot_titles=[
-                            _("What each step fed (row {row}); cell text = position id").format(row=row),
+                            fed_title,
                             _("Cache length per layer: before → after"),
                             _("KV cache bytes, this model ({dtype})").format(dtype=_dtype_name(trace)),
                             _("Same tokens on {model} ({dtype}): {size}/token").format(
@@ -114,7 +131,7 @@ def cache_figure(trace, row: int = 0, tokenizer=None, full_size: str = "mixtral-
         z[k, s.fed[0]: s.fed[1]] = FED
         for j, p in zip(range(s.fed[0], s.fed[1]), s.position_ids[min(row, len(s.position_ids) - 1)]):
             text[k, j] = str(p)
-    colors = [pal.OKABE_ITO["sky_blue"], pal.OKABE_ITO["vermillion"], pal.LIGHT_GREY]
+    colors = [pal.OKABE_ITO[CELL_COLOURS[CACHED]], pal.OKABE_ITO[CELL_COLOURS[FED]], pal.LIGHT_GREY]
     custom = np.array([[labels[j] for j in range(S)]] * n, dtype=object)
     fig.add_trace(go.Heatmap(
         z=z, x=list(range(S)), y=list(range(n)), text=text, texttemplate="%{text}", customdata=custom,
@@ -156,7 +173,9 @@ def cache_figure(trace, row: int = 0, tokenizer=None, full_size: str = "mixtral-
     fig.update_yaxes(title_text="MiB", rangemode="tozero", row=2, col=2)
 
     W = config.sliding_window if sliding_window == "config" else sliding_window
-    fig.update_layout(**pal.base_layout(_title(steps[step], W, window_step, row), height=760, showlegend=False))
+    alt = _(ALT).format(n=n, row=row, full_size=full_size)
+    fig.update_layout(**pal.base_layout(_title(steps[step], W, window_step, row), height=760, showlegend=False,
+                                        alt=alt))
     fig.update_layout(margin=dict(t=110, b=110), shapes=_marks(steps[step], S, window_step))
     fig.update_layout(sliders=[dict(
         active=step, currentvalue=dict(prefix=_("step: ")), pad=dict(t=10), y=-0.1, yanchor="top", len=0.9, x=0.05,
@@ -176,9 +195,8 @@ def _dtype_name(trace) -> str:
 
 def _title(s: CacheStep, W, window_step, row: int = 0) -> str:
     lengths = sorted(set(s.after.values()))
-    where = (_("no sliding window") if W is None else
-             _("window W={W}: hides keys from step {step} on (still stored)").format(W=W, step=window_step)
-             if window_step is not None else _("window W={W}: hides nothing yet").format(W=W))
+    where = (_(NO_WINDOW) if W is None else _(WINDOW_HIDES).format(W=W, step=window_step) if window_step is not None
+             else _(WINDOW_HIDES_NOTHING).format(W=W))
     head = _("KV cache, step {index} ({kind}): fed input_ids[:, {start}:{stop}], cache {before} → {after} tokens "
              "per layer, {size}").format(index=s.index, kind=_(s.kind), start=s.fed[0], stop=s.fed[1],
                                          before=s.before[0], after=lengths[0] if len(lengths) == 1 else lengths,

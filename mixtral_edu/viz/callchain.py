@@ -100,18 +100,28 @@ def step_facts(trace, step: int = 0, row: int = 0) -> Dict[str, str]:
     return facts
 
 
-def callchain_figure(link_suffix: str = ".ipynb", trace=None, step: int = 0) -> go.Figure:
+CHAIN_ALT = N_("The call chain of one generation step as nested boxes: generate, prepare_inputs_for_generation, "
+             "MixtralForCausalLM.forward holding MixtralModel.forward (embeddings, the decoder layers with "
+             "self_attn then block_sparse_moe, the final norm) and lm_head, then the logits and cache go back to "
+             "the loop, which picks the next token.")
+
+
+def callchain_figure(link_suffix: str = ".ipynb", trace=None, step: int = 0, here: Optional[str] = None) -> go.Figure:
     """The chain as nested boxes; each label is a link to its notebook (`link_suffix`: ".ipynb" in
-    JupyterLab, ".html" on the docs site). With a trace, each box also shows what `step` did."""
+    JupyterLab, ".html" on the docs site). With a trace, each box also shows what `step` did;
+    here: a chapter key (see NOTEBOOKS) whose boxes are drawn highlighted."""
+    if here is not None and here not in NOTEBOOKS:
+        raise ValueError(f"here={here!r} is not a chapter; use one of {sorted(NOTEBOOKS)}.")
     facts = step_facts(trace, step) if trace is not None else {}
     fig = go.Figure()
     shapes, notes = [], []
     for b in BOXES:
         href = link(b.chapter or b.key, link_suffix)
-        fill = "rgba(0,0,0,0)" if b.group else "white"
-        color = pal.OKABE_ITO["blue"] if not b.group else pal.DARK_GREY
+        current = here is not None and (b.chapter or b.key) == here
+        fill = "#fff4dc" if current else ("rgba(0,0,0,0)" if b.group else "white")
+        color = pal.OKABE_ITO["orange"] if current else (pal.OKABE_ITO["blue"] if not b.group else pal.DARK_GREY)
         shapes.append(dict(type="rect", x0=b.x0, x1=b.x1, y0=b.y0, y1=b.y1, xref="x", yref="y",
-                           line=dict(color=color, width=1.5 if b.group else 2), fillcolor=fill,
+                           line=dict(color=color, width=3.5 if current else (1.5 if b.group else 2)), fillcolor=fill,
                            layer="below"))
         narrow = b.x1 - b.x0 < 40  # label and description on two lines
         text = (f'<a href="{html.escape(href)}" target="_self"><b>{html.escape(_(b.label))}</b></a>'
@@ -128,7 +138,7 @@ def callchain_figure(link_suffix: str = ".ipynb", trace=None, step: int = 0) -> 
             notes.append(dict(x=b.x0 + 1.5, y=(y + (3.6 if narrow else 2.6)) if not b.group else b.y0 + 4.6,
                               xref="x", yref="y",
                               text=html.escape(facts[b.key]), showarrow=False, xanchor="left", yanchor="middle",
-                              font=dict(size=11, color=pal.OKABE_ITO["vermillion"], family="DejaVu Sans Mono")))
+                              font=dict(size=11, color=pal.TEXT_VERMILLION, family="DejaVu Sans Mono")))
     # arrows down the chain, the layer's attention → moe, and the loop back to generate
     by_key = {b.key: b for b in BOXES}
     for a, b in ARROWS:
@@ -143,7 +153,7 @@ def callchain_figure(link_suffix: str = ".ipynb", trace=None, step: int = 0) -> 
     shapes.append(dict(type="path", path=f"M {nxt.x1},{y_next} L 95,{y_next} L 95,{y_gen} L {gen.x1 + 1},{y_gen}",
                        xref="x", yref="y", line=dict(color=pal.OKABE_ITO["vermillion"], width=2, dash="dot")))
     notes.append(dict(x=96.5, y=(y_next + y_gen) / 2, xref="x", yref="y", text=_("loop: next step"), textangle=90,
-                      showarrow=False, font=dict(size=11, color=pal.OKABE_ITO["vermillion"])))
+                      showarrow=False, font=dict(size=11, color=pal.TEXT_VERMILLION)))
     notes.append(dict(x=gen.x1 + 0.5, y=y_gen, ax=95, ay=y_gen, xref="x", yref="y", axref="x", ayref="y",
                       text="", showarrow=True, arrowhead=2, arrowcolor=pal.OKABE_ITO["vermillion"]))
     # the chapters outside the chain
@@ -156,18 +166,43 @@ def callchain_figure(link_suffix: str = ".ipynb", trace=None, step: int = 0) -> 
     fig.update_layout(**pal.base_layout(
         _("The call chain of one generation step (click a name to open its notebook)")
         + ("<br><sup>" + _("in red: what step {step} of the trace did").format(step=step) + "</sup>" if facts else ""),
-        height=860))
+        height=860,
+        alt=_(CHAIN_ALT) + (" " + _("The {here} box is highlighted.").format(here=here) if here else "")))
     fig.update_layout(shapes=shapes, annotations=notes, margin=dict(l=20, r=20, t=80, b=20),
                       xaxis=dict(range=[0, 100], visible=False, fixedrange=True),
                       yaxis=dict(range=[116, 0], visible=False, fixedrange=True), hovermode=False)
     return fig
 
 
-def callchain_html(link_suffix: str = ".ipynb", trace=None, step: int = 0, here: Optional[str] = None):
-    """The same map as an HTML block (an IPython.display.HTML): nested boxes with links, inline styles
-    only, so it survives notebook sanitisers and needs no script. here: a chapter key (see NOTEBOOKS,
-    e.g. "moe") whose boxes are highlighted and marked "you are here"."""
-    from IPython.display import HTML
+class CallChainMap:
+    """The call-chain map as HTML (what :func:`callchain_html` returns): displayed in a notebook,
+    exported by :func:`mixtral_edu.viz.export`. ``data`` is the HTML text; ``figure()`` the same
+    map as a plotly figure (for PNG and SVG)."""
+
+    def __init__(self, data: str, link_suffix: str, trace, step: int, here: Optional[str]):
+        self.data, self.link_suffix, self.trace, self.step, self.here = data, link_suffix, trace, step, here
+
+    def _repr_html_(self) -> str:
+        return self.data
+
+    def __repr__(self) -> str:
+        where = f", you are here: {self.here}" if self.here else ""
+        return f"<call-chain map: generate → ... → lm_head → next token{where}>"
+
+    @property
+    def alt(self) -> str:
+        return CHAIN_ALT + (f" The {self.here} box is highlighted." if self.here else "")
+
+    def figure(self) -> go.Figure:
+        return callchain_figure(self.link_suffix, trace=self.trace, step=self.step, here=self.here)
+
+
+def callchain_html(link_suffix: str = ".ipynb", trace=None, step: int = 0, here: Optional[str] = None) -> CallChainMap:
+    """The same map as an HTML block: nested boxes with links, inline styles only, so it survives
+    notebook sanitisers and needs no script. here: a chapter key (see NOTEBOOKS, e.g. "moe") whose
+    boxes are highlighted and marked "you are here". In projector mode the map is compact: one line
+    per box, only the current box keeps its description."""
+    from . import projector_mode as proj
     if here is not None and here not in NOTEBOOKS:
         raise ValueError(f"here={here!r} is not a chapter; use one of {sorted(NOTEBOOKS)}.")
     facts = step_facts(trace, step) if trace is not None else {}
@@ -176,31 +211,35 @@ def callchain_html(link_suffix: str = ".ipynb", trace=None, step: int = 0, here:
     def box(key: str, inner: str = "") -> str:
         b = by_key[key]
         href = html.escape(link(b.chapter or b.key, link_suffix))
-        fact = (f'<div style="color:{pal.OKABE_ITO["vermillion"]};font-family:monospace;font-size:11px">'
+        fact = (f'<div class="mxe-cc-fact" style="color:{pal.TEXT_VERMILLION};font-family:monospace;font-size:11px">'
                 f'{html.escape(facts[key])}</div>' if key in facts else "")
         border = f"1px dashed {pal.DARK_GREY}" if b.group else f"2px solid {pal.OKABE_ITO['blue']}"
         current = here is not None and (b.chapter or b.key) == here
         if current:  # this chapter's box: a thick orange frame, a pale fill and a tag a screen reader also reads
             border = f"3px solid {pal.OKABE_ITO['orange']}"
         background = "#fff4dc" if current else "white"
-        tag = (f' <b class="mxe-here" style="color:{pal.OKABE_ITO["vermillion"]}">◀ {_("you are here")}</b>'
-               if current else "")
-        return (f'<div style="border:{border};border-radius:6px;padding:6px 10px;margin:6px 0;'
+        tag = (f' <b class="mxe-here" style="color:{pal.TEXT_VERMILLION}">◀ {_("you are here")}</b>'
+               if current and b.key == here else "")
+        classes = "mxe-cc-box" + (" mxe-cc-current" if current else "")
+        return (f'<div class="{classes}" style="border:{border};border-radius:6px;padding:6px 10px;margin:6px 0;'
                 f'background:{background}">'
                 f'<a href="{href}"><b><code>{html.escape(_(b.label))}</code></b></a>{tag} '
-                f'<span style="color:{pal.DARK_GREY}">{html.escape(_(b.what))}</span>{fact}{inner}</div>')
+                f'<span class="mxe-cc-what" style="color:{pal.DARK_GREY}">{html.escape(_(b.what))}</span>{fact}{inner}</div>')
 
-    down = f'<div style="text-align:center;color:{pal.DARK_GREY}">↓</div>'
-    layer = box("layer", '<div style="display:flex;gap:8px;align-items:center">' + box("attention")
-                + "<span>→</span>" + box("moe") + "</div>")
+    down = f'<div class="mxe-cc-down" aria-hidden="true" style="text-align:center;color:{pal.DARK_GREY}">↓</div>'
+    layer = box("layer", '<div class="mxe-cc-row" style="display:flex;gap:8px;align-items:center">' + box("attention")
+                + '<span aria-hidden="true">→</span>' + box("moe") + "</div>")
     model = box("model", box("embed") + down + layer + down + box("norm"))
     chain = (box("generate") + down + box("prepare") + down + box("causal_lm", model + down + box("lm_head"))
              + down + box("outputs") + down + box("next")
-             + f'<div style="color:{pal.OKABE_ITO["vermillion"]}">↺ {_("back to generate for the next token")}</div>')
+             + f'<div style="color:{pal.TEXT_VERMILLION}">↺ {_("back to generate for the next token")}</div>')
     extra = " · ".join(f'<a href="{html.escape(link(k, link_suffix))}">{t}</a>' for k, t in (
         ("orientation", _("start here")), ("training", _("training: loss + aux loss")),
         ("full_size", _("the real 8x7B"))))
-    block = (f'<div class="mxe-callchain" style="font-size:13px;max-width:820px">{chain}'
-             f'<div style="margin-top:6px">{extra}</div></div>')
+    block = (f'<nav class="mxe-callchain" aria-label="{html.escape(_("Call chain of one generation step"))}" '
+             f'style="font-size:13px;max-width:820px">{chain}'
+             f'<div class="mxe-cc-extra" style="margin-top:6px">{extra}</div></nav>')
+    if proj.is_on():
+        block = proj.wrap(block)
     # arrows and dots as character references: right on a page of any declared encoding
-    return HTML(block.encode("ascii", "xmlcharrefreplace").decode("ascii"))
+    return CallChainMap(block.encode("ascii", "xmlcharrefreplace").decode("ascii"), link_suffix, trace, step, here)

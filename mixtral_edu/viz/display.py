@@ -16,13 +16,18 @@ two representations of the same figure:
   the web: it shows a short note instead.
 
 :func:`show_static_twin` is for figures that stand in for a widget-backed live
-view: it shows the figure the same way, below a visible note saying where the
-live version runs.
+view on a page read without a kernel: it shows the figure the same way, below a
+visible note saying where the live version runs. It draws only when the notebook
+is executed to make such a page (the environment variable MIXTRAL_EDU_STATIC_PAGE=1,
+which docs/conf.py sets for the kernels myst-nb starts); in JupyterLab the live
+view above it is the figure, and a second, static copy would only repeat it.
 """
 from __future__ import annotations
 
 import html
 import json
+import os
+import re
 import uuid
 from typing import Any, Dict, Optional
 
@@ -32,6 +37,9 @@ PLOTLY_MIME = "application/vnd.plotly.v1+json"
 
 #: Shown beside a static twin of a live (widget-backed) view.
 LIVE_NOTE = N_("Live version runs in JupyterLab (bash scripts/lab.sh)")
+
+#: Set to "1" while a notebook is executed for a page without a kernel (the docs site): static twins draw.
+STATIC_PAGE_ENV = "MIXTRAL_EDU_STATIC_PAGE"
 
 #: Shown in place of a figure when the page has no global ``Plotly``.
 NO_PLOTLY_NOTE = N_("Interactive plotly figure: open this notebook in JupyterLab "
@@ -78,8 +86,28 @@ def _json_for_script(obj: Any) -> str:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
 
 
+def alt_text(fig: Any) -> str:
+    """The figure's text alternative: one sentence saying what it shows.
+
+    Every view of this package writes it into ``layout.meta["alt"]``; for any other figure it is
+    made from the title (tags removed).
+    """
+    fig_dict = fig if isinstance(fig, dict) else None
+    layout = (fig_dict.get("layout") if fig_dict is not None else fig.layout.to_plotly_json()) or {}
+    meta = layout.get("meta")
+    if isinstance(meta, dict) and meta.get("alt"):
+        return str(meta["alt"])
+    title = layout.get("title") or {}
+    text = title.get("text") if isinstance(title, dict) else str(title)
+    text = re.sub(r"<br\s*/?>", " ", text or "")
+    text = html.unescape(re.sub(r"<[^>]+>", "", text)).strip()
+    return f"Figure: {text}." if text else "Figure without a title."
+
+
 def figure_html(fig: Any, div_id: Optional[str] = None, config: Optional[Dict[str, Any]] = None) -> str:
     """The ``text/html`` representation used by :func:`show` (a div, a hidden note, an inline script).
+
+    The figure's text alternative (:func:`alt_text`) is its accessible name.
 
     Args:
         fig: a ``plotly.graph_objects.Figure`` (or a figure dict).
@@ -100,7 +128,7 @@ def figure_html(fig: Any, div_id: Optional[str] = None, config: Optional[Dict[st
         "config": _json_for_script(cfg),
     }
     return (
-        f'<div class="mxe-plotly-figure">'
+        f'<div class="mxe-plotly-figure" role="figure" aria-label="{html.escape(alt_text(fig_dict))}">'
         f'<div id="{div_id}" class="mxe-plotly" style="width:100%;min-height:{int(height)}px;"></div>'
         f'<p id="{note_id}" class="mxe-plotly-note" hidden>{html.escape(_(NO_PLOTLY_NOTE))}</p>'
         f'<script type="text/javascript">{script}</script>'
@@ -109,11 +137,14 @@ def figure_html(fig: Any, div_id: Optional[str] = None, config: Optional[Dict[st
 
 
 def mime_bundle(fig: Any, config: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """The mime bundle :func:`show` displays: plotly JSON, html and a plain-text fallback."""
+    """The mime bundle :func:`show` displays: plotly JSON, html and a plain-text fallback
+    (the figure's text alternative). In projector mode the figure is refitted first."""
+    from . import projector_mode as projector
+
+    if projector.is_on():
+        fig = projector.fit_figure(fig)
     fig_dict = _figure_dict(fig)
-    title = ((fig_dict.get("layout") or {}).get("title") or {})
-    title_text = title.get("text") if isinstance(title, dict) else str(title)
-    plain = f"<plotly figure{': ' + title_text if title_text else ''}>"
+    plain = f"<plotly figure: {alt_text(fig_dict)}>"
     plotly_json = {"data": fig_dict.get("data", []), "layout": fig_dict.get("layout", {})}
     if fig_dict.get("frames"):
         plotly_json["frames"] = fig_dict["frames"]
@@ -148,7 +179,9 @@ def note_bundle(text: str) -> Dict[str, str]:
 
 
 def show_static_twin(fig: Any, note: Optional[str] = None, config: Optional[Dict[str, Any]] = None) -> None:
-    """Display the static plotly twin of a live (widget-backed) view, with a visible note.
+    """Display the static plotly twin of a live (widget-backed) view, with a visible note, on a page made
+    without a kernel (``MIXTRAL_EDU_STATIC_PAGE=1``); anywhere else (JupyterLab) it shows nothing, since the
+    live view is on screen already.
 
     The note always says ``"Live version runs in JupyterLab (bash scripts/lab.sh)"``;
     ``note`` (if given) is put in front of it, e.g. what the live version adds.
@@ -160,6 +193,9 @@ def show_static_twin(fig: Any, note: Optional[str] = None, config: Optional[Dict
     """
     from IPython.display import display
 
+    if os.environ.get(STATIC_PAGE_ENV) != "1":
+        return
+
     text = _(LIVE_NOTE) + "."
     if note:
         text = note.rstrip() + (" " if note.rstrip().endswith((".", "!", "?", ":")) else ". ") + text
@@ -167,22 +203,3 @@ def show_static_twin(fig: Any, note: Optional[str] = None, config: Optional[Dict
     show(fig, config=config)
 
 
-def table_html(header: Any, rows: Any, caption: Optional[str] = None) -> str:
-    """A small HTML table: header is one row of column names, rows a list of rows; cells are escaped."""
-    esc = lambda x: html.escape(str(x))  # noqa: E731
-    head = "".join(f"<th style='text-align:left'>{esc(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td style='text-align:left'><code>{esc(c)}</code></td>" for c in r) + "</tr>"
-                   for r in rows)
-    cap = f"<caption style='text-align:left'>{esc(caption)}</caption>" if caption else ""
-    return f"<table class='mxe-table'>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def table(header: Any, rows: Any, caption: Optional[str] = None) -> None:
-    """Display a small table in a notebook: table(header, rows), the one signature every notebook uses.
-
-    The same rows print as plain text where no HTML is shown (a terminal), so they stay readable there.
-    """
-    from IPython.display import display
-    rows = [list(r) for r in rows]
-    text = "\n".join(" | ".join(str(c) for c in r) for r in [list(header)] + rows)
-    display({"text/html": table_html(header, rows, caption), "text/plain": text}, raw=True)

@@ -24,6 +24,10 @@ from .runs import (Source, check_index, check_trace, config_of, config_values, e
                    sequence_ids)
 
 X_TITLE, Y_TITLE = N_("key position"), N_("query position")  # shown through _()
+ALT_STEP = N_("Attention masks of one step: the 2D padding mask of {B} batch rows, then for each row which of the {S} "
+            "keys each query may see, coloured by why a key is hidden.")
+ALT_STEPS = N_("Attention masks of {steps} steps: the 2D padding mask of {B} batch rows, then for each row which of the "
+             "{S} keys each query may see, coloured by why a key is hidden; a slider picks the step.")
 _NAMES = [M.REASONS[i] for i in range(4)]
 
 
@@ -131,7 +135,8 @@ def mask_figure(source: Source, step: Optional[int] = None, ids: Optional[torch.
         panels = [t for t in fig.data[first:] if t.name.startswith("row ")]
         layouts.append({"title.text": _title(rec, i, sliding_window), "shapes": _cached_rows(rec, panels)})
     fig.update_layout(shapes=layouts[-1]["shapes"])
-    fig.update_layout(**pal.base_layout(layouts[-1]["title.text"],
+    alt = _(ALT_STEPS if len(indices) > 1 else ALT_STEP).format(steps=len(recs), B=B, S=s_max)
+    fig.update_layout(**pal.base_layout(layouts[-1]["title.text"], alt=alt,
                                         height=int(min(1000, max(600, 330 + 26 * s_max)))))
     fig.update_layout(coloraxis=dict(
         colorscale=pal.discrete_colorscale([pal.MASK_COLORS[i] for i in range(4)]), cmin=-0.5, cmax=3.5,

@@ -16,10 +16,18 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from ..i18n import _
+from ..i18n import N_, _
 from . import palette as pal
 from .runs import batch_size_of, check_index, check_member, check_trace, encode_batch, traced_generate
 from .widgets import visibility_slider
+
+# The subscript is the token's column in the batch, not its position id: with left padding the two differ
+# (generate numbers real tokens from 0; a plain forward without position_ids numbers columns).
+X_TITLE = N_("token (subscript: its column in the batch)")
+
+
+ALT = N_("Expert routing of batch row {row}: for each of {N} tokens, the {K} experts out of {E} that each of {L} layers "
+       "chose, and one layer's router probabilities with the chosen experts outlined.")
 
 
 @dataclass
@@ -107,7 +115,7 @@ def routing_figure(trace, row: int = 0, tokenizer=None, layer: int = 0, skip_pad
         colorscale=pal.discrete_colorscale(colors), zmin=-0.5, zmax=E - 0.5, xgap=1, ygap=1, name="choices",
         colorbar=dict(title=dict(text=_("expert")), tickvals=list(range(E)), ticktext=[f"e{e}" for e in range(E)],
                       len=0.45, y=0.78, thickness=14),
-        hovertemplate=("token %{customdata[0]} (position %{customdata[1]}, step %{customdata[2]})<br>"
+        hovertemplate=("token %{customdata[0]} (column %{customdata[1]}, step %{customdata[2]})<br>"
                        "layer %{customdata[3]}, choice #%{customdata[4]}: <b>expert %{z}</b>, weight "
                        "%{customdata[6]}<br>top-k (renormalised): %{customdata[5]}<extra></extra>")), 1, 1)
     fig.update_yaxes(tickvals=list(range(len(ylab))), ticktext=ylab, autorange="reversed", row=1, col=1)
@@ -140,7 +148,7 @@ def routing_figure(trace, row: int = 0, tokenizer=None, layer: int = 0, skip_pad
     for rr in (1, 2):
         fig.update_xaxes(tickvals=x, ticktext=labels, tickangle=-60, showgrid=False, range=[-0.5, N - 0.5],
                          row=rr, col=1)
-    fig.update_xaxes(title_text=_("token (position as subscript)"), row=2, col=1)
+    fig.update_xaxes(title_text=_(X_TITLE), row=2, col=1)
     fig.update_yaxes(showgrid=False)
     always = [0]
     n_traces = len(fig.data)
@@ -148,7 +156,8 @@ def routing_figure(trace, row: int = 0, tokenizer=None, layer: int = 0, skip_pad
              .format(row=row, N=N, L=len(layers), K=K, E=E)
              + "<br><sup>" + _("bottom: outlined cells = the top-k the router chose; move the slider to change layer")
              + "</sup>")
-    fig.update_layout(**pal.base_layout(title, height=int(max(620, 300 + 34 * len(ylab) + 22 * E))))
+    alt = _(ALT).format(row=row, N=N, K=K, E=E, L=len(layers))
+    fig.update_layout(**pal.base_layout(title, height=int(max(620, 300 + 34 * len(ylab) + 22 * E)), alt=alt))
     fig.update_layout(shapes=lines, margin=dict(b=170), sliders=[visibility_slider(
         [str(l) for l in layers], [always + g for g in groups], n_traces, _("layer: "), active=layers.index(layer),
         y=-0.2)])

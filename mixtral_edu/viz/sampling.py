@@ -18,11 +18,16 @@ import torch
 from plotly.subplots import make_subplots
 
 from ..modeling.generation import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper, get_logits_warpers
-from ..i18n import _
+from ..i18n import N_, _
 from . import palette as pal
 from .runs import check_index, encode_batch, pick_step, traced_generate
 from .widgets import visibility_slider
 
+ALT = N_("Next-token probabilities at step {step}, batch row {row}: the {n} most likely tokens as the model scored them "
+       "and after temperature, top-k and top-p, with the token generate chose marked.")
+ALT_SLIDER = N_("Next-token probabilities at step {step}, batch row {row}: the {n} most likely tokens as the model scored "
+              "them and after temperature, top-k and top-p, with the token generate chose marked; a slider changes the "
+              "temperature.")
 _KINDS = ((TemperatureLogitsWarper, "temperature"), (TopKLogitsWarper, "top-k"), (TopPLogitsWarper, "top-p"))
 
 
@@ -112,7 +117,8 @@ def sampling_figure(source, step: int = 0, row: int = 0, tokenizer=None, tempera
                      row=n_rows, col=1)
     active = temps.index(temperature)
     height, margin = 820, dict(t=100, b=200)
-    fig.update_layout(**pal.base_layout(layouts[active]["title.text"], height=height))
+    alt = _(ALT_SLIDER if len(temps) > 1 else ALT).format(step=rec.index, row=row, n=len(shown))
+    fig.update_layout(**pal.base_layout(layouts[active]["title.text"], height=height, alt=alt))
     fig.update_layout(margin=margin, annotations=layouts[active]["annotations"], bargap=0.15)
     fig.add_trace(go.Bar(x=[None], y=[None], marker_color=pal.KEPT, name=_("kept")))
     fig.add_trace(go.Bar(x=[None], y=[None], marker_color=pal.REMOVED, name=_("removed (×, probability 0)")))

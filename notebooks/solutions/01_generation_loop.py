@@ -20,8 +20,8 @@ def append_step(input_ids, attention_mask, next_tokens, unfinished, eos_token_id
 
 
 def greedy_generate(model, input_ids, attention_mask, max_new_tokens):
-    """The given loop with its two bugs fixed: the LAST position's logits choose the token, and a finished
-    row stays finished (unfinished & ...), so it keeps receiving pads."""
+    """The given loop with its two bugs fixed: the LAST position's logits choose the token, and the loop stops
+    only when EVERY row has finished (max, not min), as generate does."""
     eos, pad = model.config.eos_token_id, model.config.pad_token_id
     past_key_values = None
     unfinished = torch.ones(input_ids.shape[0], dtype=torch.long)
@@ -35,7 +35,7 @@ def greedy_generate(model, input_ids, attention_mask, max_new_tokens):
         input_ids = torch.cat([input_ids, next_tokens[:, None]], dim=-1)
         attention_mask = torch.cat([attention_mask, attention_mask.new_ones((attention_mask.shape[0], 1))], dim=-1)
         past_key_values = out.past_key_values
-        unfinished = unfinished & (next_tokens != eos).long()                # fixed: finished stays finished
-        if unfinished.max() == 0:
+        unfinished = unfinished & (next_tokens != eos).long()                # a finished row stays finished
+        if unfinished.max() == 0:                                            # fixed: every row has finished
             break
     return input_ids

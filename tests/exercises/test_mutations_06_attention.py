@@ -105,6 +105,16 @@ def mask_after_softmax(q, k, v, mask=None):
     return (w if mask is None else w + mask) @ v
 
 
+def softmax_in_q_dtype(q, k, v, mask=None):                # no float32: in a bf16 model, a bf16 softmax
+    s = _scores(q, k)
+    return torch.softmax(s if mask is None else s + mask, dim=-1) @ v
+
+
+def softmax_upcast_but_no_cast_back(q, k, v, mask=None):  # float32 weights times bf16 values: a dtype clash
+    s = _scores(q, k)
+    return torch.softmax((s if mask is None else s + mask).float(), dim=-1) @ v
+
+
 def returns_weights(q, k, v, mask=None):
     s = _scores(q, k)
     return (s if mask is None else s + mask).softmax(-1)
@@ -112,16 +122,17 @@ def returns_weights(q, k, v, mask=None):
 
 # -- 06.4 implement a variant: the window cache ----------------------------------------------------------------
 
-def _attend(q, k, v, window, mask_chunks=True, mask_window=True):
+def _attend(q, k, v, window, mask_chunks=True, mask_window=True, causal=True, reach=None, every_call=False):
+    """reach: how many keys back a query may look (W in 4.41.2); every_call: mask decode steps too."""
     g = q.shape[1] // k.shape[1]
     t, s = q.shape[2], k.shape[2]
     scores = _scores(q, k.repeat_interleave(g, 1))
-    if mask_chunks and t > 1:
+    if mask_chunks and (t > 1 or every_call):
         qpos = torch.arange(t)[:, None] + s - t
         kpos = torch.arange(s)[None, :]
-        hidden = kpos > qpos
+        hidden = kpos > qpos if causal else torch.zeros(t, s, dtype=torch.bool)
         if mask_window:
-            hidden = hidden | (kpos < qpos - window)
+            hidden = hidden | (kpos < qpos - (window if reach is None else reach))
         scores = scores.masked_fill(hidden, torch.finfo(scores.dtype).min)
     return scores.softmax(-1) @ v.repeat_interleave(g, 1)
 
@@ -161,6 +172,28 @@ def no_mask_for_chunks(cache, q, k, v, window):
 def causal_only_in_chunks(cache, q, k, v, window):
     k, v = _joined(cache, k, v)
     return _attend(q, k, v, window, mask_window=False), (k[:, :, -window:], v[:, :, -window:])
+
+
+def w_keys_visible(cache, q, k, v, window):              # transformers 5.x's rule: W keys in all, not W + 1
+    k, v = _joined(cache, k, v)
+    return _attend(q, k, v, window, reach=window - 1, every_call=True), (k[:, :, -window:], v[:, :, -window:])
+
+
+def window_without_causal_mask(cache, q, k, v, window):   # the window's lower edge only
+    k, v = _joined(cache, k, v)
+    return _attend(q, k, v, window, causal=False), (k[:, :, -window:], v[:, :, -window:])
+
+
+def cuts_before_attending_in_decode(cache, q, k, v, window):   # a prefill right, then W keys cut before the scores
+    k, v = _joined(cache, k, v)
+    if q.shape[2] == 1:
+        k, v = k[:, :, -window:], v[:, :, -window:]
+    return _attend(q, k, v, window), (k[:, :, -window:], v[:, :, -window:])
+
+
+def window_twice_as_wide(cache, q, k, v, window):
+    k, v = _joined(cache, k, v)
+    return _attend(q, k, v, window, reach=2 * window), (k[:, :, -window:], v[:, :, -window:])
 
 
 def no_repeat_kv(cache, q, k, v, window):
@@ -205,12 +238,19 @@ MUTANTS = [
     Mutant("06.3", "softmax over the queries", softmax_over_queries, mentions=["KEYS"]),
     Mutant("06.3", "mask after the softmax", mask_after_softmax, mentions=["BEFORE the softmax"]),
     Mutant("06.3", "returns the weights", returns_weights, mentions=["(B, H, T, D)"]),
+    Mutant("06.3", "softmax in the model's dtype (bfloat16)", softmax_in_q_dtype, mentions=["bfloat16", "float32"]),
+    Mutant("06.3", "float32 weights not cast back", softmax_upcast_but_no_cast_back, mentions=["dtypes"]),
     Mutant("06.4", "keeps W - 1 keys", keeps_w_minus_1, mentions=["W + 1"]),
     Mutant("06.4", "never evicts", never_evicts, mentions=["grows past W"]),
     Mutant("06.4", "keeps W + 1 keys", keeps_w_plus_1, mentions=["kept 4 keys", "last W"]),
     Mutant("06.4", "evicts before attending", evicts_before_attending, mentions=["attend first"]),
-    Mutant("06.4", "no mask for a prefill or chunk", no_mask_for_chunks, mentions=["needs a mask"]),
+    Mutant("06.4", "no mask for a prefill or chunk", no_mask_for_chunks, mentions=["after it"]),
     Mutant("06.4", "causal but no window inside a chunk", causal_only_in_chunks, mentions=["inside a prefill"]),
+    Mutant("06.4", "W keys visible, not W + 1", w_keys_visible, mentions=["one too few", "W + 1"]),
+    Mutant("06.4", "the window without the causal mask", window_without_causal_mask, mentions=["after it"]),
+    Mutant("06.4", "cuts to W before attending (decode steps)", cuts_before_attending_in_decode,
+           mentions=["before the scores"]),
+    Mutant("06.4", "a window twice as wide", window_twice_as_wide, mentions=["inside a prefill"]),
     Mutant("06.4", "no repeat_kv", no_repeat_kv, mentions=["Hkv", "H"]),
     Mutant("06.4", "keeps the oldest keys", keeps_oldest, mentions=["compare call by call"]),
     Mutant("06.4", "returns only the output", output_only, mentions=["pair"]),

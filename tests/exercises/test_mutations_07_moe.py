@@ -53,7 +53,8 @@ ROUTE = [
 
 # -- 07.2 dispatch -----------------------------------------------------------------------------------------
 
-def _loop(x, w, sel, experts, buffer=torch.zeros_like, assign=False, weight=lambda w, t, s: w[t, s, None]):
+def _loop(x, w, sel, experts, buffer=torch.zeros_like, assign=False, weight=lambda w, t, s: w[t, s, None],
+          cast=True):
     final = buffer(x)
     mask = F.one_hot(sel, num_classes=len(experts)).permute(2, 1, 0)
     for e, expert in enumerate(experts):
@@ -62,7 +63,7 @@ def _loop(x, w, sel, experts, buffer=torch.zeros_like, assign=False, weight=lamb
         if assign:
             final[token] = out.to(final.dtype)
         else:
-            final.index_add_(0, token, out.to(final.dtype))
+            final.index_add_(0, token, out.to(final.dtype) if cast else out)
     return final
 
 
@@ -91,6 +92,8 @@ DISPATCH = [
     Mutant("07.2", "assignment and a float32 buffer (the stub)", dispatch_stub, ["only one expert"]),
     Mutant("07.2", "assignment instead of index_add_", lambda *a: _loop(*a, assign=True), ["only one expert"]),
     Mutant("07.2", "index_add_ into a float32 buffer", lambda *a: _loop(*a, buffer=float32_buffer), ["dtype"]),
+    Mutant("07.2", "the first fix alone: index_add_ of bf16 rows into the float32 buffer (RuntimeError)",
+           lambda *a: _loop(*a, buffer=float32_buffer, cast=False), ["different dtypes", "scalar type"]),
     Mutant("07.2", "no routing weights", lambda *a: _loop(*a, weight=lambda w, t, s: 1.0), ["routing weights"]),
     Mutant("07.2", "slot 0's weight for every choice", lambda *a: _loop(*a, weight=lambda w, t, s: w[t, 0, None]),
            ["slot 0"]),
@@ -106,7 +109,7 @@ DISPATCH = [
 # -- 07.3 grouped dispatch ---------------------------------------------------------------------------------
 
 def _grouped(x, w, sel, experts, token_of=lambda order, k: order // k, sort_weights=True, counts=None,
-             assign=False, buffer=torch.zeros_like):
+             assign=False, buffer=torch.zeros_like, row_by_row=False):
     k = sel.shape[1]
     flat = sel.reshape(-1)
     order = torch.argsort(flat, stable=True)
@@ -122,7 +125,23 @@ def _grouped(x, w, sel, experts, token_of=lambda order, k: order // k, sort_weig
     if assign:
         final[token] = contrib
         return final
+    if row_by_row:                                         # right numbers, N*K writes instead of one index_add_
+        for i in range(len(token)):
+            final[token[i]] += contrib[i]
+        return final
     return final.index_add_(0, token, contrib)
+
+
+def grouped_but_index_add_per_expert(x, w, sel, experts):  # one index_add_ per expert's slice: E scatters
+    k = sel.shape[1]
+    flat = sel.reshape(-1)
+    order = torch.argsort(flat, stable=True)
+    token, weight = order // k, w.reshape(-1)[order, None]
+    rows, final, start = x[token], torch.zeros_like(x), 0
+    for expert, n in zip(experts, torch.bincount(flat, minlength=len(experts)).tolist()):
+        final.index_add_(0, token[start:start + n], (expert(rows[start:start + n]) * weight[start:start + n]).to(x.dtype))
+        start += n
+    return final
 
 
 def dense(x, w, sel, experts):                             # every expert on every token, masked weights
@@ -148,6 +167,9 @@ GROUPED = [
     Mutant("07.3", "dense: every expert on every token", dense, ["only its own tokens"]),
     Mutant("07.3", "one call per pair", per_pair, ["once"]),
     Mutant("07.3", "float32 output", lambda *a: _grouped(*a, buffer=float32_buffer), ["x's dtype"]),
+    Mutant("07.3", "a Python loop instead of one index_add_", lambda *a: _grouped(*a, row_by_row=True),
+           ["without index_add_", "ONE index_add_"]),
+    Mutant("07.3", "one index_add_ per expert", grouped_but_index_add_per_expert, ["scatter calls", "ONE index_add_"]),
 ]
 
 
@@ -168,6 +190,16 @@ def leaves_hooks_on(model, tok, layer, expert, domain):
     return domain_loss(model, tok, domain) - before
 
 
+GLOBAL_SPEC = disable_expert(1, 2)   # the notebook's `spec`, for one (layer, expert) picked earlier
+
+
+def uses_the_notebooks_spec(model, tok, layer, expert, domain):
+    before = domain_loss(model, tok, domain)
+    with hooks(model, GLOBAL_SPEC):                          # not disable_expert(layer, expert)
+        after = domain_loss(model, tok, domain)
+    return after - before
+
+
 LOSS = [
     Mutant("07.4", "before minus after", lambda *a: _change(*a, combine=lambda after, before: before - after),
            ["wrong sign"]),
@@ -177,6 +209,8 @@ LOSS = [
     Mutant("07.4", "the loss without the expert", lambda *a: _change(*a, combine=lambda after, before: after),
            ["subtract"]),
     Mutant("07.4", "hooks left attached", leaves_hooks_on, ["hooks attached", "with-block"]),
+    Mutant("07.4", "the notebook's global spec, not its arguments", uses_the_notebooks_spec,
+           ["whatever layer and expert", "disable_expert(layer, expert)"]),
 ]
 
 test_mutant, test_five_mutants_each = mutation_tests(ex, ROUTE + DISPATCH + GROUPED + LOSS)
@@ -188,3 +222,9 @@ def test_checks_leave_the_global_random_state_alone():
     ex.check_route(route_stub)
     ex.check_dispatch(dispatch_stub)
     assert torch.equal(torch.random.get_rng_state(), before)
+
+
+def test_the_packages_grouped_dispatch_passes_07_3():
+    """Notebook 07 warns that mixtral_edu/fast/moe.py is a complete solution of Exercise 07.3: it is."""
+    from mixtral_edu.fast.moe import grouped_dispatch
+    assert ex.check_dispatch_grouped(grouped_dispatch)

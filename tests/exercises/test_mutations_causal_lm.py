@@ -70,13 +70,13 @@ def names(order=("loss", "aux_loss", "logits", "past_key_values", "hidden_states
 
 
 MUTANTS = [
-    Mutant("03.1", "the untouched stub: mean of row means", per_row_mean, ["per-row means", "batch at once"]),
-    Mutant("03.1", "mean of row means, NaN rows skipped", per_row_nanmean, ["per-row means"]),
-    Mutant("03.1", "no shift", no_shift, ["LAST logit", "FIRST label"]),
+    Mutant("03.1", "the untouched stub: mean of row means", per_row_mean, ["weigh", "few labels"]),
+    Mutant("03.1", "mean of row means, NaN rows skipped", per_row_nanmean, ["weigh"]),
+    Mutant("03.1", "no shift", no_shift, ["t + 1"]),
     Mutant("03.1", "shifted the wrong way", wrong_way, ["other way"]),
-    Mutant("03.1", "sum", summed, ["not the sum"]),
-    Mutant("03.1", "-100 turned into token 0", ignored_counted, ["ignore_index"]),
-    Mutant("03.1", "divided by all pairs", all_pairs, ["kept labels"]),
+    Mutant("03.1", "sum", summed, ["sum or a mean"]),
+    Mutant("03.1", "-100 turned into token 0", ignored_counted, ["skip"]),
+    Mutant("03.1", "divided by all pairs", all_pairs, ["divide by"]),
     Mutant("03.1", "per-token losses", per_token, ["one number"]),
     Mutant("03.1", "NaN", lambda lo, la: per_row_mean(lo, la) * float("nan"), ["NaN"]),
     Mutant("03.2", "mask ignored", lb(f_mask=False, p_mask=False), ["pads were counted"]),

@@ -22,7 +22,7 @@ RIGHT_NONE = lambda T, n: sum(T + i for i in range(n))    # noqa: E731
 
 # -- 01.2 -------------------------------------------------------------------------------------------
 def append(pad_finished=True, ones=True, update=True, remember=True, pad_ends=False, eos_on_chosen=False,
-           dim=-1, mask_dtype=None):
+           dim=-1, mask_dtype=None, flags_bool=False):
     def append_step(input_ids, attention_mask, next_tokens, unfinished, eos_token_id, pad_token_id):
         chosen = next_tokens
         if pad_finished:
@@ -45,12 +45,13 @@ def append(pad_finished=True, ones=True, update=True, remember=True, pad_ends=Fa
             if pad_ends:
                 now = now & (tested != pad_token_id).long()
             unfinished = unfinished & now if remember else now
-        return input_ids, attention_mask, unfinished
+        return input_ids, attention_mask, (unfinished.bool() if flags_bool else unfinished)
     return append_step
 
 
 # -- 01.3 -------------------------------------------------------------------------------------------
-def loop(position=-1, remember=True, pad=True, prepare=True, carry=True, extend_mask=True, stop=True, new_only=False):
+def loop(position=-1, remember=True, pad=True, prepare=True, carry=True, extend_mask=True, stop=True, new_only=False,
+         stop_at_first=False):
     def greedy_generate(model, input_ids, attention_mask, max_new_tokens):
         eos, pad_id = model.config.eos_token_id, model.config.pad_token_id
         prompt_len = input_ids.shape[1]
@@ -71,7 +72,7 @@ def loop(position=-1, remember=True, pad=True, prepare=True, carry=True, extend_
                 attention_mask = torch.cat([attention_mask, attention_mask.new_ones((attention_mask.shape[0], 1))], -1)
             past = out.past_key_values if carry else None
             unfinished = unfinished & (tokens != eos).long() if remember else (tokens != eos).long()
-            if stop and unfinished.max() == 0:
+            if stop and (unfinished.min() if stop_at_first else unfinished.max()) == 0:
                 break
         return input_ids[:, prompt_len:] if new_only else input_ids
     return greedy_generate
@@ -81,11 +82,13 @@ TINY_KW = {"model": TINY}
 
 MUTANTS = [
     Mutant("01.1", "with a cache, the last token fed too", fed(lambda T, n: T + n, RIGHT_NONE), ["never fed"]),
+    Mutant("01.1", "with a cache, the prompt counted once too few", fed(lambda T, n: T + n - 2, RIGHT_NONE),
+           ["never fed"]),
     Mutant("01.1", "with a cache, everything refed", fed(lambda T, n: sum(T + i for i in range(n)), RIGHT_NONE),
            ["only the one new token"]),
     Mutant("01.1", "without a cache, the prompt each time", fed(RIGHT_CACHE, lambda T, n: T * n), ["grows by one"]),
     Mutant("01.1", "without a cache, shifted by one", fed(RIGHT_CACHE, lambda T, n: sum(T + i for i in range(1, n + 1))),
-           ["does not feed the token it chooses"]),
+           ["one step off"]),
     Mutant("01.1", "no difference with or without", fed(RIGHT_CACHE, RIGHT_CACHE), ["nothing is remembered"]),
     Mutant("01.1", "a float", fed(lambda T, n: float(T + n - 1), RIGHT_NONE), ["whole number"]),
     Mutant("01.2", "finished rows keep their token", append(pad_finished=False), ["finished rows receive"]),
@@ -95,18 +98,23 @@ MUTANTS = [
     Mutant("01.2", "the pad id finishes a row", append(pad_ends=True), ["ordinary token"]),
     Mutant("01.2", "a float mask", append(mask_dtype=torch.float32), ["dtype", "new_ones"]),
     Mutant("01.2", "appended as a new row", append(dim=0), ["new column"]),
-    Mutant("01.3", "the untouched stub: both bugs", loop(position=0, remember=False), ["position 0", "LAST"]),
-    Mutant("01.3", "the untouched stub on the tiny model", loop(position=0, remember=False), ["position 0"],
+    Mutant("01.2", "unfinished returned as bool", append(flags_bool=True), ["torch.long", "1 - unfinished"]),
+    Mutant("01.3", "the untouched stub: both bugs (no row finishes in the first random case)",
+           loop(position=0, stop_at_first=True), ["which position"]),
+    Mutant("01.3", "the untouched stub on the tiny model", loop(position=0, stop_at_first=True),
+           ["which position", "second bug"], TINY_KW),
+    Mutant("01.3", "position 0 on the tiny model", loop(position=0), ["which position"], TINY_KW),
+    Mutant("01.3", "position 0", loop(position=0), ["which position"]),
+    Mutant("01.3", "stops when the first row finishes", loop(stop_at_first=True), ["stop condition"]),
+    Mutant("01.3", "stops when the first row finishes, tiny model", loop(stop_at_first=True), ["stop condition"],
            TINY_KW),
-    Mutant("01.3", "position 0 on the tiny model", loop(position=0), ["position 0", "LAST"], TINY_KW),
-    Mutant("01.3", "position 0", loop(position=0), ["position 0"]),
-    Mutant("01.3", "finished rows come back", loop(remember=False), ["came back to life"]),
+    Mutant("01.3", "finished rows come back", loop(remember=False), ["came back to life", "earlier step"]),
     Mutant("01.3", "finished rows come back, tiny model", loop(remember=False), ["came back to life"], TINY_KW),
-    Mutant("01.3", "finished rows not padded", loop(pad=False), ["pad_token_id"]),
-    Mutant("01.3", "positions ignore the left padding", loop(prepare=False), ["counted from the attention mask"]),
-    Mutant("01.3", "the cache is not carried", loop(carry=False), ["carry the past_key_values"]),
-    Mutant("01.3", "the mask is not extended", loop(extend_mask=False), ["extend the attention mask"]),
-    Mutant("01.3", "no stop when all rows finished", loop(stop=False), ["stops as soon as all rows are done"]),
+    Mutant("01.3", "finished rows not padded", loop(pad=False), ["after it emitted eos"]),
+    Mutant("01.3", "positions ignore the left padding", loop(prepare=False), ["attention mask"]),
+    Mutant("01.3", "the cache is not carried", loop(carry=False), ["fed the whole sequence"]),
+    Mutant("01.3", "the mask is not extended", loop(extend_mask=False), ["refused the attention mask"]),
+    Mutant("01.3", "no stop when all rows finished", loop(stop=False), ["once every row has finished"]),
     Mutant("01.3", "only the new tokens returned", loop(new_only=True), ["prompt included"]),
 ]
 
@@ -138,6 +146,8 @@ def test_the_generate_cases_discriminate():
     assert finished_at(model, out) == [None, None, None]
     model, out, _ = new_tokens("a random model where rows finish at different steps")
     assert finished_at(model, out)[0] == 1 and len(set(finished_at(model, out))) > 1
+    model, ids, mask, n = cases["a random model where rows finish at different steps"]
+    assert ex._loop(model, ids, mask, n, stops_early=True).shape[1] < ex._loop(model, ids, mask, n).shape[1]
     model, out, n = new_tokens("a random model, one row that finishes at step 1")
     assert finished_at(model, out) == [1] and out.shape[1] == 2 < n
     model, ids, mask, n = cases["a random model in bfloat16, 3 left-padded prompts"]

@@ -181,12 +181,7 @@ def test_mask_explorer_slider_redraws_in_jupyterlab(lab):
                                timeout=60_000)
         # wait for the kernel, then run every cell (the command behind Run > Run All Cells)
         ta = time.monotonic()
-        page.evaluate("""async () => {
-            const app = window.jupyterapp;
-            const panel = app.shell.currentWidget;
-            await panel.sessionContext.ready;
-            await app.commands.execute('notebook:run-all-cells');
-        }""")
+        br.lab_run_all(page)
         t1 = time.monotonic()
         before = _wait_figure(page, f"s.title.includes({text['prefill']!r})", timeout_ms=60_000)
         menus = page.eval_on_selector_all(".lm-MenuBar-itemLabel", "els => els.map(e => e.textContent)")

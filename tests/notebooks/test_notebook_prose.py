@@ -1,8 +1,9 @@
 """The walkthrough's teaching conventions (issue 15), checked on every notebook's text.
 
-Each notebook opens with prerequisites, a time and what you will be able to do; every numbered section opens
-with its one-sentence takeaway; tables come from the package's one `table(header, rows)`; activations from
-run_with_cache are never called `cache`; bfloat16 is described with one wording.
+Each notebook opens with prerequisites, a time and what you will be able to do; the time covers its exercises'
+minutes; every numbered section opens with its one-sentence takeaway; tables come from the package's one
+`table(header, rows)`; activations from run_with_cache are never called `cache`; bfloat16 is described with one
+wording.
 """
 import re
 from pathlib import Path
@@ -22,6 +23,31 @@ def test_opening_says_prerequisites_time_and_objectives(path):
     first = _cells(path)[0].source
     for needed in (r"\*\*Prerequisites\.?\*\*", r"\*\*Time\.?\*\* about \d+ min", r"\*\*You will be able to\*\*"):
         assert re.search(needed, first, flags=re.I), f"{path.name}: the first cell has no {needed}"
+
+
+TIME = re.compile(r"\*\*Time\.?\*\* about (\d+) min(?:: (\d+) to read and run, (\d+) for the (\w+) exercises\.)?")
+EXERCISE_MINUTES = re.compile(r"^### Exercise \d+\.\d+ · [★☆]+ · (\d+) min", flags=re.M)
+COUNTS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6}
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_stated_time_covers_the_exercises(path):
+    """"**Time** about N min: R to read and run, X for the k exercises.": X is the sum of the exercises' own
+    minutes, k their number, N = R + X; so the time a learner plans is never less than the exercises ask."""
+    cells = _cells(path)
+    stated = TIME.search(cells[0].source)
+    assert stated, f"{path.name}: the first cell states no time as '**Time** about N min'"
+    minutes = [int(m) for c in cells if c.cell_type == "markdown" for m in EXERCISE_MINUTES.findall(c.source)]
+    total = int(stated.group(1))
+    assert total >= sum(minutes), f"{path.name}: about {total} min stated, but its exercises alone take {sum(minutes)}"
+    if minutes:
+        assert stated.group(2), (f"{path.name}: say '**Time** about N min: R to read and run, X for the k exercises.' "
+                                 f"(its {len(minutes)} exercises take {sum(minutes)} min)")
+        read, exercises, count = int(stated.group(2)), int(stated.group(3)), stated.group(4)
+        assert exercises == sum(minutes), f"{path.name}: {exercises} min stated for exercises labelled {minutes}"
+        assert COUNTS.get(count, int(count) if count.isdigit() else None) == len(minutes), \
+            f"{path.name}: '{count} exercises' stated, {len(minutes)} found"
+        assert read + exercises == total, f"{path.name}: {read} + {exercises} is not {total}"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])

@@ -39,11 +39,31 @@ def test_static_twin_shows_the_live_note(monkeypatch):
     from mixtral_edu import viz
     shown = []
     monkeypatch.setattr(IPython.display, "display", lambda obj, raw=False: shown.append(obj))
+    monkeypatch.setenv("MIXTRAL_EDU_STATIC_PAGE", "1")       # a page without a kernel (docs/conf.py sets it)
     viz.show_static_twin(_figure(), note="Drag to change k")
     assert len(shown) == 2
     note = shown[0]["text/plain"]
     assert note.startswith("Drag to change k.") and "Live version runs in JupyterLab (bash scripts/lab.sh)" in note
     assert "text/html" in shown[1]
+
+
+def test_static_twin_is_not_shown_beside_a_live_view(monkeypatch):
+    """In JupyterLab (no MIXTRAL_EDU_STATIC_PAGE) the live view is the figure: no second, static copy below it."""
+    import IPython.display
+
+    from mixtral_edu import viz
+    shown = []
+    monkeypatch.setattr(IPython.display, "display", lambda obj, raw=False: shown.append(obj))
+    monkeypatch.delenv("MIXTRAL_EDU_STATIC_PAGE", raising=False)
+    viz.show_static_twin(_figure(), note="Drag to change k")
+    assert shown == []
+
+
+def test_docs_build_sets_the_static_page_switch():
+    """docs/conf.py sets the variable before myst-nb starts its kernels (which inherit the environment)."""
+    from pathlib import Path
+    conf = (Path(__file__).resolve().parents[2] / "docs" / "conf.py").read_text()
+    assert 'os.environ.setdefault("MIXTRAL_EDU_STATIC_PAGE", "1")' in conf
 
 
 def test_figure_html_escapes_script_breakers():

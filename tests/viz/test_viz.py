@@ -157,9 +157,13 @@ def test_cache_figure_lengths_and_bytes_equal_the_cache(run):
 
 
 def test_cache_figure_titles_the_row_it_shows(run):
-    tr = run[0]
+    tr, mask = run[0], run[3]
+    pads = [bool((mask[row] == 0).any()) for row in (0, 1)]
+    assert pads == [True, False]
     for row in (0, 1):
         fig = viz.cache_figure(tr, row=row)
+        panel = fig.layout.annotations[0].text                         # "What each step fed (row r) ..."
+        assert f"(row {row})" in panel and ("(pads: 1, a filler)" in panel) == pads[row]   # pads' filler position
         want = f"position ids of row {row}: {viz.cache.cache_steps(tr)[-1].position_ids[row]}"  # the last step is shown
         assert want in fig.layout.title.text
         assert all(want.split(":")[0] in s.args[0]["title.text"] for s in fig.layout.sliders[0].steps)
@@ -200,6 +204,10 @@ def test_routing_cells_equal_the_traces_top_k(run, tok):
         assert list(marks.y) == want.reshape(-1).tolist()
     assert len(r.ids) == int(mask[0].sum()) + len(tr.steps) - 1     # prompt without pads + fed new tokens
     assert fig.layout.yaxis.autorange == "reversed"
+    # the subscripts are columns (row 0 is left-padded: its first real token sits at column 2, position id 0)
+    first = int((mask[0] == 0).sum())
+    assert r.positions[0] == first > 0 and int(tr.steps[0].position_ids[0, first]) == 0
+    assert fig.layout.xaxis.ticktext[0].endswith(f"<sub>{first}</sub>") and "column" in fig.layout.xaxis2.title.text
 
 
 def test_routing_explorer_switching_an_expert_off(model, tok):
@@ -263,7 +271,10 @@ def test_attention_cells_equal_the_traces_weights(run):
     assert traces_named(fig, "layer 1 head 0")[0].visible is True
     assert traces_named(fig, "layer 0 head 0")[0].visible is False
     labels = [sh.label.text for sh in fig.layout.shapes]
-    assert labels == ["kv head 0: shared by query heads 0, 1", "kv head 1: shared by query heads 2, 3"]
+    assert labels == ["kv head 0: query heads 0, 1", "kv head 1: query heads 2, 3"]
+    # the bands sit clear of the "query head h" titles (which take about 20 px above the panels)
+    plot_px = fig.layout.height - fig.layout.margin.t - fig.layout.margin.b
+    assert all((sh.y0 - 1) * plot_px >= 25 for sh in fig.layout.shapes)
     assert fig.layout.xaxis.title.text == "key position" and fig.layout.yaxis.title.text == "query position"
     assert fig.layout.yaxis.autorange == "reversed"
 
@@ -329,10 +340,12 @@ def test_callchain_links_every_chapter(suffix, run):
 def test_callchain_marks_the_current_chapter():
     import re
     assert "you are here" not in viz.callchain_html().data
+    frame = "3px solid " + viz.palette.OKABE_ITO["orange"]
     for here, boxes in (("moe", 1), ("model", 3), ("lm_head", 2)):   # model: its group, embed/mask and norm
         page = viz.callchain_html(here=here).data
         tags = re.findall(r'href="(\d\d_\w+)\.ipynb"><b><code>[^<]*</code></b></a> <b class="mxe-here"', page)
-        assert tags == [viz.callchain.NOTEBOOKS[here]] * boxes
+        assert tags == [viz.callchain.NOTEBOOKS[here]]          # "you are here" once, on the chapter's own box
+        assert page.count(frame) == boxes                        # every box the chapter teaches is framed
     with pytest.raises(ValueError, match="not a chapter; use one of"):
         viz.callchain_html(here="mlp")
 
