@@ -371,8 +371,9 @@ def setup_cell(language: str) -> dict:
 def fold_labels(text: str, language: str) -> str:
     from mixtral_edu.i18n import FOLD_LABELS, gettext
 
-    pattern = re.compile(r"<summary>\s*(" + "|".join(FOLD_LABELS) + r")\s*</summary>")
-    return pattern.sub(lambda m: f"<summary>{gettext(m.group(1), language)}</summary>", text)
+    # a label may carry a number ("Hint 1", "Hint 2"): the word is translated, the number kept
+    pattern = re.compile(r"<summary>\s*(" + "|".join(FOLD_LABELS) + r")(\s+\d+)?\s*</summary>")
+    return pattern.sub(lambda m: f"<summary>{gettext(m.group(1), language)}{m.group(2) or ''}</summary>", text)
 
 
 def make_notebook(path: Path, language: str, parser=None) -> Tuple[dict, int, int]:

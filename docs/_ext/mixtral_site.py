@@ -674,7 +674,7 @@ def other_languages(pagename: str, language: str, languages: Dict[str, str]) -> 
             for code, label in languages.items() if code != language]
 
 
-_FOLD = re.compile(r"<summary>\s*(" + "|".join(FOLD_LABELS) + r")\s*</summary>")
+_FOLD = re.compile(r"<summary>\s*(" + "|".join(FOLD_LABELS) + r")(\s+\d+)?\s*</summary>")   # "Hint 2": number kept
 
 SOLUTIONS_LINK = '<a class="reference internal" href="{href}">Reference solutions of the exercises (folded)</a>'
 
@@ -685,7 +685,7 @@ def page_context(app: Sphinx, pagename: str, templatename: str, context: Dict[st
     body = context.get("body") or ""
     if language != "en":  # <details> blocks are raw html, which catalogs do not reach: their labels
         body = context["body"] = _FOLD.sub(lambda m: f"<summary>{html.escape(gettext(m.group(1), language))}"
-                                           "</summary>", body)
+                                           f"{m.group(2) or ''}</summary>", body)
     if 'class="mxe-plotly"' in body:
         app.add_js_file(static_paths()["plotly"])
     if "application/vnd.jupyter.widget-view+json" in body:

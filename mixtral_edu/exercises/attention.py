@@ -20,96 +20,98 @@ import torch.nn.functional as F
 
 from . import (ExerciseResult, NotYet, call, checker, expect_same, filled_predictions, name_the_mistake,
                run_cases, same, watching)
+from ..i18n import N_, _
 from ..modeling.rotary import MixtralRotaryEmbedding, apply_rotary_pos_emb
 
 # The user-facing sentences of this module, in one place (issue 19 wraps them for translation).
 MSG = {
-    "shapes_passed": "all {n} shapes are right.",
-    "shapes_blank_hint": "replace every ... by a tuple of whole numbers, e.g. (1, 2, 3).",
-    "shapes_odd": "{name}: a shape is a tuple of whole numbers, got {kind}.",
-    "shapes_odd_hint": "write each shape as a tuple of ints, one per axis.",
-    "shapes_wrong": "{n} of the {total} shapes are off; the first is {name}.",
-    "shapes_rank": "{name} has the wrong number of axes: compare with the legend's letters for it.",
-    "shapes_cache_heads": ("the cache keeps only the Hkv key/value heads: repeat_kv runs after the cache update, "
+    "shapes_passed": N_("all {n} shapes are right."),
+    "shapes_blank_hint": N_("replace every ... by a tuple of whole numbers, e.g. (1, 2, 3)."),
+    "shapes_odd": N_("{name}: a shape is a tuple of whole numbers, got {kind}."),
+    "shapes_odd_hint": N_("write each shape as a tuple of ints, one per axis."),
+    "shapes_wrong": N_("{n} of the {total} shapes are off; the first is {name}."),
+    "shapes_rank": N_("{name} has the wrong number of axes: compare with the legend's letters for it."),
+    "shapes_cache_heads": N_("the cache keeps only the Hkv key/value heads: repeat_kv runs after the cache update, "
                            "so the copies are never stored."),
-    "shapes_repeated_heads": "after repeat_kv every query head has its own copy of keys: H heads.",
-    "shapes_q_heads": "every query head has its own query: H heads, not Hkv.",
-    "shapes_keys_axis": ("keys count every token so far: the P cached ones and the T new ones, S = P + T "
+    "shapes_repeated_heads": N_("after repeat_kv every query head has its own copy of keys: H heads."),
+    "shapes_q_heads": N_("every query head has its own query: H heads, not Hkv."),
+    "shapes_keys_axis": N_("keys count every token so far: the P cached ones and the T new ones, S = P + T "
                          "(the cache is updated before the scores)."),
-    "shapes_new_axis": "a decode step feeds one new token per row: T = 1.",
-    "shapes_scores_order": "scores are (B, H, T, S): rows are queries, columns keys.",
-    "shapes_mask_heads": "the mask has a head axis of size 1: one mask broadcast over every head.",
-    "shapes_z": "before o_proj the heads sit side by side again: (B, T, H * D), the hidden size for Mixtral.",
-    "shapes_batch": "every tensor keeps the batch axis first: B rows.",
-    "shapes_head_dim": "the head dim D = C / H: the last axis of q, k and v.",
-    "shapes_default": "go axis by axis with the legend (B, H, Hkv, T, P, S = P + T, D).",
+    "shapes_new_axis": N_("a decode step feeds one new token per row: T = 1."),
+    "shapes_scores_order": N_("scores are (B, H, T, S): rows are queries, columns keys."),
+    "shapes_mask_heads": N_("the mask has a head axis of size 1: one mask broadcast over every head."),
+    "shapes_z": N_("before o_proj the heads sit side by side again: (B, T, H * D), the hidden size for Mixtral."),
+    "shapes_batch": N_("every tensor keeps the batch axis first: B rows."),
+    "shapes_head_dim": N_("the head dim D = C / H: the last axis of q, k and v."),
+    "shapes_default": N_("go axis by axis with the legend (B, H, Hkv, T, P, S = P + T, D)."),
 
-    "rot_what": "rotary embedding",
-    "rot_shape": "return x's shape (T, D): a rotation changes directions, not sizes.",
-    "rot_dtype": ("keep x's float dtype: positions are integers, but the rotated vectors are not "
+    "rot_what": N_("rotary embedding"),
+    "rot_shape": N_("return x's shape (T, D): a rotation changes directions, not sizes."),
+    "rot_dtype": N_("keep x's float dtype: positions are integers, but the rotated vectors are not "
                   "(cos and sin of the angles are floats)."),
-    "rot_length": "a rotation keeps every vector's length: use the cos and the sin of the same angle on each pair.",
-    "rot_zero": "position 0 is angle 0: those rows must come back unchanged.",
-    "rot_interleaved": ("transformers pairs dim i with dim i + D/2 (the rotate_half layout: two halves), not "
+    "rot_length": N_("a rotation keeps every vector's length: use the cos and the sin of the same angle on each pair."),
+    "rot_zero": N_("position 0 is angle 0: those rows must come back unchanged."),
+    "rot_interleaved": N_("transformers pairs dim i with dim i + D/2 (the rotate_half layout: two halves), not "
                         "neighbours (2i, 2i + 1)."),
-    "rot_backwards": ("the rotation goes the other way: rotate_half puts the NEGATED second half first, and its "
+    "rot_backwards": N_("the rotation goes the other way: rotate_half puts the NEGATED second half first, and its "
                       "result is multiplied by the sin."),
-    "rot_freq": "the frequency of pair i is base ** (-2i / D), not base ** (-i / D).",
-    "rot_base": "use the base argument: Mixtral's rope_theta is 1e6, not 10000.",
-    "rot_index": "rotate row t to positions[t], not to its row number t.",
-    "rot_default": ("angle[t, i] = positions[t] * base ** (-2i / D) for the D/2 pairs (i, i + D/2); the same cos "
+    "rot_freq": N_("the frequency of pair i is base ** (-2i / D), not base ** (-i / D)."),
+    "rot_base": N_("use the base argument: Mixtral's rope_theta is 1e6, not 10000."),
+    "rot_index": N_("rotate row t to positions[t], not to its row number t."),
+    "rot_default": N_("angle[t, i] = positions[t] * base ** (-2i / D) for the D/2 pairs (i, i + D/2); the same cos "
                     "and sin serve both halves."),
 
-    "attn_what": "attention",
-    "attn_shape": "the output is (B, H, T, D): weights (B, H, T, S) times v (B, H, S, D).",
-    "attn_nan": ("a query whose every key is hidden (a pad query) gets NaN when hidden scores are -inf: exp(-inf) "
+    "attn_what": N_("attention"),
+    "attn_shape": N_("the output is (B, H, T, D): weights (B, H, T, S) times v (B, H, S, D)."),
+    "attn_nan": N_("a query whose every key is hidden (a pad query) gets NaN when hidden scores are -inf: exp(-inf) "
                  "sums to 0 and 0/0 is NaN. Add the mask as it is (0 or finfo.min) instead."),
-    "attn_no_scale": "divide the scores by sqrt(D) before the softmax (D = head dim).",
-    "attn_by_d": "divide by sqrt(D), not by D.",
-    "attn_mask_ignored": "add the mask to the scores before the softmax.",
-    "attn_softmax_queries": "softmax over the KEYS (the last dim, S): each query's weights sum to 1.",
-    "attn_mask_multiplied": ("the mask is ADDITIVE: 0 for visible keys and a huge negative number for hidden ones, so "
+    "attn_no_scale": N_("divide the scores by sqrt(D) before the softmax (D = head dim)."),
+    "attn_by_d": N_("divide by sqrt(D), not by D."),
+    "attn_mask_ignored": N_("add the mask to the scores before the softmax."),
+    "attn_softmax_queries": N_("softmax over the KEYS (the last dim, S): each query's weights sum to 1."),
+    "attn_mask_multiplied": N_("the mask is ADDITIVE: 0 for visible keys and a huge negative number for hidden ones, so "
                              "add it to the scores; exp of it is then 0."),
-    "attn_mask_after": "add the mask BEFORE the softmax: after it, the hidden keys already took their share.",
-    "attn_scale_after": "divide the scores by sqrt(D) before the softmax, not the weights after it.",
-    "attn_dtype": "return q's dtype: do the softmax in float32, then cast the weights back.",
-    "attn_softmax_bf16": "case {label}: the numbers agree, but your softmax ran in {dtype}.",
-    "attn_softmax_bf16_hint": ("run the softmax in float32, as the exercise (and MixtralAttention) asks, then cast the "
+    "attn_mask_after": N_("add the mask BEFORE the softmax: after it, the hidden keys already took their share."),
+    "attn_scale_after": N_("divide the scores by sqrt(D) before the softmax, not the weights after it."),
+    "attn_dtype": N_("return q's dtype: do the softmax in float32, then cast the weights back."),
+    "attn_softmax_bf16": N_("case {label}: the numbers agree, but your softmax ran in {dtype}."),
+    "attn_softmax_bf16_hint": N_("run the softmax in float32, as the exercise (and MixtralAttention) asks, then cast the "
                                "weights back to q's dtype. PyTorch's CPU kernel happens to round to the same numbers "
                                "here, so the check looks at the dtype your softmax computed in."),
-    "attn_default": "softmax over the keys of (q k^T / sqrt(D) + mask), then times v.",
+    "attn_default": N_("softmax over the keys of (q k^T / sqrt(D) + mask), then times v."),
 
-    "win_what": "the attention output",
-    "win_passed": "all {n} call sequences agree with the full cache, and the cache never kept more than W keys.",
-    "win_type": "return a pair (output, new cache), got a {kind}.",
-    "win_type_hint": ("return the attention output (B, H, T, D) and the cache to pass to the next call, "
+    "win_what": N_("the attention output"),
+    "win_passed": N_("all {n} call sequences agree with the full cache, and the cache never kept more than W keys."),
+    "win_type": N_("return a pair (output, new cache), got a {kind}."),
+    "win_type_hint": N_("return the attention output (B, H, T, D) and the cache to pass to the next call, "
                       "a (keys, values) pair of (B, Hkv, S_kept, D) tensors."),
-    "win_cache_type": "the new cache must be a (keys, values) pair of 4-D tensors (B, Hkv, S_kept, D).",
-    "win_cache_type_hint": "return the kept keys and values as a tuple of two tensors; the next call gets it back.",
-    "win_grows": "case {label}: the cache kept {n} keys, but W = {w}",
-    "win_grows_hint": ("the cache grows past W: after attending, keep only the last W keys and values, the ones a "
+    "win_cache_type": N_("the new cache must be a (keys, values) pair of 4-D tensors (B, Hkv, S_kept, D)."),
+    "win_cache_type_hint": N_("return the kept keys and values as a tuple of two tensors; the next call gets it back."),
+    "win_grows": N_("case {label}: the cache kept {n} keys, but W = {w}"),
+    "win_grows_hint": N_("the cache grows past W: after attending, keep only the last W keys and values, the ones a "
                        "later query can still see."),
-    "win_too_few": ("the next query sees itself and the W keys before it (4.41.2's window keeps W + 1 visible): "
+    "win_too_few": N_("the next query sees itself and the W keys before it (4.41.2's window keeps W + 1 visible): "
                     "keep the last W keys after each call, not fewer."),
-    "win_too_many": ("one key too many is visible: the query sees itself and W keys before it. Keep W after a "
+    "win_too_many": N_("one key too many is visible: the query sees itself and W keys before it. Keep W after a "
                      "call (or mask the extra one)."),
-    "win_evict_first": ("attend first, evict after: the new queries must see the W kept keys AND their own new "
+    "win_evict_first": N_("attend first, evict after: the new queries must see the W kept keys AND their own new "
                         "ones; cut the cache back to W only once the output is computed."),
-    "win_no_mask": ("a call with several new tokens (a prefill or a chunk) needs a mask: each query sees no later "
+    "win_no_mask": N_("a call with several new tokens (a prefill or a chunk) needs a mask: each query sees no later "
                     "token, and nothing more than W tokens back."),
-    "win_no_window": ("the window also applies inside a prefill or chunk: a query there sees at most the W keys "
+    "win_no_window": N_("the window also applies inside a prefill or chunk: a query there sees at most the W keys "
                       "before it, even when older ones are still in hand."),
-    "win_heads": "repeat the Hkv key/value heads to H (each kv head serves H / Hkv query heads) before the scores.",
+    "win_heads": N_("repeat the Hkv key/value heads to H (each kv head serves H / Hkv query heads) before the scores."),
     # found by reading off which keys a wrong query really attended to (positions count from the first token)
-    "win_future": ("the query at position {p} gave weight to keys that come after it: in a call of several tokens, "
+    "win_future": N_("the query at position {p} gave weight to keys that come after it: in a call of several tokens, "
                    "what keeps a query from reading the tokens after it?"),
-    "win_one_short": ("the query at position {p} saw {n} keys, one too few: 4.41.2's window shows a query itself and "
+    "win_one_short": N_("the query at position {p} saw {n} keys, one too few: 4.41.2's window shows a query itself and "
                       "the W keys before it, W + 1 in all. Which limit in your code is off by one?"),
-    "win_lost": ("the query at position {p} saw only {n} keys: keys it should still see were gone when it attended. "
+    "win_lost": N_("the query at position {p} saw only {n} keys: keys it should still see were gone when it attended. "
                  "Where does your function cut the keys back to W: before the scores, or after?"),
-    "win_too_far": ("the query at position {p} saw {n} keys, more than the W + 1 the window allows: how far back does "
+    "win_too_far": N_("the query at position {p} saw {n} keys, more than the W + 1 the window allows: how far back does "
                     "your mask let a query look?"),
-    "win_default": ("compare call by call with a cache that keeps every key and applies the window by the mask "
+    "win_step": N_("{label}, call {i} (T={t})"),
+    "win_default": N_("compare call by call with a cache that keeps every key and applies the window by the mask "
                     "(positions relative to the first kept key shift every query and key alike)."),
 }
 
@@ -134,7 +136,7 @@ def _shape_hint(name: str, got: tuple, want: tuple) -> str:
     if name == "z":
         return MSG["shapes_z"]
     if len(got) != len(want):
-        return MSG["shapes_rank"].format(name=name)
+        return _(MSG["shapes_rank"]).format(name=name)
     if got[0] != want[0]:
         return MSG["shapes_batch"]
     if name == "scores" and got == (want[0], want[1], want[3], want[2]):
@@ -166,13 +168,13 @@ def check_decode_step_shapes(fn: Callable) -> ExerciseResult:
     got = filled_predictions(fn, SHAPE_NAMES, MSG["shapes_blank_hint"])
     for name in SHAPE_NAMES:
         if _as_shape(got[name]) is None:
-            raise NotYet(MSG["shapes_odd"].format(name=name, kind=type(got[name]).__name__), MSG["shapes_odd_hint"])
+            raise NotYet(_(MSG["shapes_odd"]).format(name=name, kind=type(got[name]).__name__), MSG["shapes_odd_hint"])
     want = decode_step_shapes()
     wrong = [n for n in SHAPE_NAMES if _as_shape(got[n]) != want[n]]
     if not wrong:
-        return ExerciseResult(True, MSG["shapes_passed"].format(n=len(SHAPE_NAMES)))
+        return ExerciseResult(True, _(MSG["shapes_passed"]).format(n=len(SHAPE_NAMES)))
     first = wrong[0]
-    raise NotYet(MSG["shapes_wrong"].format(n=len(wrong), total=len(SHAPE_NAMES), name=first),
+    raise NotYet(_(MSG["shapes_wrong"]).format(n=len(wrong), total=len(SHAPE_NAMES), name=first),
                  _shape_hint(first, _as_shape(got[first]), want[first]))
 
 
@@ -183,15 +185,15 @@ def rotate(x: torch.Tensor, positions: torch.Tensor, base: float = 10000.0) -> t
     d = x.shape[-1]
     rope = MixtralRotaryEmbedding(d, base=base)
     cos, sin = rope(x, seq_len=int(positions.max()) + 1)                       # (S, D) tables
-    out, _ = apply_rotary_pos_emb(x[None, None], x[None, None], cos, sin, positions[None])   # (1, 1, T, D)
+    out, rotated_k = apply_rotary_pos_emb(x[None, None], x[None, None], cos, sin, positions[None])   # (1, 1, T, D)
     return out[0, 0]
 
 
 def rot_cases():
     g = torch.Generator().manual_seed(17)
-    return [("D=4, positions 0..3", (torch.randn(4, 4, generator=g), torch.arange(4)), {}),
-            ("D=8, positions 5, 0, 17", (torch.randn(3, 8, generator=g), torch.tensor([5, 0, 17])), {}),
-            ("D=16, base 1e6 (Mixtral's rope_theta)", (torch.randn(2, 16, generator=g), torch.tensor([3, 40])),
+    return [(N_("D=4, positions 0..3"), (torch.randn(4, 4, generator=g), torch.arange(4)), {}),
+            (N_("D=8, positions 5, 0, 17"), (torch.randn(3, 8, generator=g), torch.tensor([5, 0, 17])), {}),
+            (N_("D=16, base 1e6 (Mixtral's rope_theta)"), (torch.randn(2, 16, generator=g), torch.tensor([3, 40])),
              {"base": 1e6})]
 
 
@@ -257,18 +259,18 @@ def _additive(b, t, s, past=0, pad=None, dtype=torch.float32):
     return torch.zeros(b, 1, t, s, dtype=dtype).masked_fill(~visible, torch.finfo(dtype).min)   # (B, 1, T, S)
 
 
-BF16_CASE = "bfloat16 (a bf16 model): causal + left padding, B=2, T=S=5"
+BF16_CASE = N_("bfloat16 (a bf16 model): causal + left padding, B=2, T=S=5")
 
 
 def attn_cases():
     g = torch.Generator().manual_seed(19)
     r = lambda *shape: torch.randn(*shape, generator=g) * 1.5  # noqa: E731
     pad = torch.tensor([[1, 1, 1, 1, 1], [0, 0, 1, 1, 1]])
-    return [("no mask, B=1, H=2, T=S=3, D=4", (r(1, 2, 3, 4), r(1, 2, 3, 4), r(1, 2, 3, 4), None), {}),
-            ("causal mask, B=1, H=2, T=S=4, D=8", (r(1, 2, 4, 8), r(1, 2, 4, 8), r(1, 2, 4, 8), _additive(1, 4, 4)), {}),
-            ("decode: T=1 query, S=5 keys, left padding", (r(2, 2, 1, 4), r(2, 2, 5, 4), r(2, 2, 5, 4),
+    return [(N_("no mask, B=1, H=2, T=S=3, D=4"), (r(1, 2, 3, 4), r(1, 2, 3, 4), r(1, 2, 3, 4), None), {}),
+            (N_("causal mask, B=1, H=2, T=S=4, D=8"), (r(1, 2, 4, 8), r(1, 2, 4, 8), r(1, 2, 4, 8), _additive(1, 4, 4)), {}),
+            (N_("decode: T=1 query, S=5 keys, left padding"), (r(2, 2, 1, 4), r(2, 2, 5, 4), r(2, 2, 5, 4),
                                                            _additive(2, 1, 5, past=4, pad=pad)), {}),
-            ("causal + left padding, B=2, T=S=5 (pad queries see nothing)",
+            (N_("causal + left padding, B=2, T=S=5 (pad queries see nothing)"),
              (r(2, 2, 5, 4), r(2, 2, 5, 4), r(2, 2, 5, 4), _additive(2, 5, 5, pad=pad)), {}),
             (BF16_CASE, (r(2, 2, 5, 8).bfloat16(), r(2, 2, 5, 8).bfloat16(), r(2, 2, 5, 8).bfloat16(),
                          _additive(2, 5, 5, pad=pad, dtype=torch.bfloat16)), {})]
@@ -320,12 +322,12 @@ def check_attention(fn: Callable) -> ExerciseResult:
     result = run_cases(fn, reference_attention, attn_cases(), _diagnose_attn, MSG["attn_what"], atol=_attn_atol)
     if not result:
         return result
-    label, args, _ = next(c for c in attn_cases() if c[0] == BF16_CASE)
+    label, args, kwargs = next(c for c in attn_cases() if c[0] == BF16_CASE)
     with watching("softmax") as calls:                   # the numbers cannot tell a bf16 softmax apart (see hint)
         call(fn, *args, label=label)
     low = [d for d in map(_softmax_dtype, calls) if d in (torch.bfloat16, torch.float16)]
     if low:
-        raise NotYet(MSG["attn_softmax_bf16"].format(label=label, dtype=str(low[0]).replace("torch.", "")),
+        raise NotYet(_(MSG["attn_softmax_bf16"]).format(label=_(label), dtype=str(low[0]).replace("torch.", "")),
                      MSG["attn_softmax_bf16_hint"])
     return result
 
@@ -347,9 +349,9 @@ def full_cache_attention(q, keys, values, past: int, window: int) -> torch.Tenso
 
 
 WINDOW_CASES = [  # (label, B, H, Hkv, D, W, tokens per call: a prefill, then decode steps and chunks)
-    ("W=3: a prefill of 6, two decode steps, a chunk of 3, a decode step", 1, 4, 2, 8, 3, [6, 1, 1, 3, 1]),
-    ("W=2, B=2: a prefill of 2 (shorter than the window), four decode steps", 2, 4, 1, 4, 2, [2, 1, 1, 1, 1]),
-    ("W=4: a prefill of 3, a chunk of 4, three decode steps", 1, 2, 2, 4, 4, [3, 4, 1, 1, 1]),
+    (N_("W=3: a prefill of 6, two decode steps, a chunk of 3, a decode step"), 1, 4, 2, 8, 3, [6, 1, 1, 3, 1]),
+    (N_("W=2, B=2: a prefill of 2 (shorter than the window), four decode steps"), 2, 4, 1, 4, 2, [2, 1, 1, 1, 1]),
+    (N_("W=4: a prefill of 3, a chunk of 4, three decode steps"), 1, 2, 2, 4, 4, [3, 4, 1, 1, 1]),
 ]
 
 
@@ -415,16 +417,16 @@ def _window_diagnosis(got, want, q, keys, values, past, window, kept_before) -> 
     a, b = seen
     n, first = b - a + 1, max(0, p - window)                          # it should see keys first..p
     if b > p:
-        return MSG["win_future"].format(p=p)
+        return _(MSG["win_future"]).format(p=p)
     if a < first:                                                     # older keys than the window allows
-        return MSG["win_no_window"] if a >= past else MSG["win_too_far"].format(p=p, n=n)
+        return MSG["win_no_window"] if a >= past else _(MSG["win_too_far"]).format(p=p, n=n)
     if a == first + 1 and b == p:                                     # one key short: the oldest one it may see
         if first >= past:                                             # a key of this very call: the mask
-            return MSG["win_one_short"].format(p=p, n=n)
+            return _(MSG["win_one_short"]).format(p=p, n=n)
         if kept_before < window:                                      # a cached key: kept too few last time
             return MSG["win_too_few"]
     if a > first or b < p:                                            # keys it should see were gone
-        return MSG["win_lost"].format(p=p, n=n)
+        return _(MSG["win_lost"]).format(p=p, n=n)
     return None
 
 
@@ -445,7 +447,7 @@ def check_attend_with_window_cache(fn: Callable) -> ExerciseResult:
             all_k.append(k)
             all_v.append(v)
             want = full_cache_attention(q, torch.cat(all_k, -2), torch.cat(all_v, -2), past, w)
-            step = f"{label}, call {i + 1} (T={q.shape[2]})"
+            step = _(MSG["win_step"]).format(label=_(label), i=i + 1, t=q.shape[2])
             try:
                 result = call(fn, cache, q.clone(), k.clone(), v.clone(), w, label=step)
             except NotYet as stop:
@@ -453,10 +455,10 @@ def check_attend_with_window_cache(fn: Callable) -> ExerciseResult:
                     raise NotYet(stop.problem, MSG["win_heads"]) from None
                 raise
             if not (isinstance(result, (tuple, list)) and len(result) == 2):
-                raise NotYet(MSG["win_type"].format(kind=type(result).__name__), MSG["win_type_hint"])
+                raise NotYet(_(MSG["win_type"]).format(kind=type(result).__name__), MSG["win_type_hint"])
             got, cache = result
             if not isinstance(got, torch.Tensor):
-                raise NotYet(MSG["win_type"].format(kind=type(got).__name__), MSG["win_type_hint"])
+                raise NotYet(_(MSG["win_type"]).format(kind=type(got).__name__), MSG["win_type_hint"])
             keys, values = torch.cat(all_k, -2), torch.cat(all_v, -2)
             # which keys the first wrong query really saw names most mistakes; whole wrong variants the rest
             expect_same(got, want, step, lambda: (
@@ -465,9 +467,9 @@ def check_attend_with_window_cache(fn: Callable) -> ExerciseResult:
                 atol=1e-5, what=MSG["win_what"])
             held = kept_before = _kept_length(cache)
             if held > w:
-                raise NotYet(MSG["win_grows"].format(label=step, n=held, w=w), MSG["win_grows_hint"])
+                raise NotYet(_(MSG["win_grows"]).format(label=step, n=held, w=w), MSG["win_grows_hint"])
             past += q.shape[2]
-    return ExerciseResult(True, MSG["win_passed"].format(n=len(WINDOW_CASES)))
+    return ExerciseResult(True, _(MSG["win_passed"]).format(n=len(WINDOW_CASES)))
 
 
 EXERCISES = {
