@@ -98,6 +98,11 @@ def course_tables(route: Dict[str, Any]) -> str:
                 continue
             parts.append(f"- {ident}: [{_cell(title)}](../notebooks/{name}.ipynb)")
         parts.append("")
+    after = route.get("after_course") or []
+    if after:
+        parts += ["### After the course", "", "For the students who want more, on their own or in a fourth lesson:", ""]
+        parts += [f"- [{c['notebook']}](../notebooks/{c['notebook']}.ipynb): {_cell(c.get('why', ''))}" for c in after]
+        parts.append("")
     return "\n".join(parts) + "\n"
 
 

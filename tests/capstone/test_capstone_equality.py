@@ -15,7 +15,7 @@ from mixtral_edu.build import PIECES, plug_in
 from mixtral_edu.tiny.pretrained import TINY_DIR
 
 from capstone_helpers import generate_both, random_config, reference_pieces
-from conftest import left_padded, make_pair
+from pairs import left_padded, make_pair
 
 TOL = 1e-5
 

@@ -9,7 +9,7 @@ from mixtral_edu import trace_diff
 from mixtral_edu.build.diff import compare, default_inputs, locate
 
 from capstone_helpers import reference_pieces
-from conftest import make_pair
+from pairs import make_pair
 
 PATTERN = ("row", "head", "query", "key")
 

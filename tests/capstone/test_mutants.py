@@ -24,7 +24,7 @@ from mixtral_edu.build import PIECES
 from mixtral_edu.build.diff import default_inputs
 
 from capstone_helpers import solutions
-from conftest import make_pair
+from pairs import make_pair
 
 S = solutions()
 

@@ -11,7 +11,7 @@ from mixtral_edu.build.plug import RUNNING
 from mixtral_edu.modeling import attention, causal_lm, masks, model as model_module, moe, rotary
 
 from capstone_helpers import reference_pieces
-from conftest import left_padded, make_pair
+from pairs import left_padded, make_pair
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from mixtral_edu.build.plug import RUNNING
 from mixtral_edu.build.diff import trace_diff
 
 from capstone_helpers import reference_pieces
-from conftest import left_padded, make_pair
+from pairs import left_padded, make_pair
 
 REF = reference_pieces()
 NAMES = list(PIECES)

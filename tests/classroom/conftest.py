@@ -14,12 +14,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT / "docs" / "_ext"))
-SITE = ROOT / "docs" / "_build" / "html"
-ARTIFACTS = ROOT / "artifacts"
-SHOTS = ARTIFACTS / "screenshots" / "classroom"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from classroom_site import ARTIFACTS, ROOT, SITE  # noqa: E402  (the tests import SHOTS from it too)
 
 import browser as br  # noqa: E402
 

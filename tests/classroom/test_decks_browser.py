@@ -16,7 +16,7 @@ import browser as br
 import decks as dk
 import route as rt
 
-from conftest import ARTIFACTS, SHOTS
+from classroom_site import ARTIFACTS, SHOTS
 
 pytestmark = pytest.mark.browser
 

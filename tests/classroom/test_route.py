@@ -5,8 +5,6 @@ written again (nothing changes), and the copies keep every code cell as it was.
 """
 from __future__ import annotations
 
-import shutil
-
 import nbformat
 import pytest
 
@@ -24,9 +22,12 @@ def test_minutes_add_up():
 
 
 def test_course_covers_every_chapter_once():
+    """Every chapter is taught in one lesson or named after the course (11 and 12), never both or twice."""
     names = sorted(p.stem for p in rt.NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
     taught = [c["notebook"] for lesson in ROUTE["course"] for c in lesson["chapters"]]
-    assert sorted(taught) == names
+    after = [c["notebook"] for c in ROUTE.get("after_course") or []]
+    assert sorted(taught + after) == names
+    assert {f"{n:02d}" for n in range(11)} == {name[:2] for name in taught}   # the walkthrough 00..10 in class
 
 
 @pytest.mark.parametrize("name", LECTURE)
@@ -43,8 +44,10 @@ def test_every_routed_heading_exists(name):
 
 @pytest.fixture()
 def copies(tmp_path):
+    """The two chapters with the route taken out (as a chapter is before its first `apply`)."""
     for name in ("01_generation_loop", "07_moe"):
-        shutil.copy(rt.NOTEBOOKS / f"{name}.ipynb", tmp_path / f"{name}.ipynb")
+        nb = nbformat.read(rt.NOTEBOOKS / f"{name}.ipynb", as_version=4)
+        nbformat.write(rt.apply_route(nb, None), tmp_path / f"{name}.ipynb")
     return tmp_path
 
 
@@ -90,3 +93,13 @@ def test_a_missing_heading_names_the_nearest(copies):
     nb = nbformat.read(copies / "07_moe.ipynb", as_version=4)
     with pytest.raises(rt.RouteError, match="Routing heatmaps: additions, sentences, records"):
         rt.apply_route(nb, chapter)
+
+
+def test_the_chapters_carry_the_route():
+    """notebooks/ as committed equals the route applied (after editing route.yaml or a chapter, run
+    `python docs/_ext/route.py apply` and commit the notebooks)."""
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, str(rt.ROOT / "docs" / "_ext" / "route.py"), "check"],
+                          cwd=rt.ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

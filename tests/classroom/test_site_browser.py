@@ -14,7 +14,7 @@ import a11y
 import browser as br
 import route as rt
 
-from conftest import ARTIFACTS, SHOTS
+from classroom_site import ARTIFACTS, SHOTS
 
 pytestmark = pytest.mark.browser
 

@@ -10,7 +10,7 @@ import mixtral_edu
 from mixtral_edu.fast.moe import GroupedMixtralSparseMoeBlock, grouped_moe
 from mixtral_edu.modeling.moe import MixtralSparseMoeBlock
 
-from conftest import left_padded, make_pair, random_ids
+from pairs import left_padded, make_pair, random_ids
 
 
 def _block_classes(model):

@@ -13,7 +13,7 @@ from safetensors.torch import load_file, save_file
 import mixtral_edu
 from mixtral_edu.modeling.checkpoint import CheckpointMismatchError
 
-from conftest import left_padded, make_pair, random_ids
+from pairs import left_padded, make_pair, random_ids
 
 IDS, MASK = left_padded(2, 8, pads=[0, 3], seed=30)
 

@@ -23,7 +23,7 @@ from safetensors import safe_open
 import mixtral_edu
 from mixtral_edu.modeling import checkpoint as ckpt
 
-from conftest import make_pair, random_ids
+from pairs import make_pair, random_ids
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)

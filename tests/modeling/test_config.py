@@ -9,7 +9,7 @@ import transformers
 
 import mixtral_edu
 
-from conftest import tiny_kwargs
+from pairs import tiny_kwargs
 
 # transformers' own Mixtral fields (its __init__ parameters) ...
 HF_FIELDS = [p for p in inspect.signature(transformers.MixtralConfig.__init__).parameters

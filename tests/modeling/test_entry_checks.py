@@ -7,7 +7,7 @@ from torch.overrides import TorchFunctionMode
 
 import mixtral_edu
 
-from conftest import random_ids, tiny_kwargs
+from pairs import random_ids, tiny_kwargs
 
 
 class CountValueReads(TorchFunctionMode):

@@ -26,7 +26,7 @@ from mixtral_edu.modeling import moe as our_moe
 from mixtral_edu.modeling import rotary as our_rotary
 from mixtral_edu.modeling.generation import TopKLogitsWarper, TopPLogitsWarper, TemperatureLogitsWarper
 
-from conftest import (
+from pairs import (
     PAD,
     assert_legacy_equal,
     left_padded,

@@ -13,7 +13,7 @@ import mixtral_edu
 from mixtral_edu.modeling.generation_config import GenerationConfig
 from mixtral_edu.tiny.pretrained import TINY_DIR
 
-from conftest import left_padded, make_pair
+from pairs import left_padded, make_pair
 
 
 @pytest.fixture(scope="module")

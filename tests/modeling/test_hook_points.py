@@ -6,7 +6,7 @@ import torch
 import mixtral_edu
 from mixtral_edu.modeling.hook_points import HookPoint, run_torch_hooks
 
-from conftest import random_ids, tiny_kwargs
+from pairs import random_ids, tiny_kwargs
 
 
 def build() -> mixtral_edu.MixtralForCausalLM:

@@ -16,7 +16,7 @@ import mixtral_edu
 from mixtral_edu.modeling import masks as M
 from mixtral_edu.modeling.generation import TopKLogitsWarper, TopPLogitsWarper
 
-from conftest import PAD, make_pair
+from pairs import PAD, make_pair
 
 # database=None: write no .hypothesis/ example database outside tests/.
 SETTINGS = settings(max_examples=30, deadline=None, database=None)

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 import mixtral_edu
 from mixtral_edu.modeling.hook_points import HookPoint
 
-from conftest import make_pair, random_ids
+from pairs import make_pair, random_ids
 
 MODEL, _ = make_pair(seed=31)
 IDS = random_ids(2, 5, seed=32)
