@@ -10,7 +10,7 @@ def run():
     import torch
     torch.set_num_threads(1)
     from mixtral_edu.tiny.pretrained import load_tiny
-    from mixtral_edu.viz.widgets import config_values, traced_generate
+    from mixtral_edu.viz.runs import config_values, traced_generate
     model, tok = load_tiny(attn_implementation="eager")
     batch = tok(["the small cat sees", "37+48="], padding=True, return_tensors="pt")
     with config_values(model, sliding_window=8):
