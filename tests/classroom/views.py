@@ -22,12 +22,14 @@ def run():
 def figures():
     """{name: plotly figure} of every static view."""
     from mixtral_edu import viz
+    from mixtral_edu.tiny.corpus import samples_by_domain
+    from mixtral_edu.tiny.evaluate import EVAL_SEED
     model, tok, tr = run()
     return {
         "mask": viz.mask_figure(tr, tokenizer=tok, sliding_window=8),
         "cache": viz.cache_figure(tr, tokenizer=tok, sliding_window=8),
         "routing": viz.routing_figure(tr, tokenizer=tok),
-        "balance": viz.balance_figure(viz.balance_stats(model, tok, n_samples=8)),
+        "balance": viz.balance_figure(viz.balance_stats(model, tok, samples_by_domain(8, EVAL_SEED))),
         "attention": viz.attention_figure(tr, step=0, tokenizer=tok, sliding_window=8),
         "sampling": viz.sampling_figure(tr, step=0, tokenizer=tok, top_k=20, top_p=0.9),
         "callchain": viz.callchain_figure(trace=tr, here="moe"),
