@@ -10,7 +10,7 @@ def run():
     import torch
     torch.set_num_threads(1)
     from mixtral_edu.tiny.pretrained import load_tiny
-    from mixtral_edu.viz.widgets import config_values, traced_generate
+    from mixtral_edu.viz.runs import config_values, traced_generate
     model, tok = load_tiny(attn_implementation="eager")
     batch = tok(["the small cat sees", "37+48="], padding=True, return_tensors="pt")
     with config_values(model, sliding_window=8):
@@ -22,12 +22,14 @@ def run():
 def figures():
     """{name: plotly figure} of every static view."""
     from mixtral_edu import viz
+    from mixtral_edu.tiny.corpus import samples_by_domain
+    from mixtral_edu.tiny.evaluate import EVAL_SEED
     model, tok, tr = run()
     return {
         "mask": viz.mask_figure(tr, tokenizer=tok, sliding_window=8),
         "cache": viz.cache_figure(tr, tokenizer=tok, sliding_window=8),
         "routing": viz.routing_figure(tr, tokenizer=tok),
-        "balance": viz.balance_figure(viz.balance_stats(model, tok, n_samples=8)),
+        "balance": viz.balance_figure(viz.balance_stats(model, tok, samples_by_domain(8, EVAL_SEED))),
         "attention": viz.attention_figure(tr, step=0, tokenizer=tok, sliding_window=8),
         "sampling": viz.sampling_figure(tr, step=0, tokenizer=tok, top_k=20, top_p=0.9),
         "callchain": viz.callchain_figure(trace=tr, here="moe"),
