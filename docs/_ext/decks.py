@@ -78,6 +78,7 @@ DECK_CSS = """
 .mxe-deck details summary { cursor: pointer; color: #0058a0; }
 .reveal .controls, .reveal .progress { color: #0058a0; }
 .reveal .slide-number { background-color: #3d3d3d; color: #ffffff; font-size: 14px; }
+.mxe-deck p a, .mxe-deck li a { text-decoration: underline !important; }   /* links in text: not by colour alone */
 """
 
 
