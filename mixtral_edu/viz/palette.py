@@ -33,6 +33,9 @@ OKABE_ITO: Dict[str, str] = {
 # Okabe-Ito's vermillion is for areas and lines; as text on white it is too pale (3.9:1), so text
 # uses this darker shade (5.5:1, WCAG AA for any size).
 TEXT_VERMILLION = "#B34700"
+# the same for the headers of source columns (white text on them): at least 4.5:1 against white
+TEXT_BLUISH_GREEN = "#007A58"      # 5.3:1 (Okabe-Ito's #009E73 is 3.4:1)
+TEXT_REDDISH_PURPLE = "#9C4F7E"    # 5.5:1 (Okabe-Ito's #CC79A7 is 3.1:1)
 GREY = "#BBBBBB"
 LIGHT_GREY = "#EEEEEE"
 DARK_GREY = "#555555"

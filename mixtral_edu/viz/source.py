@@ -37,7 +37,7 @@ Bound = Union[int, str]
 Excerpt = Optional[Tuple[Bound, Bound]]
 
 THEIRS_COLOUR, OURS_COLOUR = pal.OKABE_ITO["blue"], pal.TEXT_VERMILLION
-COLOURS = (THEIRS_COLOUR, pal.OKABE_ITO["bluish_green"], OURS_COLOUR, pal.OKABE_ITO["reddish_purple"])
+COLOURS = (THEIRS_COLOUR, pal.TEXT_BLUISH_GREEN, OURS_COLOUR, pal.TEXT_REDDISH_PURPLE)  # white header text, >= 4.5:1
 SKIPPED = "# ..."
 NO_EXCERPT = "excerpt: no line with {start!r} followed by one with {end!r}"
 
