@@ -668,7 +668,8 @@ def run_locally_box(href: str, name: str, language: str) -> str:
 def other_languages(pagename: str, language: str, languages: Dict[str, str]) -> List[Dict[str, str]]:
     """Links to this very page in the other languages' builds (siblings: html/en/, html/zh_CN/)."""
     up = "../" * (pagename.count("/") + 1)
-    return [{"code": code, "label": label, "href": f"{up}{code}/{pagename}.html",
+    return [{"code": code, "bcp47": code.replace("_", "-"),  # zh_CN is the folder; lang="zh-CN" is the tag
+             "label": label, "href": f"{up}{code}/{pagename}.html",
              "title": gettext(OTHER_LANGUAGE_TITLE, language).format(
                  language=gettext(LANGUAGE_NAMES.get(code, label), language))}
             for code, label in languages.items() if code != language]
