@@ -392,11 +392,11 @@ def load_pretrained(cls, directory: str, torch_dtype=None, **config_overrides):
                                 "and model.safetensors (we load from disk only, never from a hub).")
     resolve_dtype(torch_dtype, {}, {})  # a bad torch_dtype fails before any file is read
     for attempt in range(5):  # a save running in another process may swap files while we read: read again
-        files = checkpoint_files(directory)
-        if CONFIG_NAME not in files:
-            raise FileNotFoundError(f"No {CONFIG_NAME} in {directory!r}. Pass a model directory written by "
-                                    "`save_pretrained` (ours or transformers').")
-        try:
+        try:  # the listing too: the journal it reads may be removed by a save finishing meanwhile
+            files = checkpoint_files(directory)
+            if CONFIG_NAME not in files:
+                raise FileNotFoundError(f"No {CONFIG_NAME} in {directory!r}. Pass a model directory written by "
+                                        "`save_pretrained` (ours or transformers').")
             before = _fingerprint(files)
             config_dict = read_json_object(files[CONFIG_NAME], os.path.join(directory, CONFIG_NAME))
             config = MixtralConfig.from_dict(config_dict, **config_overrides)
