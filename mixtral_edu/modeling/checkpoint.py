@@ -49,6 +49,10 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch
            "float64": torch.float64}
 
 
+# how often a load reads the folder again while another process's saves keep changing it
+LOAD_ATTEMPTS = 50
+
+
 class CheckpointMismatchError(ValueError):
     """The checkpoint's tensors do not match the model's parameters one to one."""
 
@@ -391,7 +395,7 @@ def load_pretrained(cls, directory: str, torch_dtype=None, **config_overrides):
         raise FileNotFoundError(f"{directory!r} is not a directory. Pass the folder holding config.json "
                                 "and model.safetensors (we load from disk only, never from a hub).")
     resolve_dtype(torch_dtype, {}, {})  # a bad torch_dtype fails before any file is read
-    for attempt in range(5):  # a save running in another process may swap files while we read: read again
+    for attempt in range(LOAD_ATTEMPTS):  # a save running in another process may swap files while we read
         try:  # the listing too: the journal it reads may be removed by a save finishing meanwhile
             files = checkpoint_files(directory)
             if CONFIG_NAME not in files:
@@ -406,7 +410,7 @@ def load_pretrained(cls, directory: str, torch_dtype=None, **config_overrides):
             if _fingerprint(checkpoint_files(directory)) == before:
                 break
         except FileNotFoundError:  # a file went away under us (renamed into place): read again
-            if attempt == 4:
+            if attempt == LOAD_ATTEMPTS - 1:
                 raise
     else:
         raise RuntimeError(f"The files in {directory!r} kept changing while they were read (another process "
