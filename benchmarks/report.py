@@ -90,10 +90,17 @@ def _summary(results: dict) -> List[str]:
     if gen:
         dec = [r["decode_ratio"]["median"] for r in gen]
         pre = [r["prefill_ratio"]["median"] for r in gen]
-        rows.append(["as fast as transformers: decode tokens/s, ours / theirs", ">= 1x (within noise)",
+        rows.append(["as fast as transformers: decode tokens/s, ours (the teaching loop: every expert called, "
+                     "as in transformers) / theirs", ">= 1x (within noise)",
                      f"{_span(dec)} over {len(dec)} configurations"])
         rows.append(["as fast as transformers: prefill tokens/s, ours / theirs", ">= 1x (within noise)",
                      _span(pre)])
+        if all("fast_decode_ratio" in r for r in gen):
+            fdec = [r["fast_decode_ratio"]["median"] for r in gen]
+            fpre = [r["fast_prefill_ratio"]["median"] for r in gen]
+            rows.append(["faster than transformers: decode tokens/s, fast path (`grouped_moe`: idle experts "
+                         "not called) / theirs", "> 1x", f"{_span(fdec)} over {len(fdec)} configurations"])
+            rows.append(["faster than transformers: prefill tokens/s, fast path / theirs", ">= 1x", _span(fpre)])
     inst = results.get("instrumentation", {}).get("rows", [])
     if inst:
         bound = max(max(r["idle_bound_prefill"], r["idle_bound_step"]) for r in inst)
@@ -131,8 +138,14 @@ def _generation(results: dict) -> List[str]:
              f"Same weights on both sides, greedy, CPU, fp32, {st['prompt_len']}-token prompts without padding, "
              f"{st['new_tokens']} new tokens (eos stopping off on both sides: `eos_token_id=None`), "
              f"up to {st['repeats']} repeats (n; fewer, but at least 3, where they would take more than "
-             f"{st['gen_budget_s']:.0f} s), ours and theirs interleaved within each repeat.",
+             f"{st['gen_budget_s']:.0f} s), ours, fast and theirs interleaved within each repeat.",
              "",
+             "- **ours** = the teaching model as it ships: its MoE loop calls all E experts in every layer, "
+             "an expert no token chose on an empty batch, as transformers 4.41.2 does, so both sides do the "
+             "same work.",
+             "- **fast** = the same weights inside `mixtral_edu.fast.moe.grouped_moe`: tokens sorted by expert "
+             "once, only the experts some token chose are called (in a decode step at batch 1 that is K of E "
+             "per layer); its tokens are asserted equal to ours.",
              "- **prefill** = one forward call on the whole prompt with `use_cache=True`, timed apart from "
              "the generate calls: ours and theirs alternate, each sample averages back-to-back calls lasting "
              "at least 0.1 s, at least 7 samples (a single ~10 ms call timed right after the other side's long "
@@ -141,20 +154,25 @@ def _generation(results: dict) -> List[str]:
              f"`generate(max_new_tokens=1)`) / {st['new_tokens'] - 1}: the difference is exactly the "
              f"{st['new_tokens'] - 1} decode steps (prepare inputs, one forward on one token per row with the "
              "KV cache, argmax, append), with setup and prefill cancelled out; tokens/s = batch / step time.",
-             "- **ours/theirs** = ratio of tokens/s, per repeat (> 1: ours is faster).",
+             "- **ours/theirs**, **fast/theirs** = ratio of tokens/s, per repeat (> 1: ours is faster).",
              "- **same tokens** = share of generated tokens identical on both sides "
              "(fp32 rounding can flip a near-tie late in a random model).", ""]
     rows = []
+    fast = all("fast" in r for r in g["rows"])
     for r in g["rows"]:
         o, t = r["ours"], r["theirs"]
-        rows.append([_title(r["model"]), r["attn"], r["batch"], r["repeats"],
-                     fmt_stats(o["prefill_tok_s"]), fmt_stats(t["prefill_tok_s"]), fmt_ratio(r["prefill_ratio"]),
-                     fmt_stats(o["decode_tok_s"]), fmt_stats(t["decode_tok_s"]), fmt_ratio(r["decode_ratio"]),
-                     fmt_stats(o["decode_step_s"], 1e3, " ms", spread=False),
-                     f"{r['same_tokens']:.0%}"])
+        row = [_title(r["model"]), r["attn"], r["batch"], r["repeats"],
+               fmt_stats(o["prefill_tok_s"]), fmt_stats(t["prefill_tok_s"]), fmt_ratio(r["prefill_ratio"]),
+               fmt_stats(o["decode_tok_s"]), fmt_stats(t["decode_tok_s"]), fmt_ratio(r["decode_ratio"]),
+               fmt_stats(o["decode_step_s"], 1e3, " ms", spread=False)]
+        if fast:
+            row += [fmt_stats(r["fast"]["decode_tok_s"]), fmt_ratio(r["fast_decode_ratio"]),
+                    fmt_ratio(r["fast_prefill_ratio"])]
+        rows.append(row + [f"{r['same_tokens']:.0%}"])
     lines += _table(["model", "attn", "batch", "n", "prefill tok/s ours", "prefill tok/s transformers", "ours/theirs",
-                     "decode tok/s ours", "decode tok/s transformers", "ours/theirs", "ours ms/step",
-                     "same tokens"], rows)
+                     "decode tok/s ours", "decode tok/s transformers", "ours/theirs", "ours ms/step"]
+                    + (["decode tok/s fast", "fast/theirs (decode)", "fast/theirs (prefill)"] if fast else [])
+                    + ["same tokens"], rows)
     lines += ["Plot: `generation.png`.", ""]
     return lines
 
@@ -331,12 +349,17 @@ def write_plots(results: dict, out: Path) -> List[str]:
         labels = [f"{r['model']}\n{r['attn']} B={r['batch']}" for r in gen]
         xs = range(len(gen))
         for ax, key, title in ((axes[0], "prefill_tok_s", "prefill"), (axes[1], "decode_tok_s", "decode")):
-            for j, (side, color) in enumerate((("ours", "tab:blue"), ("theirs", "tab:orange"))):
+            sides = [("ours", "tab:blue", "mixtral_edu (teaching loop)"),
+                     ("fast", "tab:green", "mixtral_edu, grouped_moe"),
+                     ("theirs", "tab:orange", "transformers 4.41.2")]
+            sides = [x for x in sides if all(x[0] in r for r in gen)]
+            w = 0.8 / len(sides)
+            for j, (side, color, label) in enumerate(sides):
                 med = [r[side][key]["median"] for r in gen]
                 err = [[r[side][key]["median"] - r[side][key]["q1"] for r in gen],
                        [r[side][key]["q3"] - r[side][key]["median"] for r in gen]]
-                ax.bar([x + (j - 0.5) * 0.4 for x in xs], med, 0.4, yerr=err, capsize=3, color=color,
-                       label="mixtral_edu" if side == "ours" else "transformers 4.41.2")
+                ax.bar([x + (j - (len(sides) - 1) / 2) * w for x in xs], med, w, yerr=err, capsize=3, color=color,
+                       label=label)
             ax.set_xticks(list(xs))
             ax.set_xticklabels(labels, fontsize=8)
             ax.set_yscale("log")

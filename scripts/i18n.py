@@ -22,7 +22,6 @@ import os
 import re
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Tuple
 
@@ -38,6 +37,7 @@ PKG_SOURCES = [ROOT / "mixtral_edu", DOCS / "_ext"]
 
 sys.path.insert(0, str(ROOT))
 from mixtral_edu.i18n import placeholders, read_po  # noqa: E402
+from mixtral_edu.modeling.files import write_bytes_atomically  # noqa: E402
 
 # Entries of the docs templates that are not prose to translate: API docstrings (code), the
 # generated module list and benchmark table (measured numbers, rewritten on every run), the dev page.
@@ -48,20 +48,11 @@ FIXED_DATE = __import__("datetime").datetime(2026, 1, 1, tzinfo=__import__("date
 
 
 def _atomic_write(path: Path, data: bytes) -> bool:
-    """Write if the bytes differ (temp file in the same folder, fsync, rename); True if written."""
+    """Write if the bytes differ (whole or not at all); True if written."""
     if path.is_file() and path.read_bytes() == data:
         return False
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes_atomically(str(path), data)
     return True
 
 
@@ -220,6 +211,10 @@ def merge(pot: Path, po: Path, language: str) -> bool:
                           copyright_holder="the mixtral-edu authors", language_team=f"{language} <mixtral-edu>",
                           creation_date=FIXED_DATE, revision_date=FIXED_DATE)
     catalog.update(template, no_fuzzy_matching=False, update_creation_date=False)
+    for message in catalog:
+        # no translator comments are kept: the only ones ever written were "#| msgid" lines that a
+        # catalog tool wrapped without their "|" and that came back as stray words ("# the")
+        message.user_comments = []
     catalog.fuzzy = False  # the header: a fuzzy entry is one message whose English changed
     buf = io.BytesIO()
     # obsolete entries are dropped; a fuzzy one keeps the English it was translated from (#| msgid)

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
+
+from mixtral_edu.modeling.files import write_file_atomically
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -16,13 +16,4 @@ def record_time(stem: str, seconds: float) -> None:
     record.parent.mkdir(exist_ok=True)
     times = json.loads(record.read_text()) if record.exists() else {}
     times[stem] = round(seconds, 2)
-    fd, tmp = tempfile.mkstemp(dir=record.parent, prefix=".notebook_times.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(json.dumps(times, indent=1, sort_keys=True))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, record)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    write_file_atomically(str(record), json.dumps(times, indent=1, sort_keys=True))

@@ -7,11 +7,14 @@ The teaching block (`mixtral_edu.modeling.moe`) follows transformers 4.41.2: for
 the E experts it scans the whole (K, N) expert mask with `torch.where`, gathers that
 expert's rows and scatters them back, E passes over the bookkeeping. Here one stable
 argsort of the N*K chosen experts puts each expert's tokens in one contiguous slice;
-each expert runs once on its slice and a single `index_add_` sums everything back. Each
-expert sees its rows in the loop's order and a token's K contributions are added in the
-loop's order (by expert), so the result is the loop's, bit for bit. The same hook points
-fire in the same order, and every expert is called, even on no tokens, as in the loop.
-tests/fast checks both against the loop.
+each expert that got tokens runs once on its slice and a single `index_add_` sums
+everything back. Each expert sees its rows in the loop's order and a token's K
+contributions are added in the loop's order (by expert), so the result is the loop's, bit
+for bit. An expert no token chose is not called at all, as in real serving systems (the
+teaching loop, like transformers 4.41.2, calls it on an empty (0, C) batch: in a decode step
+that is E - K calls per layer that do nothing). So the same hook points fire in the same
+order, except an idle expert's own two; that holds whatever hooks are attached.
+tests/fast checks all of this against the loop.
 """
 from __future__ import annotations
 
@@ -40,10 +43,12 @@ def grouped_dispatch(hidden_states: torch.Tensor, routing_weights: torch.Tensor,
     outs: List[torch.Tensor] = []
     start = 0
     for expert, n in zip(experts, counts):
-        outs.append(expert(rows[start:start + n]))                         # (n_e, C), n_e may be 0
+        if n:  # an idle expert adds nothing: skipping it changes no number (see the module's docstring)
+            outs.append(expert(rows[start:start + n]))                     # (n_e, C)
         start += n
     final = torch.zeros_like(hidden_states)                                # (N, C)
-    final.index_add_(0, token, (torch.cat(outs) * weight).to(hidden_states.dtype))
+    out = torch.cat(outs) if outs else rows                                # (K*N, C); no rows when N = 0
+    final.index_add_(0, token, (out * weight).to(hidden_states.dtype))
     return final
 
 

@@ -32,7 +32,8 @@ import os
 import re
 import secrets
 from collections import defaultdict
-from typing import Callable, Dict, List, Optional, Tuple, Union
+from contextlib import contextmanager
+from typing import Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import torch
 from safetensors import safe_open
@@ -376,14 +377,37 @@ def resolve_dtype(torch_dtype, config_dict: dict, tensors: Dict[str, torch.Tenso
                      "e.g. from_pretrained(path, torch_dtype=torch.bfloat16) or torch_dtype='auto' (config.json's).")
 
 
+def _read_by_load(files: Dict[str, str]) -> Dict[str, str]:
+    return {n: p for n, p in files.items() if n in (CONFIG_NAME, GENERATION_CONFIG_NAME) or is_weight_file(n)}
+
+
 def _fingerprint(files: Dict[str, str]) -> dict:
-    """What identifies each file a load reads; it changes when a save replaces one."""
-    out = {}
-    for name, path in files.items():
-        if name in (CONFIG_NAME, GENERATION_CONFIG_NAME) or is_weight_file(name):
-            st = os.stat(path)
-            out[name] = (path, st.st_ino, st.st_size, st.st_mtime_ns)
-    return out
+    """What identifies each file a load reads, now; it changes when a save replaces one."""
+    return {name: _identity(path, os.stat(path)) for name, path in _read_by_load(files).items()}
+
+
+def _identity(path: str, st: os.stat_result) -> tuple:
+    return path, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+@contextmanager
+def _pinned(files: Dict[str, str]) -> Iterator[dict]:
+    """Hold the files a load reads open; yield their fingerprint.
+
+    While a file is open its inode number cannot be given to a new file, so "same inode, size and
+    mtime after the read" means "the same file": a save that deleted it and wrote a look-alike of the
+    same size within one clock tick cannot pass for it.
+    """
+    fds: List[int] = []
+    try:
+        out = {}
+        for name, path in _read_by_load(files).items():
+            fds.append(os.open(path, os.O_RDONLY))
+            out[name] = _identity(path, os.fstat(fds[-1]))
+        yield out
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def load_pretrained(cls, directory: str, torch_dtype=None, **config_overrides):
@@ -401,14 +425,14 @@ def load_pretrained(cls, directory: str, torch_dtype=None, **config_overrides):
             if CONFIG_NAME not in files:
                 raise FileNotFoundError(f"No {CONFIG_NAME} in {directory!r}. Pass a model directory written by "
                                         "`save_pretrained` (ours or transformers').")
-            before = _fingerprint(files)
-            config_dict = read_json_object(files[CONFIG_NAME], os.path.join(directory, CONFIG_NAME))
-            config = MixtralConfig.from_dict(config_dict, **config_overrides)
-            tensors = read_safetensors(directory, files)
-            generation_config = load_generation_config(
-                files.get(GENERATION_CONFIG_NAME), config, os.path.join(directory, GENERATION_CONFIG_NAME))
-            if _fingerprint(checkpoint_files(directory)) == before:
-                break
+            with _pinned(files) as before:
+                config_dict = read_json_object(files[CONFIG_NAME], os.path.join(directory, CONFIG_NAME))
+                config = MixtralConfig.from_dict(config_dict, **config_overrides)
+                tensors = read_safetensors(directory, files)
+                generation_config = load_generation_config(
+                    files.get(GENERATION_CONFIG_NAME), config, os.path.join(directory, GENERATION_CONFIG_NAME))
+                if _fingerprint(checkpoint_files(directory)) == before:
+                    break
         except FileNotFoundError:  # a file went away under us (renamed into place): read again
             if attempt == LOAD_ATTEMPTS - 1:
                 raise

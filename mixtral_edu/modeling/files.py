@@ -57,26 +57,35 @@ def fsync_file(path: str) -> None:
         os.close(fd)
 
 
-def text_writer(text: str) -> Callable[[str], None]:
+def bytes_writer(data: bytes) -> Callable[[str], None]:
     def write(path: str) -> None:
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(text)
+        with open(path, "wb") as f:
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
     return write
 
 
-def write_file_atomically(path: str, text: str) -> None:
-    """Write a small text file: temp name in the same folder, fsync, rename over `path`, fsync the folder."""
+def text_writer(text: str) -> Callable[[str], None]:
+    return bytes_writer(text.encode("utf-8"))
+
+
+def write_bytes_atomically(path: str, data: bytes) -> None:
+    """Write a file whole or not at all: temp name in the same folder, fsync, rename over `path`, fsync the folder."""
     directory = os.path.dirname(os.path.abspath(path))
     tmp = os.path.join(directory, tmp_name(os.path.basename(path), secrets.token_hex(4)))
     try:
-        text_writer(text)(tmp)
+        bytes_writer(data)(tmp)
         os.replace(tmp, path)
     except BaseException:
         remove_quietly(tmp)
         raise
     fsync_dir(directory)
+
+
+def write_file_atomically(path: str, text: str) -> None:
+    """write_bytes_atomically for text (UTF-8)."""
+    write_bytes_atomically(path, text.encode("utf-8"))
 
 
 def tmp_name(final: str, token: str) -> str:

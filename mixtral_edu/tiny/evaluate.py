@@ -19,6 +19,7 @@ import torch
 
 from . import corpus
 from ..modeling.causal_lm import MixtralForCausalLM
+from ..modeling.files import write_file_atomically
 
 EVAL_SEED = 20261125  # training uses small seeds (0 by default); held-out prompts use this one
 
@@ -220,6 +221,11 @@ def write_card(directory: str, metrics: Dict) -> None:
                    ) if router else ""
     idle = ("An expert that no token of a batch chose takes no optimizer step in that batch (its gradient "
             "is left unset, so AdamW's weight decay and momentum do not move it).")
+    made_on = training.get("machine", {})
+    repro = ("The recipe gives these weights byte for byte on the same kind of CPU "
+             f"({made_on.get('cpu', 'see training.json')}, torch CPU kernels {made_on.get('cpu_capability', '?')}, "
+             f"{r['threads']} thread): check with `python -m mixtral_edu.tiny.train --out DIR --check`. "
+             "Another CPU rounds float sums in another order and drifts in the last bits within tens of steps.")
     load = ""
     if "load_average_start" in curves:
         load = f", 1-minute load average {curves['load_average_start']:.1f} at the start and " \
@@ -248,6 +254,7 @@ from {r['n_samples']} samples, byte-level BPE vocabulary of {cfg['vocab_size']}.
 Took {curves['seconds']:.0f} s on this machine ({metrics['machine']['cpu']}, {os.cpu_count()} cores,
 {r['threads']} training thread(s), torch {training['torch']}{load}).
 Final loss {curves['loss'][-1]:.3f}, aux loss {curves['aux_loss'][-1]:.3f} (2.0 = perfectly balanced).
+{repro}
 
 ![training curves](training_curves.png)
 
@@ -285,10 +292,8 @@ distributions; 0 = identical routing, 1 = disjoint experts):
 Examples: {', '.join(f'`{e}`' for e in metrics['addition']['examples'][:4])};
 {', '.join(f'`{e}`' for e in metrics['grammar']['examples'][:3])}.
 """
-    with open(os.path.join(directory, "README.md"), "w") as f:
-        f.write(text)
-    with open(os.path.join(directory, "metrics.json"), "w") as f:
-        json.dump(metrics, f, indent=1)
+    write_file_atomically(os.path.join(directory, "README.md"), text)
+    write_file_atomically(os.path.join(directory, "metrics.json"), json.dumps(metrics, indent=1))
 
 
 def main(argv: Optional[List[str]] = None) -> None:

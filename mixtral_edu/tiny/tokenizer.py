@@ -20,6 +20,8 @@ import os
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
+from ..modeling.files import write_file_atomically
+
 SPECIAL_TOKENS = ("<unk>", "<s>", "</s>", "<pad>")  # position == token id
 UNK_ID, BOS_ID, EOS_ID, PAD_ID = range(len(SPECIAL_TOKENS))
 
@@ -68,7 +70,8 @@ def train_tokenizer(texts, vocab_size=512):
 def save_tokenizer(tok, directory):
     """Write ``tok`` as a directory that ``transformers.AutoTokenizer`` loads offline."""
     os.makedirs(directory, exist_ok=True)
-    tok.save(os.path.join(directory, "tokenizer.json"))
+    # each file is written whole or not at all, so a crash mid-save leaves the old tokenizer readable
+    write_file_atomically(os.path.join(directory, "tokenizer.json"), tok.to_str(pretty=True))
     special = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"}
     config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
@@ -80,9 +83,7 @@ def save_tokenizer(tok, directory):
         "model_input_names": ["input_ids", "attention_mask"],
     }
     for name, content in (("tokenizer_config.json", config), ("special_tokens_map.json", special)):
-        with open(os.path.join(directory, name), "w", encoding="utf-8") as f:
-            json.dump(content, f, indent=2)
-            f.write("\n")
+        write_file_atomically(os.path.join(directory, name), json.dumps(content, indent=2) + "\n")
 
 
 def load_tokenizer(directory):

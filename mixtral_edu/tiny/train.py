@@ -1,18 +1,23 @@
 """Train the tiny Mixtral on the synthetic corpus, with the real loss.
 
     python -m mixtral_edu.tiny.train --out runs/tiny            # the shipped recipe
+    python -m mixtral_edu.tiny.train --out runs/tiny --check    # ...and compare it, byte for byte, with the shipped files
     python -m mixtral_edu.tiny.train --out /tmp/t --steps 20    # a quick look
 
 Loss = cross-entropy + router_aux_loss_coef * load-balancing loss, exactly as
 `MixtralForCausalLM.forward` computes it when given labels and asked for router
 logits. Samples are wrapped as <s> text </s> and packed into fixed windows.
-Deterministic for a seed (on the same machine and thread count).
+Deterministic for a seed on the same kind of CPU and thread count: float sums are
+rounded in an order that depends on the CPU's vector width, so another CPU drifts in
+the last bits within tens of steps (training.json records the CPU that made the shipped run).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import hashlib
+import io
 import os
 import random
 import time
@@ -23,8 +28,10 @@ import torch
 
 from ..modeling.causal_lm import MixtralForCausalLM
 from ..modeling.config import MixtralConfig
+from ..modeling.files import write_bytes_atomically, write_file_atomically
 from ..modeling.generation_config import GenerationConfig
 from . import corpus as corpus_mod
+from .evaluate import cpu_name
 from .tokenizer import save_tokenizer, train_tokenizer
 
 
@@ -250,9 +257,44 @@ def save_model_dir(model, tokenizer, out: str, r: Recipe, curves: dict) -> None:
                                                pad_token_id=cfg.pad_token_id, do_sample=False, max_new_tokens=32)
     model.save_pretrained(out)
     save_tokenizer(tokenizer, out)
-    with open(os.path.join(out, "training.json"), "w") as f:
-        json.dump({"recipe": asdict(r), "torch": torch.__version__, "curves": curves}, f)
+    write_file_atomically(os.path.join(out, "training.json"),
+                          json.dumps({"recipe": asdict(r), "torch": torch.__version__, "machine": machine(),
+                                      "curves": curves}))
     plot_curves(curves, os.path.join(out, "training_curves.png"))
+
+
+def machine() -> dict:
+    """What decides the last bits of a run besides the recipe: the CPU and the kernels torch picks for it."""
+    return {"cpu": cpu_name(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
+# files that the recipe decides; README.md and metrics.json come from `python -m mixtral_edu.tiny.evaluate`,
+# and training.json / training_curves.png also hold timings, which no two runs share
+REPRODUCED = ("model.safetensors", "config.json", "generation_config.json", "tokenizer.json",
+              "tokenizer_config.json", "special_tokens_map.json")
+
+
+def compare_with(out: str, reference: str) -> List[str]:
+    """One line per reproduced file: identical, or which differs and how; then the curves and revivals."""
+    lines = []
+    for name in REPRODUCED:
+        a, b = os.path.join(out, name), os.path.join(reference, name)
+        if not (os.path.isfile(a) and os.path.isfile(b)):
+            lines.append(f"{name}: missing in {out if not os.path.isfile(a) else reference}")
+            continue
+        ha, hb = (hashlib.sha256(open(x, "rb").read()).hexdigest() for x in (a, b))
+        lines.append(f"{name}: " + ("identical" if ha == hb else f"DIFFERENT (sha256 {ha[:12]} vs {hb[:12]})"))
+    with open(os.path.join(out, "training.json")) as f, open(os.path.join(reference, "training.json")) as g:
+        new, old = json.load(f), json.load(g)
+    steps = new["curves"]["step"]
+    first = next((s for s, x, y in zip(steps, new["curves"]["loss"], old["curves"]["loss"]) if x != y), None)
+    lines.append("loss curve: " + ("identical" if first is None and len(steps) == len(old["curves"]["step"])
+                                   else f"first differs at step {first}"))
+    lines.append("revived experts: " + ("identical" if new["curves"]["revived"] == old["curves"]["revived"]
+                                        else "DIFFERENT"))
+    if old.get("machine") and old["machine"] != new.get("machine"):
+        lines.append(f"note: the shipped run was made on {old['machine']}, this one on {new.get('machine')}")
+    return lines
 
 
 def plot_curves(curves: dict, path: str) -> None:
@@ -278,7 +320,9 @@ def plot_curves(curves: dict, path: str) -> None:
     b.set(xlabel="step", ylabel="aux loss", title="Router load-balancing loss")
     b.legend(loc="upper right")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=110)
+    write_bytes_atomically(path, png.getvalue())
 
 
 def main(argv: Optional[List[str]] = None) -> None:
@@ -288,14 +332,23 @@ def main(argv: Optional[List[str]] = None) -> None:
         p.add_argument(f"--{field.replace('_', '-')}", type=type(default), default=default)
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--save-every", type=int, default=0, help="also save a snapshot every N steps")
+    p.add_argument("--check", action="store_true",
+                   help="afterwards, compare the files with the shipped model's, byte for byte (exit 1 if any differs)")
     args = vars(p.parse_args(argv))
     out, quiet, save_every = args.pop("out"), args.pop("no_progress"), args.pop("save_every")
+    check = args.pop("check")
     r = Recipe(**args)
     if r.steps <= 0 or r.batch_size <= 0 or r.seq_len < 8:
         p.error("--steps and --batch-size must be positive and --seq-len at least 8")
     curves = train_model(r, out, progress=not quiet, save_every=save_every)
     print(f"trained {r.steps} steps in {curves['seconds']:.0f} s; final loss {curves['loss'][-1]:.3f}; "
           f"saved to {out}")
+    if check:
+        from .pretrained import TINY_DIR
+        lines = compare_with(out, TINY_DIR)
+        print("compared with the shipped model in " + TINY_DIR + ":\n  " + "\n  ".join(lines))
+        if any("DIFFERENT" in line or "differs" in line or "missing" in line for line in lines):
+            raise SystemExit(1)
 
 
 if __name__ == "__main__":

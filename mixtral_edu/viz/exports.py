@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from . import projector_mode as proj
+from ..modeling.files import write_bytes_atomically
 from .display import alt_text, figure_html
 
 FORMATS = ("html", "png", "svg")
@@ -96,17 +97,7 @@ def _alt_of(view: Any, fig) -> str:
 
 def _atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    write_bytes_atomically(str(path), data)
 
 
 def _page(body: str, alt: str, plotly_js: bool) -> str:

@@ -37,8 +37,9 @@ def test_quick_benchmark_run_writes_every_file_and_row(tmp_path):
         [(m, a, b) for m in s["models"] for a in s["attn"] for b in s["batches"]]
     for r in gen:  # greedy on the same weights: transformers and we produce the same tokens
         assert r["same_tokens"] == 1.0
-        for side in ("ours", "theirs"):
+        for side in ("ours", "fast", "theirs"):  # fast: grouped_moe, its tokens asserted equal to ours
             assert r[side]["decode_tok_s"]["n"] == s["repeats"]
+        assert r["fast_decode_ratio"]["n"] == s["repeats"]
     inst = data["instrumentation"]["rows"]
     assert [r["model"] for r in inst] == list(s["models"])
     assert all(r["hook_calls"]["prefill"] > 0 and r["captured_points"] > 0 for r in inst)

@@ -36,22 +36,32 @@ def test_grouped_dispatch_equals_loop_and_transformers(overrides):
     assert _block_classes(grouped) == {MixtralSparseMoeBlock}
 
 
-def test_grouped_fires_the_same_hook_points_in_the_same_order():
+@pytest.mark.parametrize("with_a_hook", [False, True])
+def test_grouped_fires_the_loops_hook_points_in_the_same_order_but_an_idle_experts(with_a_hook):
     model, _ = make_pair()
     ids = random_ids(1, 1, seed=3)              # one token, top-2 of 4: two experts get nobody
 
     def fired():
-        _, cache = mixtral_edu.run_with_cache(model, ids)
-        return {n: cache[n] for n in cache.keys()}
+        seen = []
+        spec = {}
+        if with_a_hook:  # a hook on every expert input: it must not change which experts run
+            spec = {n: (lambda x, point: seen.append(point.name))
+                    for n in model.hook_names() if n.endswith("hook_in")}
+        with mixtral_edu.hooks(model, spec):
+            _, cache = mixtral_edu.run_with_cache(model, ids)
+        return {n: cache[n] for n in cache.keys()}, seen
 
     with torch.no_grad():
-        loop_acts = fired()
+        loop_acts, loop_seen = fired()
         with grouped_moe(model):
-            grouped_acts = fired()
-    assert list(grouped_acts) == list(loop_acts)
-    empty = [n for n, t in loop_acts.items() if n.endswith("hook_in") and t.shape[0] == 0]
-    assert empty, "some expert got no token: it still runs (and its hooks fire) on a (0, C) batch"
-    assert all(torch.equal(grouped_acts[n], loop_acts[n]) for n in loop_acts)
+            grouped_acts, grouped_seen = fired()
+    idle = {n.rsplit(".", 1)[0] for n, t in loop_acts.items() if n.endswith("hook_in") and t.shape[0] == 0}
+    assert idle, "some expert got no token: the loop still calls it on a (0, C) batch"
+    # the grouped path calls every busy expert, in the loop's order, and no idle one
+    assert list(grouped_acts) == [n for n in loop_acts if n.rsplit(".", 1)[0] not in idle]
+    assert all(torch.equal(grouped_acts[n], loop_acts[n]) for n in grouped_acts)
+    if with_a_hook:
+        assert grouped_seen == [n for n in loop_seen if n.rsplit(".", 1)[0] not in idle]
 
 
 def test_grouped_moe_restores_the_loop_after_an_error_and_refuses_inside_a_trace():

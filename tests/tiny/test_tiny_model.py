@@ -147,3 +147,30 @@ def test_experts_no_token_chose_get_no_optimizer_step():
     leave_idle_experts_alone(model, out.router_logits)
     assert all(p.grad is None for l, e in idle for p in experts(l, e).parameters())
     assert all(p.grad is not None for l in range(2) for e in chosen[l] for p in experts(l, e).parameters())
+
+
+def test_the_recipe_retrains_the_shipped_run_bit_for_bit_at_its_start(tmp_path):
+    # The whole recipe (6-16 min) is checked with `python -m mixtral_edu.tiny.train --out DIR --check`;
+    # here its first 21 steps (inside the warm-up, where the schedule does not depend on the step
+    # count) must give the shipped run's tokenizer, config and logged numbers exactly.
+    from mixtral_edu.tiny.train import compare_with
+    shipped = json.load(open(os.path.join(TINY_DIR, "training.json")))
+    curves = train_model(Recipe(steps=21), str(tmp_path), progress=False)
+    assert curves["step"] == [0, 10, 20]
+    for key in ("loss", "ce_loss", "aux_loss", "lr", "expert_share"):
+        assert curves[key] == shipped["curves"][key][:3], key
+    lines = compare_with(str(tmp_path), TINY_DIR)
+    for name in ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+                 "special_tokens_map.json"):
+        assert f"{name}: identical" in lines
+    assert "model.safetensors: DIFFERENT" in " ".join(lines)   # 21 steps are not 2400
+
+
+def test_the_project_readme_quotes_the_shipped_models_numbers():
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "..", "README.md"), encoding="utf-8").read()
+    metrics = json.load(open(os.path.join(TINY_DIR, "metrics.json")))
+    seconds = json.load(open(os.path.join(TINY_DIR, "training.json")))["curves"]["seconds"]
+    assert f"{metrics['addition']['accuracy']:.1%} of\n500" in readme
+    assert f"at least {metrics['routing']['min_token_share_overall']:.1%} of the tokens" in readme
+    assert f"(total variation {metrics['routing']['mean_total_variation']:.2f})" in readme
+    assert f"({seconds:.0f} s on one thread" in readme
