@@ -453,7 +453,11 @@ def routing_facts(idx: torch.Tensor, w: Optional[torch.Tensor], T: int, input_id
         token = f" id {ids[n]}" if ids else ""
         lines.append(f"n={n} (b{b} t{t}{token}): " + ", ".join(f"e{e} {x:.3f}" for e, x in zip(es, ws)))
     info["top-k per token (expert weight)"] = lines
-    info["expert load (tokens)"] = {f"e{e}": len(ns) for e, ns in _tokens_per_expert(idx).items()}
+    load = _tokens_per_expert(idx)
+    info["expert load (tokens)"] = {f"e{e}": len(ns) for e, ns in load.items()}
+    idle = [f"e{e}" for e in range(E) if e not in load]
+    if idle:  # the tracer gives them no node (see tracer._lean_forward)
+        info["called on an empty (0, C) batch, as in transformers (no node of their own)"] = idle
 
 
 def expert_facts(table: dict, idx: torch.Tensor, expert: int, info: dict) -> None:

@@ -308,6 +308,10 @@ class Trace:
         names, name_set = _param_names(module)
         pre, post = self._role_pre.get(role), self._role_post.get(role)
         is_layer = role == "layer"
+        # an expert no token chose is called on an empty (0, C) batch, as in transformers: E - K of
+        # them per layer in a decode step. It gets no node of its own (its MoE node lists it), which
+        # keeps the tree readable and the trace about as cheap as before the loop called them.
+        idle_skips = role == "expert" and not self.meta
         untraced = is_layer and self.layers is not None and module.layer_idx not in self.layers
         name, mirrors, label = texts
         max_depth = self.depth
@@ -321,6 +325,8 @@ class Trace:
 
         def forward(*args, **kwargs):
             if self._n_muted or self._step_skipped:
+                return muted_call(args, kwargs)
+            if idle_skips and args and isinstance(args[0], torch.Tensor) and args[0].shape[0] == 0:
                 return muted_call(args, kwargs)
             bound = _bind_names(names, name_set, args, kwargs)
             if is_layer and self._model_call.get("first_layer"):
