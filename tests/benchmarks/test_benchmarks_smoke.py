@@ -68,3 +68,22 @@ def test_quick_benchmark_run_writes_every_file_and_row(tmp_path):
     table_rows = [line for line in md.splitlines() if line.startswith("| random toy (--quick) | sdpa | ")]
     assert len(table_rows) == len(s["batches"])
     assert "![" not in md, "no image links: the docs site includes this file and would miss the images"
+
+
+def test_the_readme_quotes_the_committed_benchmark_run():
+    """The README's table is copied from benchmarks/results.json by hand: it must say what that run measured."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    data = json.loads((ROOT / "benchmarks" / "results.json").read_text())
+    gen = data["generation"]["rows"]
+
+    def span(values):
+        return f"{min(values):.2f}x – {max(values):.2f}x"
+
+    assert span([r["decode_ratio"]["median"] for r in gen]) in readme
+    assert span([r["fast_decode_ratio"]["median"] for r in gen]) in readme
+    for batch in (1, 8):
+        fast = [r["fast_decode_ratio"]["median"] for r in gen if r["batch"] == batch]
+        assert f"batch {batch}: {span(fast)}" in readme
+    trace = {r["model"]: r["trace_generate"]["median"] for r in data["instrumentation"]["rows"]}
+    assert f"{trace['medium']:.2f}x on the ~50M model, {trace['tiny']:.2f}x on the tiny model" in readme
+    assert data["machine"]["date"][:10] in readme
