@@ -1,7 +1,9 @@
 """Translation catalogs of mixtral-edu, and the Chinese notebooks made from them (run: bash scripts/i18n.sh).
 
     extract    templates (.pot) into docs/_build/gettext/: the docs pages and the notebooks' markdown
-               (Sphinx's gettext builder, nothing executed), and mixtral_edu's _("...") messages (ast)
+               (Sphinx's gettext builder, nothing executed), the classroom cells the pages leave out
+               (speaker notes, questions for the room: notes/NN_*.pot), and mixtral_edu's _("...")
+               messages (ast)
     update     extract, then merge into every language's .po: new entries empty, a changed English
                sentence keeps its old translation marked fuzzy (shown in English until re-checked)
     notebooks  notebooks/<lang>/NN_*.ipynb from the English notebooks and the catalogs
@@ -20,6 +22,7 @@ import io
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -32,6 +35,7 @@ POT_DIR = DOCS / "_build" / "gettext"
 PKG_LOCALE = ROOT / "mixtral_edu" / "locale"
 PKG_POT = POT_DIR / "mixtral_edu.pot"
 NOTEBOOKS = ROOT / "notebooks"
+NOTES_POT_DIR = POT_DIR / "notes"   # the classroom cells (tag remove-cell): not on any docs page
 LANGUAGES = ["zh_CN"]
 PKG_SOURCES = [ROOT / "mixtral_edu", DOCS / "_ext"]
 
@@ -70,6 +74,7 @@ def extract_docs() -> List[Path]:
     """Sphinx's gettext builder (notebooks not executed), then leave out what is not prose."""
     from babel.messages.pofile import read_po as babel_read, write_po
 
+    shutil.rmtree(NOTES_POT_DIR, ignore_errors=True)  # extract_notes writes them afresh
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONPATH=str(ROOT),
                OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
     cmd = [sys.executable, "-m", "sphinx", "-b", "gettext", "-q", "-E", "-D", "nb_execution_mode=off",
@@ -181,8 +186,37 @@ def extract_package() -> Path:
     return PKG_POT
 
 
+def extract_notes() -> List[Path]:
+    """notes/NN_*.pot: the markdown of each notebook's classroom cells (speaker notes, questions for the
+    room), which carry the tag remove-cell and so never reach a docs page or Sphinx's templates."""
+    from babel.messages.catalog import Catalog
+    from babel.messages.pofile import write_po
+
+    parser = _markdown_parser()
+    pots = []
+    for path in english_notebooks():
+        catalog = Catalog(project="mixtral-edu", version="0.1.0", copyright_holder="the mixtral-edu authors",
+                          creation_date=FIXED_DATE)
+        for index, cell in enumerate(json.loads(path.read_text(encoding="utf-8"))["cells"]):
+            if cell["cell_type"] != "markdown" or "remove-cell" not in cell.get("metadata", {}).get("tags", []):
+                continue
+            source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
+            for first, _end, text in _blocks(parser, source):
+                msgid = _normal(text)
+                if _translatable(msgid):  # numbered like myst-nb's locations: cell c, line l
+                    catalog.add(msgid, locations=[(f"../../notebooks/{path.name}", (index + 1) * 10000 + first + 2)])
+        if not [m for m in catalog if m.id]:
+            continue
+        pot = NOTES_POT_DIR / f"{path.stem}.pot"
+        buf = io.BytesIO()
+        write_po(buf, catalog, width=0)
+        _atomic_write(pot, buf.getvalue())
+        pots.append(pot)
+    return pots
+
+
 def extract() -> List[Path]:
-    pots = extract_docs() + [extract_package()]
+    pots = extract_docs() + extract_notes() + [extract_package()]
     print(f"extracted {len(pots)} templates into {POT_DIR.relative_to(ROOT)}")
     return pots
 
@@ -327,6 +361,9 @@ def translate_markdown(parser, source: str, translations: Dict[str, str]) -> Tup
         new = translations.get(_normal(text))
         if not new:
             continue
+        breaks = text.count("  \n")   # hard line breaks: the msgid has "   " where each one was
+        if breaks and new.count("   ") == breaks:
+            new = new.replace("   ", "  \n")
         region = "\n".join(lines[first:end]) if first not in edits else edits[first][1]
         start = region.find(text.split("\n")[0])
         tail = text.split("\n")[-1]
@@ -343,11 +380,14 @@ def translate_markdown(parser, source: str, translations: Dict[str, str]) -> Tup
 
 
 def notebook_translations(stem: str, language: str) -> Dict[str, str]:
-    po = DOCS_LOCALE / language / "LC_MESSAGES" / "notebooks" / f"{stem}.po"
-    if not po.is_file():
-        return {}
-    return {e["msgid"]: e["msgstr"] for e in read_po(po)
-            if e["msgid"] and e["msgstr"] and not e["fuzzy"] and not e["obsolete"]}
+    """{English block: translation} from the notebook's page catalog and its classroom-cells catalog."""
+    out: Dict[str, str] = {}
+    for folder in ("notes", "notebooks"):  # a block on the page wins over the same words in a note
+        po = DOCS_LOCALE / language / "LC_MESSAGES" / folder / f"{stem}.po"
+        if po.is_file():
+            out.update({e["msgid"]: e["msgstr"] for e in read_po(po)
+                        if e["msgid"] and e["msgstr"] and not e["fuzzy"] and not e["obsolete"]})
+    return out
 
 
 def setup_cell(language: str) -> dict:
