@@ -74,7 +74,6 @@ def extract_docs() -> List[Path]:
     """Sphinx's gettext builder (notebooks not executed), then leave out what is not prose."""
     from babel.messages.pofile import read_po as babel_read, write_po
 
-    shutil.rmtree(NOTES_POT_DIR, ignore_errors=True)  # extract_notes writes them afresh
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONPATH=str(ROOT),
                OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"))
     cmd = [sys.executable, "-m", "sphinx", "-b", "gettext", "-q", "-E", "-D", "nb_execution_mode=off",
@@ -84,7 +83,7 @@ def extract_docs() -> List[Path]:
         sys.exit(f"sphinx gettext failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     pots = []
     for pot in sorted(POT_DIR.rglob("*.pot")):
-        if pot == PKG_POT:
+        if pot == PKG_POT or NOTES_POT_DIR in pot.parents:  # made by extract_package / extract_notes
             continue
         rel = pot.relative_to(POT_DIR).with_suffix("").as_posix()
         if rel.startswith(SKIP_POTS):
@@ -169,34 +168,41 @@ def package_messages() -> Tuple[Dict[str, List[Tuple[str, int]]], List[str]]:
 
 
 def extract_package() -> Path:
-    from babel.messages.catalog import Catalog
-    from babel.messages.pofile import write_po
-
     messages, problems = package_messages()
     if problems:
         sys.exit("messages that cannot be translated:\n" + "\n".join(problems))
-    catalog = Catalog(project="mixtral-edu", version="0.1.0", copyright_holder="the mixtral-edu authors",
-                      creation_date=FIXED_DATE)
+    catalog = _template()
     for text, locations in sorted(messages.items(), key=lambda kv: kv[1][0]):
         flags = ("python-brace-format",) if placeholders(text) else ()
         catalog.add(text, locations=locations, flags=flags)
+    _write_template(catalog, PKG_POT)
+    return PKG_POT
+
+
+def _template():
+    """An empty template catalog of this project (fixed date: an unchanged extract rewrites nothing)."""
+    from babel.messages.catalog import Catalog
+
+    return Catalog(project="mixtral-edu", version="0.1.0", copyright_holder="the mixtral-edu authors",
+                   creation_date=FIXED_DATE)
+
+
+def _write_template(catalog, pot: Path) -> None:
+    from babel.messages.pofile import write_po
+
     buf = io.BytesIO()
     write_po(buf, catalog, width=0)
-    _atomic_write(PKG_POT, buf.getvalue())
-    return PKG_POT
+    _atomic_write(pot, buf.getvalue())
 
 
 def extract_notes() -> List[Path]:
     """notes/NN_*.pot: the markdown of each notebook's classroom cells (speaker notes, questions for the
     room), which carry the tag remove-cell and so never reach a docs page or Sphinx's templates."""
-    from babel.messages.catalog import Catalog
-    from babel.messages.pofile import write_po
-
+    shutil.rmtree(NOTES_POT_DIR, ignore_errors=True)  # written afresh: a removed notebook leaves none behind
     parser = _markdown_parser()
     pots = []
     for path in english_notebooks():
-        catalog = Catalog(project="mixtral-edu", version="0.1.0", copyright_holder="the mixtral-edu authors",
-                          creation_date=FIXED_DATE)
+        catalog = _template()
         for index, cell in enumerate(json.loads(path.read_text(encoding="utf-8"))["cells"]):
             if cell["cell_type"] != "markdown" or "remove-cell" not in cell.get("metadata", {}).get("tags", []):
                 continue
@@ -208,9 +214,7 @@ def extract_notes() -> List[Path]:
         if not [m for m in catalog if m.id]:
             continue
         pot = NOTES_POT_DIR / f"{path.stem}.pot"
-        buf = io.BytesIO()
-        write_po(buf, catalog, width=0)
-        _atomic_write(pot, buf.getvalue())
+        _write_template(catalog, pot)
         pots.append(pot)
     return pots
 

@@ -14,15 +14,15 @@ the last bits within tens of steps (training.json records the CPU that made the 
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import hashlib
 import io
+import json
+import math
 import os
 import random
 import time
 from dataclasses import asdict, dataclass
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 import torch
 
@@ -274,27 +274,29 @@ REPRODUCED = ("model.safetensors", "config.json", "generation_config.json", "tok
               "tokenizer_config.json", "special_tokens_map.json")
 
 
-def compare_with(out: str, reference: str) -> List[str]:
-    """One line per reproduced file: identical, or which differs and how; then the curves and revivals."""
-    lines = []
+def compare_with(out: str, reference: str) -> Tuple[List[str], bool]:
+    """(one line per reproduced file, then the curves and revivals; whether all of them are identical)."""
+    checks = []  # (line, identical)
     for name in REPRODUCED:
         a, b = os.path.join(out, name), os.path.join(reference, name)
         if not (os.path.isfile(a) and os.path.isfile(b)):
-            lines.append(f"{name}: missing in {out if not os.path.isfile(a) else reference}")
+            checks.append((f"{name}: missing in {out if not os.path.isfile(a) else reference}", False))
             continue
         ha, hb = (hashlib.sha256(open(x, "rb").read()).hexdigest() for x in (a, b))
-        lines.append(f"{name}: " + ("identical" if ha == hb else f"DIFFERENT (sha256 {ha[:12]} vs {hb[:12]})"))
+        checks.append((f"{name}: " + ("identical" if ha == hb else f"DIFFERENT (sha256 {ha[:12]} vs {hb[:12]})"),
+                       ha == hb))
     with open(os.path.join(out, "training.json")) as f, open(os.path.join(reference, "training.json")) as g:
         new, old = json.load(f), json.load(g)
     steps = new["curves"]["step"]
     first = next((s for s, x, y in zip(steps, new["curves"]["loss"], old["curves"]["loss"]) if x != y), None)
-    lines.append("loss curve: " + ("identical" if first is None and len(steps) == len(old["curves"]["step"])
-                                   else f"first differs at step {first}"))
-    lines.append("revived experts: " + ("identical" if new["curves"]["revived"] == old["curves"]["revived"]
-                                        else "DIFFERENT"))
+    same = first is None and len(steps) == len(old["curves"]["step"])
+    checks.append(("loss curve: " + ("identical" if same else f"first differs at step {first}"), same))
+    same = new["curves"]["revived"] == old["curves"]["revived"]
+    checks.append(("revived experts: " + ("identical" if same else "DIFFERENT"), same))
+    lines = [line for line, _ in checks]
     if old.get("machine") and old["machine"] != new.get("machine"):
         lines.append(f"note: the shipped run was made on {old['machine']}, this one on {new.get('machine')}")
-    return lines
+    return lines, all(ok for _, ok in checks)
 
 
 def plot_curves(curves: dict, path: str) -> None:
@@ -345,9 +347,9 @@ def main(argv: Optional[List[str]] = None) -> None:
           f"saved to {out}")
     if check:
         from .pretrained import TINY_DIR
-        lines = compare_with(out, TINY_DIR)
+        lines, identical = compare_with(out, TINY_DIR)
         print("compared with the shipped model in " + TINY_DIR + ":\n  " + "\n  ".join(lines))
-        if any("DIFFERENT" in line or "differs" in line or "missing" in line for line in lines):
+        if not identical:
             raise SystemExit(1)
 
 
